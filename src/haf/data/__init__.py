@@ -1,0 +1,1 @@
+"""Data contracts shared by the stages (fold inputs for fusion methods)."""

@@ -1,0 +1,1 @@
+"""Evaluation: masking protocols, metrics, aggregation, tables and figures."""

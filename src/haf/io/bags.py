@@ -1,0 +1,70 @@
+"""Patch-embedding bags in the CLAM/TRIDENT h5 layout: ``features`` (N x D float32), ``coords`` (N x 2 int).
+
+HANCOCK's released WSI UNI encodings, TRIDENT/CLAM outputs and this pipeline's TMA extraction all
+use this layout, so any of them can stand in for another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from haf.errors import HafInputError
+from haf.io_utils import atomic_path
+
+
+def read_bag(path: str | Path, expected_dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read one h5 bag; errors name the file and the problem (missing key, wrong width, NaN row)."""
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as exc:
+        raise HafInputError(path, f"cannot open as HDF5: {exc}") from exc
+    with handle:
+        if "features" not in handle:
+            raise HafInputError(path, f"no 'features' dataset (found: {', '.join(handle.keys()) or 'nothing'})", field="features")
+        features = np.asarray(handle["features"][()], dtype=np.float32)
+        coords = np.asarray(handle["coords"][()]) if "coords" in handle else np.zeros((len(features), 2), dtype=np.int32)
+    if features.ndim == 1 and features.size == 0:  # HANCOTHON writes a missing slide as an empty list
+        features = features.reshape(0, expected_dim or 0)
+    if features.ndim != 2:
+        raise HafInputError(path, f"'features' has shape {features.shape}, expected (N, D)", field="features")
+    if expected_dim is not None and features.shape[0] > 0 and features.shape[1] != expected_dim:
+        raise HafInputError(
+            path,
+            f"'features' are {features.shape[1]}-d but the config expects {expected_dim}-d "
+            "(was this bag made with another encoder?)",
+            field="features",
+        )
+    bad = ~np.isfinite(features).all(axis=1)
+    if bad.any():
+        raise HafInputError(path, "NaN or inf in features", where=f"row {int(np.flatnonzero(bad)[0])}", field="features")
+    if coords.size and (coords.ndim != 2 or coords.shape != (features.shape[0], 2)):
+        raise HafInputError(path, f"'coords' has shape {coords.shape}, expected ({features.shape[0]}, 2)", field="coords")
+    return features, coords.astype(np.int64, copy=False).reshape(-1, 2)
+
+
+def read_pooled_bag(paths: Sequence[str | Path], expected_dim: int | None = None) -> np.ndarray:
+    """Concatenate the instances of several h5 bags of one patient (e.g. a slide and its ``_a`` rescan)."""
+    parts = [read_bag(p, expected_dim)[0] for p in paths]
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return np.zeros((0, expected_dim or 0), dtype=np.float32)
+    return np.concatenate(parts, axis=0)
+
+
+def write_bag(path: str | Path, features: np.ndarray, coords: np.ndarray, attrs: Mapping[str, Any] | None = None) -> None:
+    """Write a bag atomically: a temporary file in the same folder, renamed when complete."""
+    features = np.asarray(features, dtype=np.float32)
+    coords = np.asarray(coords, dtype=np.int32).reshape(-1, 2)
+    if len(features) != len(coords):
+        raise ValueError(f"{len(features)} feature rows but {len(coords)} coords")
+    with atomic_path(path, ".h5") as tmp:
+        with h5py.File(tmp, "w") as handle:
+            handle.create_dataset("features", data=features)
+            handle.create_dataset("coords", data=coords)
+            for key, value in (attrs or {}).items():
+                handle.attrs[key] = value

@@ -1,0 +1,69 @@
+"""Atomic writes and seeding: no half-written output ever, the same config gives the same numbers."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    The temporary file lives in the same folder so the final ``os.replace`` is atomic on POSIX.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix or ".tmp", dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_json(path: str | Path, payload: Any) -> None:
+    """Write ``payload`` as indented JSON, atomically."""
+    with atomic_path(path, ".json") as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def write_tsv(path: str | Path, frame, **kwargs: Any) -> None:
+    """Write a DataFrame as TSV (gzip if the name ends in .gz), atomically."""
+    compression = "gzip" if str(path).endswith(".gz") else None
+    with atomic_path(path, ".gz" if compression else ".tsv") as tmp:
+        frame.to_csv(tmp, sep="\t", index=False, compression=compression, **kwargs)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed Python, NumPy and (if imported) torch; return a NumPy generator for explicit use."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    try:
+        import torch
+    except ImportError:  # the data rules' env has no torch
+        pass
+    else:
+        torch.manual_seed(seed)
+    return np.random.default_rng(seed)

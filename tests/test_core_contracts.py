@@ -1,0 +1,222 @@
+"""The shared contracts: prediction format, fold inputs, masks, Cox loss, config checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from haf.config import active_methods, folds
+from haf.data.fold_inputs import FoldInputs
+from haf.errors import HafConfigError, HafInputError
+from haf.eval.masking import draw_masks, masked_prediction_table
+from haf.io.bags import read_bag, read_pooled_bag, write_bag
+from haf.losses import cox_partial_likelihood
+from haf.modalities import MODALITIES
+from haf.predictions import make_predictions, read_predictions, write_predictions
+
+
+def _predictions(**over):
+    kw = dict(
+        method="haf",
+        seed=1,
+        fold=0,
+        part=np.array(["test", "test", "val"]),
+        patient_id=np.array(["001", "002", "003"]),
+        risk=np.array([0.1, -0.2, 1.0]),
+        prob=np.array([0.52, 0.45, 0.73]),
+        label=np.array([1.0, np.nan, 0.0]),
+        time=np.array([100.0, 2000.0, 300.0]),
+        event=np.array([1, 0, 0]),
+    )
+    kw.update(over)
+    return make_predictions(**kw)
+
+
+def test_prediction_round_trip_keeps_ids_as_strings(tmp_path):
+    frame = _predictions()
+    write_predictions(tmp_path / "p.tsv", frame)
+    back = read_predictions(tmp_path / "p.tsv")
+    assert back["patient_id"].tolist() == ["001", "002", "003"]
+    assert np.isnan(back["label"].iloc[1])
+
+
+@pytest.mark.parametrize(
+    "over, field",
+    [
+        (dict(patient_id=np.array(["1", "002", "003"])), "patient_id"),
+        (dict(part=np.array(["test", "holdout", "val"])), "part"),
+        (dict(risk=np.array([np.nan, 0.0, 0.0])), "risk"),
+        (dict(prob=np.array([1.5, 0.2, 0.1])), "prob"),
+    ],
+)
+def test_prediction_validation_names_field(over, field):
+    with pytest.raises(HafInputError, match=field):
+        _predictions(**over)
+
+
+def _fold_inputs(n=6):
+    rng = np.random.default_rng(0)
+    present = np.ones((n, len(MODALITIES)), dtype=bool)
+    present[0, 0] = False
+    features = {m: rng.normal(size=(n, 3)).astype(np.float32) for m in MODALITIES}
+    features["wsi"][0] = 0
+    return FoldInputs(
+        fold=2,
+        patient_id=np.array([f"{i:03d}" for i in range(1, n + 1)], dtype=object),
+        part=np.array(["train"] * (n - 2) + ["val", "test"], dtype=object),
+        label=np.array([0, 1, np.nan, 1, 0, 1], dtype=float),
+        time=np.arange(n, dtype=float) * 100 + 50,
+        event=np.array([0, 1, 0, 1, 0, 1]),
+        present=present,
+        features=features,
+        columns={m: ["a", "b", "c"] for m in MODALITIES},
+    )
+
+
+def test_fold_inputs_round_trip(tmp_path):
+    inputs = _fold_inputs().validate()
+    inputs.save(tmp_path / "f.npz")
+    back = FoldInputs.load(tmp_path / "f.npz")
+    assert back.fold == 2 and back.patient_id.tolist() == inputs.patient_id.tolist()
+    assert back.index("test").tolist() == [5]
+    np.testing.assert_array_equal(back.features["cell"], inputs.features["cell"])
+
+
+def test_fold_inputs_nan_names_modality_and_patient():
+    inputs = _fold_inputs()
+    inputs.features["blood"][3, 1] = np.nan
+    with pytest.raises(HafInputError, match=r"'blood'.*patient 004"):
+        inputs.validate()
+
+
+def test_masks_keep_one_observed_and_are_seeded():
+    rng = np.random.default_rng(1)
+    present = rng.random((50, 7)) < 0.7
+    present[:, 3] = True
+    a = draw_masks(present, 0.9, 30, "dropout", seed=7, fold=0)
+    b = draw_masks(present, 0.9, 30, "dropout", seed=7, fold=0)
+    c = draw_masks(present, 0.9, 30, "dropout", seed=7, fold=1)
+    assert a.shape == (30, 50, 7)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert a.any(axis=2).all(), "every patient keeps at least one modality"
+    assert not (a & ~present).any(), "masking never adds a modality"
+
+
+def test_mask_scenario_touches_only_its_group():
+    present = np.ones((40, 7), dtype=bool)
+    masks = draw_masks(present, 0.5, 10, "pathology", seed=3, fold=0)
+    assert masks[:, :, 2:].all()
+    assert not masks[:, :, :2].all()
+    rate = 1 - masks[:, :, :2].mean()
+    assert 0.35 < rate < 0.65
+
+
+def test_masked_prediction_table_repeats():
+    present = np.ones((5, 7), dtype=bool)
+    calls = []
+
+    def predict(mask):
+        calls.append(mask.copy())
+        return mask.sum(axis=1).astype(float), None
+
+    table = masked_prediction_table(
+        predict, present, [f"{i:03d}" for i in range(5)], method="m", fold=0, seed=1, protocols={"dropout": [0.0, 0.5], "tabular": [0.3]}, n_repeats=4
+    )
+    assert len(calls) == 1 + 4 + 4
+    assert set(table.groupby(["scenario", "p"]).size()) == {5 * 1, 5 * 4}
+    assert (table["risk"] == table["n_present"]).all()
+
+
+def test_cox_breslow_matches_hand_computation():
+    # times 1,2,3 all events; risks r -> loss = -mean(r_i - log sum_{t_j>=t_i} e^{r_j})
+    risk = torch.tensor([0.5, -0.2, 0.1], requires_grad=True)
+    time = torch.tensor([1.0, 2.0, 3.0])
+    event = torch.tensor([1, 1, 1])
+    r = risk.detach().numpy()
+    expected = -np.mean([r[0] - np.log(np.exp(r).sum()), r[1] - np.log(np.exp(r[1:]).sum()), r[2] - r[2]])
+    loss = cox_partial_likelihood(risk, time, event)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    assert torch.isfinite(risk.grad).all()
+
+
+def test_cox_efron_differs_from_breslow_only_with_ties():
+    risk = torch.tensor([0.3, 0.1, -0.4, 0.2])
+    event = torch.tensor([1, 1, 0, 1])
+    no_ties = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert cox_partial_likelihood(risk, no_ties, event, "efron").item() == pytest.approx(
+        cox_partial_likelihood(risk, no_ties, event, "breslow").item()
+    )
+    ties = torch.tensor([1.0, 1.0, 3.0, 4.0])
+    # Efron by hand for the tie at t=1: events 0,1; risk set {0,1,2,3}
+    e = np.exp(risk.numpy())
+    s = e.sum()
+    tied = e[0] + e[1]
+    ll = (risk[0].item() - np.log(s)) + (risk[1].item() - np.log(s - 0.5 * tied)) + (risk[3].item() - np.log(e[3]))
+    assert cox_partial_likelihood(risk, ties, event, "efron").item() == pytest.approx(-ll / 3, rel=1e-6)
+
+
+def test_cox_without_events_is_zero_with_grad():
+    risk = torch.zeros(3, requires_grad=True)
+    loss = cox_partial_likelihood(risk, torch.ones(3), torch.zeros(3))
+    loss.backward()
+    assert loss.item() == 0.0
+
+
+def test_bag_round_trip_and_errors(tmp_path):
+    feats = np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)
+    write_bag(tmp_path / "a.h5", feats, np.zeros((5, 2)), {"encoder": "x"})
+    got, coords = read_bag(tmp_path / "a.h5", expected_dim=8)
+    np.testing.assert_array_equal(got, feats)
+    assert read_pooled_bag([tmp_path / "a.h5", tmp_path / "a.h5"], 8).shape == (10, 8)
+    with pytest.raises(HafInputError, match="4-d"):
+        read_bag(tmp_path / "a.h5", expected_dim=4)
+    feats[2, 3] = np.nan
+    write_bag(tmp_path / "b.h5", feats, np.zeros((5, 2)))
+    with pytest.raises(HafInputError, match="row 2"):
+        read_bag(tmp_path / "b.h5")
+    (tmp_path / "c.h5").write_bytes(b"not hdf5")
+    with pytest.raises(HafInputError, match="c.h5"):
+        read_bag(tmp_path / "c.h5")
+
+
+def test_config_checks(default_config):
+    assert folds(default_config) == list(range(10))
+    methods = active_methods(default_config)
+    assert methods["haf"]["modalities"] == list(MODALITIES)
+    assert methods["wsi_tma_clam"]["modalities"] == ["wsi", "tma"]
+    default_config["run_methods"] = ["haf", "nope"]
+    with pytest.raises(HafConfigError, match="nope"):
+        active_methods(default_config)
+    default_config["cv"]["scheme"] = "official_in"
+    assert folds(default_config) == [0]
+
+
+def test_fit_restores_best_epoch():
+    from haf.training import TrainConfig, fit, make_optimizer
+
+    model = torch.nn.Linear(1, 1)
+    cfg = TrainConfig(lr=0.1, max_epochs=20, es_patience=3)
+    opt = make_optimizer(model.parameters(), cfg)
+    scores = iter([0.5, 0.9, 0.6, 0.6, 0.6, 0.6, 0.6])
+    snapshot = {}
+
+    def train_epoch(epoch):
+        with torch.no_grad():
+            model.weight.fill_(float(epoch))
+        return 1.0
+
+    def validate():
+        s = next(scores)
+        if s == 0.9:
+            snapshot["w"] = model.weight.item()
+        return s, 1.0
+
+    history = fit({"m": model}, opt, cfg, train_epoch, validate)
+    assert len(history) == 5  # best at epoch 1, then 3 bad epochs... stops at epoch 4
+    assert model.weight.item() == snapshot["w"] == 1.0
+    assert history.loc[history["best"], "epoch"].item() == 1
+    assert isinstance(history, pd.DataFrame)

@@ -1,0 +1,112 @@
+# Cohort: manifest, targets, folds and per-fold tabular matrices.
+
+
+rule manifest:
+    input:
+        raw_inputs,
+    output:
+        manifest=f"{RES}/cohort/manifest.tsv",
+        counts=f"{RES}/cohort/modality_counts.json",
+    params:
+        data_root=DATA,
+        paths=config["paths"],
+        markers=config["extract"]["markers"],
+    log:
+        f"{LOGS}/manifest.log",
+    conda:
+        "../../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    script:
+        "../scripts/build_manifest.py"
+
+
+rule targets:
+    input:
+        raw_inputs,
+        manifest=f"{RES}/cohort/manifest.tsv",
+    output:
+        f"{RES}/cohort/targets.tsv",
+    params:
+        data_root=DATA,
+        paths=config["paths"],
+        target=config["target"],
+    log:
+        f"{LOGS}/targets.log",
+    conda:
+        "../../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/build_targets.py"
+
+
+rule folds:
+    input:
+        raw_inputs,
+        targets=f"{RES}/cohort/targets.tsv",
+    output:
+        f"{RES}/cohort/folds.tsv",
+    params:
+        data_root=DATA,
+        paths=config["paths"],
+        cv=config["cv"],
+    log:
+        f"{LOGS}/folds.log",
+    conda:
+        "../../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/make_folds.py"
+
+
+rule tabular:
+    input:
+        raw_inputs,
+        manifest=f"{RES}/cohort/manifest.tsv",
+        folds=f"{RES}/cohort/folds.tsv",
+    output:
+        f"{RES}/tabular/fold_{{fold}}.npz",
+    params:
+        data_root=DATA,
+        paths=config["paths"],
+        tabular=config["tabular"],
+    log:
+        f"{LOGS}/tabular/fold_{{fold}}.log",
+    conda:
+        "../../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/preprocess_tabular.py"
+
+
+rule fold_inputs:
+    input:
+        tabular=f"{RES}/tabular/fold_{{fold}}.npz",
+        targets=f"{RES}/cohort/targets.tsv",
+        folds=f"{RES}/cohort/folds.tsv",
+        manifest=f"{RES}/cohort/manifest.tsv",
+        wsi=f"{RES}/stage1/wsi/fold_{{fold}}/embeddings.npz",
+        tma=f"{RES}/stage1/tma/fold_{{fold}}/embeddings.npz",
+    output:
+        f"{RES}/fold_inputs/fold_{{fold}}.npz",
+    log:
+        f"{LOGS}/fold_inputs/fold_{{fold}}.log",
+    conda:
+        "../../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/assemble_fold_inputs.py"

@@ -1,0 +1,46 @@
+# Stage 3: fusion methods (HAF and its variants and ablations), one trainer for all of them.
+
+
+def fusion_inputs(wildcards):
+    decl = METHODS[wildcards.method]
+    inputs = {"fold_inputs": f"{RES}/fold_inputs/fold_{wildcards.fold}.npz"}
+    if decl["detach"] and decl["align"] != "none":
+        inputs["projectors"] = f"{RES}/stage2/{decl['align']}/fold_{wildcards.fold}/projectors.pt"
+    if not decl["detach"]:
+        # joint training (Eq. 12) re-trains the Stage 1 encoders, so it reads the bags
+        inputs.update(
+            manifest=f"{RES}/cohort/manifest.tsv",
+            folds=f"{RES}/cohort/folds.tsv",
+            tma_index=TMA_INDEX,
+        )
+    return inputs
+
+
+rule fusion:
+    input:
+        unpack(fusion_inputs),
+    output:
+        model=f"{RES}/methods/{{method}}/fold_{{fold}}/model.pt",
+        predictions=f"{RES}/methods/{{method}}/fold_{{fold}}/predictions.tsv",
+        masked=f"{RES}/methods/{{method}}/fold_{{fold}}/masked.tsv.gz",
+        train_log=f"{RES}/methods/{{method}}/fold_{{fold}}/train_log.tsv",
+    wildcard_constraints:
+        method=name_pattern(FUSION_METHODS),
+    params:
+        declaration=lambda wildcards: METHODS[wildcards.method],
+        stage1=config["stage1"],
+        stage2=config["stage2"],
+        stage3=config["stage3"],
+        evaluation=config["evaluation"],
+        device=config["device"],
+    log:
+        f"{LOGS}/methods/{{method}}/fold_{{fold}}.log",
+    conda:
+        "../../envs/train.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=60,
+    script:
+        "../scripts/train_fusion.py"
