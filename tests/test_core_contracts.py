@@ -123,7 +123,14 @@ def test_masked_prediction_table_repeats():
         return mask.sum(axis=1).astype(float), None
 
     table = masked_prediction_table(
-        predict, present, [f"{i:03d}" for i in range(5)], method="m", fold=0, seed=1, protocols={"dropout": [0.0, 0.5], "tabular": [0.3]}, n_repeats=4
+        predict,
+        present,
+        [f"{i:03d}" for i in range(5)],
+        method="m",
+        fold=0,
+        seed=1,
+        protocols={"dropout": [0.0, 0.5], "tabular": [0.3]},
+        n_repeats=4,
     )
     assert len(calls) == 1 + 4 + 4
     assert set(table.groupby(["scenario", "p"]).size()) == {5 * 1, 5 * 4}
@@ -155,7 +162,11 @@ def test_cox_efron_differs_from_breslow_only_with_ties():
     e = np.exp(risk.numpy())
     s = e.sum()
     tied = e[0] + e[1]
-    ll = (risk[0].item() - np.log(s)) + (risk[1].item() - np.log(s - 0.5 * tied)) + (risk[3].item() - np.log(e[3]))
+    ll = (
+        (risk[0].item() - np.log(s))
+        + (risk[1].item() - np.log(s - 0.5 * tied))
+        + (risk[3].item() - np.log(e[3]))
+    )
     assert cox_partial_likelihood(risk, ties, event, "efron").item() == pytest.approx(-ll / 3, rel=1e-6)
 
 
@@ -220,3 +231,44 @@ def test_fit_restores_best_epoch():
     assert model.weight.item() == snapshot["w"] == 1.0
     assert history.loc[history["best"], "epoch"].item() == 1
     assert isinstance(history, pd.DataFrame)
+
+
+def test_method_outputs_written_and_masked_values_zeroed(tmp_path, default_config):
+    from haf.method_io import FoldTensors, minibatches, predict_scores, training_rows, write_method_outputs
+    from haf.predictions import read_predictions
+
+    inputs = _fold_inputs().validate()
+    tensors = FoldTensors.from_inputs(inputs, torch.device("cpu"))
+    # a mask zeroes the features of the modalities it drops
+    x, m = tensors.rows(np.array([1, 2]), torch.tensor([[False] + [True] * 6] * 2))
+    assert torch.count_nonzero(x["wsi"]) == 0 and torch.count_nonzero(x["tma"]) > 0
+
+    def score_fn(x, present):
+        return sum(v.sum(dim=1) for v in x.values()) + present.sum(dim=1)
+
+    assert training_rows(inputs, "train", "bce").tolist() == [0, 1, 3]
+    assert training_rows(inputs, "train", "cox").tolist() == [0, 1, 2, 3]
+    batches = list(minibatches(np.arange(9), 4, np.random.default_rng(0)))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(9)) and min(map(len, batches)) >= 2
+    evaluation = dict(default_config["evaluation"], repeats=3)
+    outputs = {k: tmp_path / f"{k}.out" for k in ("predictions", "masked", "train_log", "model")}
+    outputs["masked"] = tmp_path / "masked.tsv.gz"
+    preds = write_method_outputs(
+        outputs,
+        method="toy",
+        seed=0,
+        inputs=inputs,
+        tensors=tensors,
+        score_fn=score_fn,
+        task_loss="bce",
+        evaluation=evaluation,
+        history=pd.DataFrame({"epoch": [0]}),
+        checkpoint={"state": {}},
+    )
+    assert preds["part"].tolist() == ["val", "test"]
+    back = read_predictions(outputs["predictions"])
+    np.testing.assert_allclose(back["risk"], predict_scores(score_fn, tensors, np.array([4, 5])), rtol=1e-5)
+    masked = pd.read_csv(outputs["masked"], sep="\t", dtype={"patient_id": str})
+    assert set(masked["scenario"]) == {"dropout", "pathology", "tabular", "mixed"}
+    # 10 dropout p (p=0 once) + 3 scenarios x 3 p, 3 repeats, 1 test patient
+    assert len(masked) == 1 + 9 * 3 + 3 * 3 * 3

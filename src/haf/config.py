@@ -13,8 +13,22 @@ from typing import Any
 from haf.errors import HafConfigError
 from haf.modalities import MODALITIES, PATHOLOGY_MODELS
 
-METHOD_FAMILIES: tuple[str, ...] = ("clam", "fusion", "late_fusion", "attention_fusion", "mfmf", "feature_interaction", "parachute")
-COMPARATOR_FAMILIES: tuple[str, ...] = ("late_fusion", "attention_fusion", "mfmf", "feature_interaction", "parachute")
+METHOD_FAMILIES: tuple[str, ...] = (
+    "clam",
+    "fusion",
+    "late_fusion",
+    "attention_fusion",
+    "mfmf",
+    "feature_interaction",
+    "parachute",
+)
+COMPARATOR_FAMILIES: tuple[str, ...] = (
+    "late_fusion",
+    "attention_fusion",
+    "mfmf",
+    "feature_interaction",
+    "parachute",
+)
 
 
 def folds(config: dict[str, Any]) -> list[int]:
@@ -33,13 +47,19 @@ def method_declaration(name: str, raw: dict[str, Any]) -> dict[str, Any]:
     decl.setdefault("task_loss", "bce")
     if family == "clam":
         if decl.get("pathology_model") not in PATHOLOGY_MODELS:
-            raise HafConfigError(f"methods.{name}.pathology_model must be one of {', '.join(PATHOLOGY_MODELS)} for a clam method")
-        decl["modalities"] = ["wsi", "tma"] if decl["pathology_model"] == "wsi_tma" else [decl["pathology_model"]]
+            raise HafConfigError(
+                f"methods.{name}.pathology_model must be one of {', '.join(PATHOLOGY_MODELS)} for a clam method"
+            )
+        decl["modalities"] = (
+            ["wsi", "tma"] if decl["pathology_model"] == "wsi_tma" else [decl["pathology_model"]]
+        )
         return decl
     decl.setdefault("modalities", list(MODALITIES))
     unknown = [m for m in decl["modalities"] if m not in MODALITIES]
     if unknown:
-        raise HafConfigError(f"methods.{name}.modalities: unknown modality {unknown[0]!r}; expected {', '.join(MODALITIES)}")
+        raise HafConfigError(
+            f"methods.{name}.modalities: unknown modality {unknown[0]!r}; expected {', '.join(MODALITIES)}"
+        )
     # keep the canonical slot order whatever order the config lists them in
     decl["modalities"] = [m for m in MODALITIES if m in decl["modalities"]]
     if family == "fusion":
@@ -49,7 +69,9 @@ def method_declaration(name: str, raw: dict[str, Any]) -> dict[str, Any]:
     if family == "mfmf":
         decl.setdefault("value_modality", "wsi")
         if decl["value_modality"] not in decl["modalities"]:
-            raise HafConfigError(f"methods.{name}.value_modality {decl['value_modality']!r} is not among its modalities")
+            raise HafConfigError(
+                f"methods.{name}.value_modality {decl['value_modality']!r} is not among its modalities"
+            )
     if family == "parachute":
         decl["task_loss"] = "cox"
     return decl

@@ -9,7 +9,9 @@ from pathlib import Path
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def setup_logging(log_path: str | Path | None = None, name: str = "haf", level: int = logging.INFO) -> logging.Logger:
+def setup_logging(
+    log_path: str | Path | None = None, name: str = "haf", level: int = logging.INFO
+) -> logging.Logger:
     """Return the project logger writing to ``log_path`` (created) and stderr.
 
     Called once at the top of every rule script with ``snakemake.log[0]``; library modules use

@@ -6,7 +6,9 @@ import torch
 import torch.nn.functional as F
 
 
-def cox_partial_likelihood(risk: torch.Tensor, time: torch.Tensor, event: torch.Tensor, ties: str = "breslow") -> torch.Tensor:
+def cox_partial_likelihood(
+    risk: torch.Tensor, time: torch.Tensor, event: torch.Tensor, ties: str = "breslow"
+) -> torch.Tensor:
     """Negative Cox log partial likelihood, averaged over observed events.
 
     ``risk`` is the log hazard (higher = earlier death).  Ties in event time are handled by
@@ -30,7 +32,9 @@ def cox_partial_likelihood(risk: torch.Tensor, time: torch.Tensor, event: torch.
     if ties != "efron":
         raise ValueError(f"ties must be 'breslow' or 'efron', got {ties!r}")
     # Efron: for d tied events at time t, the l-th (0-based) denominator subtracts l/d of their summed hazard
-    tied = (time.unsqueeze(0) == time.unsqueeze(1)).to(risk.dtype) * event.unsqueeze(0)  # tied[i, j]: j an event tied with i
+    tied = (time.unsqueeze(0) == time.unsqueeze(1)).to(risk.dtype) * event.unsqueeze(
+        0
+    )  # tied[i, j]: j an event tied with i
     tied_sum = tied @ exp_risk  # summed hazard of the events tied at t_i
     d = tied.sum(dim=1).clamp(min=1.0)
     # rank of each event within its tie group (0..d-1), from a stable order
@@ -43,4 +47,6 @@ def cox_partial_likelihood(risk: torch.Tensor, time: torch.Tensor, event: torch.
 
 def binary_loss(logit: torch.Tensor, label: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Binary cross-entropy on logits (numerically stable)."""
-    return F.binary_cross_entropy_with_logits(logit.reshape(-1), label.reshape(-1).to(logit.dtype), reduction=reduction)
+    return F.binary_cross_entropy_with_logits(
+        logit.reshape(-1), label.reshape(-1).to(logit.dtype), reduction=reduction
+    )

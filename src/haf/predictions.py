@@ -27,7 +27,18 @@ import pandas as pd
 from haf.errors import HafInputError
 from haf.io_utils import write_tsv
 
-COLUMNS: tuple[str, ...] = ("method", "seed", "fold", "part", "patient_id", "prob", "risk", "label", "time", "event")
+COLUMNS: tuple[str, ...] = (
+    "method",
+    "seed",
+    "fold",
+    "part",
+    "patient_id",
+    "prob",
+    "risk",
+    "label",
+    "time",
+    "event",
+)
 PARTS: tuple[str, ...] = ("train", "val", "test")
 _ID = re.compile(r"^\d{3}$")
 
@@ -73,11 +84,18 @@ def validate_predictions(frame: pd.DataFrame, source: str | Path = "<predictions
         raise HafInputError(source, f"missing column(s) {', '.join(missing)}; expected {', '.join(COLUMNS)}")
     for row, pid in enumerate(frame["patient_id"]):
         if not isinstance(pid, str) or not _ID.match(pid):
-            raise HafInputError(source, f"patient id {pid!r} is not a 3-digit string", where=f"row {row + 1}", field="patient_id")
+            raise HafInputError(
+                source,
+                f"patient id {pid!r} is not a 3-digit string",
+                where=f"row {row + 1}",
+                field="patient_id",
+            )
     bad_part = ~frame["part"].isin(PARTS)
     if bad_part.any():
         row = int(np.flatnonzero(bad_part.to_numpy())[0])
-        raise HafInputError(source, f"part {frame['part'].iloc[row]!r} not in {PARTS}", where=f"row {row + 1}", field="part")
+        raise HafInputError(
+            source, f"part {frame['part'].iloc[row]!r} not in {PARTS}", where=f"row {row + 1}", field="part"
+        )
     risk = frame["risk"].to_numpy(dtype=float)
     if not np.isfinite(risk).all():
         row = int(np.flatnonzero(~np.isfinite(risk))[0])

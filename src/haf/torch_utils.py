@@ -15,7 +15,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was asked for but no GPU is visible (CUDA_VISIBLE_DEVICES?); use device: auto or cpu")
+        raise RuntimeError(
+            "device: cuda was asked for but no GPU is visible (CUDA_VISIBLE_DEVICES?); use device: auto or cpu"
+        )
     return torch.device(name)
 
 

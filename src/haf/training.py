@@ -58,7 +58,9 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig) -> to
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
     if cfg.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience)
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience
+        )
     if cfg.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.t_max, eta_min=cfg.eta_min)
     if cfg.scheduler == "none":
@@ -129,7 +131,15 @@ def fit(
         with torch.no_grad():
             val_score, val_loss = validate()
         lr = optimizer.param_groups[0]["lr"]
-        rows.append({"epoch": epoch, "train_loss": train_loss, "val_loss": float(val_loss), "val_score": float(val_score), "lr": lr})
+        rows.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "val_loss": float(val_loss),
+                "val_score": float(val_score),
+                "lr": lr,
+            }
+        )
         if scheduler is not None:
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 scheduler.step(val_loss if math.isfinite(val_loss) else float("inf"))

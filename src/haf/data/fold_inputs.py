@@ -63,9 +63,15 @@ class FoldInputs:
         n = self.n
         for name in ("part", "label", "time", "event"):
             if len(getattr(self, name)) != n:
-                raise HafInputError(source, f"{name} has {len(getattr(self, name))} rows, expected {n}", field=name)
+                raise HafInputError(
+                    source, f"{name} has {len(getattr(self, name))} rows, expected {n}", field=name
+                )
         if self.present.shape != (n, len(MODALITIES)):
-            raise HafInputError(source, f"present has shape {self.present.shape}, expected {(n, len(MODALITIES))}", field="present")
+            raise HafInputError(
+                source,
+                f"present has shape {self.present.shape}, expected {(n, len(MODALITIES))}",
+                field="present",
+            )
         if len(set(self.patient_id.tolist())) != n:
             raise HafInputError(source, "duplicated patient id", field="patient_id")
         for m_idx, m in enumerate(MODALITIES):
@@ -73,7 +79,9 @@ class FoldInputs:
                 raise HafInputError(source, f"no features for modality {m!r}", field=m)
             x = self.features[m]
             if x.ndim != 2 or x.shape[0] != n:
-                raise HafInputError(source, f"features of {m!r} have shape {x.shape}, expected ({n}, d)", field=m)
+                raise HafInputError(
+                    source, f"features of {m!r} have shape {x.shape}, expected ({n}, d)", field=m
+                )
             bad = ~np.isfinite(x).all(axis=1)
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
@@ -86,10 +94,18 @@ class FoldInputs:
             absent_nonzero = (~self.present[:, m_idx]) & (np.abs(x).sum(axis=1) > 0)
             if absent_nonzero.any():
                 row = int(np.flatnonzero(absent_nonzero)[0])
-                raise HafInputError(source, f"modality {m!r} is marked absent for patient {self.patient_id[row]} but has non-zero features", field=m)
+                raise HafInputError(
+                    source,
+                    f"modality {m!r} is marked absent for patient {self.patient_id[row]} but has non-zero features",
+                    field=m,
+                )
         no_modality = ~self.present.any(axis=1)
         if no_modality.any():
-            raise HafInputError(source, f"patient {self.patient_id[np.flatnonzero(no_modality)[0]]} has no modality at all", field="present")
+            raise HafInputError(
+                source,
+                f"patient {self.patient_id[np.flatnonzero(no_modality)[0]]} has no modality at all",
+                field="present",
+            )
         return self
 
     def save(self, path: str | Path) -> None:

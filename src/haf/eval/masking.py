@@ -27,7 +27,9 @@ Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
 """Maps a (n_test, 7) presence mask to (risk, prob or None) for the test patients."""
 
 
-def draw_masks(present: np.ndarray, p: float, n_repeats: int, scenario: str, seed: int, fold: int) -> np.ndarray:
+def draw_masks(
+    present: np.ndarray, p: float, n_repeats: int, scenario: str, seed: int, fold: int
+) -> np.ndarray:
     """Return (n_repeats, n, 7) presence masks: ``present`` with eligible modalities dropped at rate ``p``."""
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown masking scenario {scenario!r}; expected one of {', '.join(SCENARIOS)}")
@@ -39,7 +41,9 @@ def draw_masks(present: np.ndarray, p: float, n_repeats: int, scenario: str, see
     if (~present.any(axis=1)).any():
         raise ValueError("a patient with no observed modality cannot be masked")
     eligible = np.array([m in SCENARIOS[scenario] for m in MODALITIES])
-    rng = np.random.default_rng(np.random.SeedSequence([seed, fold, _SCENARIO_ID[scenario], round(p * 10_000)]))
+    rng = np.random.default_rng(
+        np.random.SeedSequence([seed, fold, _SCENARIO_ID[scenario], round(p * 10_000)])
+    )
     n = present.shape[0]
     masks = np.empty((n_repeats, n, len(MODALITIES)), dtype=bool)
     for r in range(n_repeats):
@@ -88,7 +92,9 @@ def masked_prediction_table(
                             "patient_id": ids,
                             "n_present": masks[r].sum(axis=1),
                             "risk": np.asarray(risk, dtype=float),
-                            "prob": np.full(len(ids), np.nan) if prob is None else np.asarray(prob, dtype=float),
+                            "prob": np.full(len(ids), np.nan)
+                            if prob is None
+                            else np.asarray(prob, dtype=float),
                         }
                     )
                 )

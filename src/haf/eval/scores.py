@@ -24,6 +24,8 @@ def cindex_or_nan(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> floa
     if event.sum() == 0:
         return float("nan")
     try:
-        return float(concordance_index_censored(event, np.asarray(time, dtype=float), np.asarray(risk, dtype=float))[0])
+        return float(
+            concordance_index_censored(event, np.asarray(time, dtype=float), np.asarray(risk, dtype=float))[0]
+        )
     except ValueError:  # no comparable pairs
         return float("nan")

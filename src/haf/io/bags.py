@@ -25,9 +25,17 @@ def read_bag(path: str | Path, expected_dim: int | None = None) -> tuple[np.ndar
         raise HafInputError(path, f"cannot open as HDF5: {exc}") from exc
     with handle:
         if "features" not in handle:
-            raise HafInputError(path, f"no 'features' dataset (found: {', '.join(handle.keys()) or 'nothing'})", field="features")
+            raise HafInputError(
+                path,
+                f"no 'features' dataset (found: {', '.join(handle.keys()) or 'nothing'})",
+                field="features",
+            )
         features = np.asarray(handle["features"][()], dtype=np.float32)
-        coords = np.asarray(handle["coords"][()]) if "coords" in handle else np.zeros((len(features), 2), dtype=np.int32)
+        coords = (
+            np.asarray(handle["coords"][()])
+            if "coords" in handle
+            else np.zeros((len(features), 2), dtype=np.int32)
+        )
     if features.ndim == 1 and features.size == 0:  # HANCOTHON writes a missing slide as an empty list
         features = features.reshape(0, expected_dim or 0)
     if features.ndim != 2:
@@ -41,9 +49,13 @@ def read_bag(path: str | Path, expected_dim: int | None = None) -> tuple[np.ndar
         )
     bad = ~np.isfinite(features).all(axis=1)
     if bad.any():
-        raise HafInputError(path, "NaN or inf in features", where=f"row {int(np.flatnonzero(bad)[0])}", field="features")
+        raise HafInputError(
+            path, "NaN or inf in features", where=f"row {int(np.flatnonzero(bad)[0])}", field="features"
+        )
     if coords.size and (coords.ndim != 2 or coords.shape != (features.shape[0], 2)):
-        raise HafInputError(path, f"'coords' has shape {coords.shape}, expected ({features.shape[0]}, 2)", field="coords")
+        raise HafInputError(
+            path, f"'coords' has shape {coords.shape}, expected ({features.shape[0]}, 2)", field="coords"
+        )
     return features, coords.astype(np.int64, copy=False).reshape(-1, 2)
 
 
@@ -56,7 +68,9 @@ def read_pooled_bag(paths: Sequence[str | Path], expected_dim: int | None = None
     return np.concatenate(parts, axis=0)
 
 
-def write_bag(path: str | Path, features: np.ndarray, coords: np.ndarray, attrs: Mapping[str, Any] | None = None) -> None:
+def write_bag(
+    path: str | Path, features: np.ndarray, coords: np.ndarray, attrs: Mapping[str, Any] | None = None
+) -> None:
     """Write a bag atomically: a temporary file in the same folder, renamed when complete."""
     features = np.asarray(features, dtype=np.float32)
     coords = np.asarray(coords, dtype=np.int32).reshape(-1, 2)
