@@ -1,0 +1,78 @@
+"""A fusion method is a declaration, not a training loop: which modalities, alignment, drop, detach, loss.
+
+``config.methods.<name>`` (family ``fusion``) is turned into a :class:`MethodSpec`; the one trainer
+in :mod:`haf.fusion.trainer` reads nothing else to decide what to do.
+
+==========================  =========================================================================
+``modalities``              slots of the fusion MLP (default all seven, in ``MODALITIES`` order)
+``align``                   ``none``: projectors trained with the task loss, jointly with the fusion
+                            MLP; ``ga``/``clip``: Stage 2 projectors of that kind
+``drop``                    random-modality training with MoFe (Eq. 10-11)
+``detach``                  ``true``: Stage 2 projectors frozen (loaded), Stage 1 embeddings fixed;
+                            ``false``: Stages 1-3 trained jointly with Eq. 12 (CLAM encoders included)
+``task_loss``               ``bce`` (binary target, AUC) or ``cox`` (Breslow partial likelihood, C-index)
+==========================  =========================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from haf.config import method_declaration
+from haf.errors import HafConfigError
+from haf.modalities import MODALITIES
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    modalities: tuple[str, ...]
+    align: str = "none"
+    drop: bool = False
+    detach: bool = True
+    task_loss: str = "bce"
+
+    @classmethod
+    def from_declaration(cls, name: str, declaration: dict[str, Any]) -> MethodSpec:
+        """Complete (``haf.config.method_declaration``) and check one fusion declaration."""
+        decl = method_declaration(name, dict(declaration))
+        if decl["family"] != "fusion":
+            raise HafConfigError(f"methods.{name}: family {decl['family']!r} is not a fusion method")
+        spec = cls(
+            name=name,
+            modalities=tuple(m for m in MODALITIES if m in decl["modalities"]),
+            align=str(decl["align"]),
+            drop=bool(decl["drop"]),
+            detach=bool(decl["detach"]),
+            task_loss=str(decl["task_loss"]),
+        )
+        if spec.align not in ("none", "ga", "clip"):
+            raise HafConfigError(f"methods.{name}.align must be none, ga or clip, got {spec.align!r}")
+        if spec.task_loss not in ("bce", "cox"):
+            raise HafConfigError(f"methods.{name}.task_loss must be bce or cox, got {spec.task_loss!r}")
+        if spec.align != "none" and spec.modalities != MODALITIES:
+            raise HafConfigError(
+                f"methods.{name}: align {spec.align!r} uses the Stage 2 projectors of all seven modalities; "
+                "drop `modalities` or set align: none"
+            )
+        if spec.align == "clip" and "wsi" not in spec.modalities:
+            raise HafConfigError(
+                f"methods.{name}: CLIP alignment is anchored to wsi, which is not among its modalities"
+            )
+        return spec
+
+    @property
+    def uses_stage2(self) -> bool:
+        """Whether the method reads ``stage2/{align}/fold_k/projectors.pt`` (aligned and detached)."""
+        return self.detach and self.align != "none"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "modalities": list(self.modalities),
+            "align": self.align,
+            "drop": self.drop,
+            "detach": self.detach,
+            "task_loss": self.task_loss,
+        }

@@ -1,0 +1,286 @@
+"""Stage 3: random-modality subsets, the fusion loss (Eq. 10-11), the one trainer and its outputs."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from haf.config import active_methods
+from haf.errors import HafConfigError, HafInputError
+from haf.eval.scores import auc_or_nan, cindex_or_nan
+from haf.fusion.jobs import train_method, write_run
+from haf.fusion.model import FusionHead, draw_reduced, fusion_loss
+from haf.fusion.spec import MethodSpec
+from haf.fusion.stage2 import save_projectors, train_alignment
+from haf.fusion.synthetic import synthetic_fold_inputs
+from haf.fusion.trainer import load_fusion_model, train_fusion
+from haf.method_io import FoldTensors, predict_scores
+from haf.modalities import MODALITIES
+from haf.predictions import read_predictions
+
+CPU = torch.device("cpu")
+SMALL_DIMS = {"wsi": 8, "tma": 8, "cell": 5, "clin": 4, "path": 6, "blood": 7, "icd": 5}
+STAGE2 = dict(
+    d_out=16,
+    hidden=32,
+    tau_sv=0.1,
+    tau_pd=0.1,
+    lambda_pd=0.01,
+    tau_clip=0.07,
+    lr=1e-3,
+    weight_decay=1e-5,
+    max_epochs=20,
+    batch_size=64,
+    es_patience=10,
+    lr_patience=15,
+    lr_factor=0.5,
+    seed=2,
+)
+STAGE3 = dict(
+    hidden=32,
+    dropout=0.1,
+    lambda_mofe=0.1,
+    lr=2e-3,
+    weight_decay=1e-5,
+    max_epochs=40,
+    batch_size=64,
+    lr_patience=15,
+    lr_factor=0.5,
+    es_patience=15,
+    seed=3,
+)
+EVALUATION = dict(dropout_p=[0.0, 0.5], parachute_p=[0.3], repeats=3, mask_seed=7)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    """Planted signal in wsi, tma, path (strong) and clin, cell (weak); blood is noise."""
+    return synthetic_fold_inputs(
+        360,
+        seed=21,
+        dims=SMALL_DIMS,
+        signal={"wsi": 2.0, "tma": 1.5, "path": 2.0, "clin": 0.8, "cell": 0.6, "blood": 0.0, "icd": 0.0},
+    )
+
+
+@pytest.fixture(scope="module")
+def ga_bank(cohort):
+    torch.set_num_threads(1)
+    return train_alignment(cohort, "ga", STAGE2, CPU)
+
+
+def _spec(name, **decl):
+    return MethodSpec.from_declaration(name, {"family": "fusion", **decl})
+
+
+def test_reduced_sets_are_uniform_proper_nonempty_subsets():
+    g = torch.Generator().manual_seed(0)
+    present = torch.zeros(4, 7, dtype=torch.bool)
+    present[0, [0, 3, 5]] = True  # 3 observed -> 6 proper non-empty subsets
+    present[1, 2] = True  # single modality -> no reduced set
+    present[2] = True
+    present[3, [1, 6]] = True
+    reduced, has = draw_reduced(present.repeat(6000, 1), g)
+    assert has[:4].tolist() == [True, False, True, True]
+    assert not (reduced & ~present.repeat(6000, 1)).any(), "never adds a modality"
+    sets = reduced[0::4][:, [0, 3, 5]]
+    assert sets.any(dim=1).all() and not sets.all(dim=1).any()
+    counts = Counter(tuple(r) for r in sets.int().tolist())
+    assert len(counts) == 6 and min(counts.values()) > 850 and max(counts.values()) < 1150
+    torch.testing.assert_close(reduced[1::4], present[1].expand(6000, 7))
+    assert len(Counter(tuple(r) for r in reduced[2::4].int().tolist())) == 126
+
+
+def test_mofe_loss_by_hand():
+    torch.manual_seed(0)
+    head = FusionHead(3, 2, 4, 0.0)
+    u = torch.randn(3, 3, 2)
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1]], dtype=torch.bool)
+    label = torch.tensor([1.0, 0.0, 1.0])
+    g = torch.Generator().manual_seed(5)
+    loss, parts = fusion_loss(
+        head,
+        u,
+        mask,
+        {"label": label, "time": label, "event": label},
+        kind="bce",
+        drop=True,
+        lambda_mofe=0.1,
+        generator=g,
+    )
+    reduced, has = draw_reduced(mask, torch.Generator().manual_seed(5))
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    l_full = bce(head(u, mask), label, reduction="none")
+    l_red = bce(head(u, reduced), label, reduction="none")[has]
+    expected = l_full.mean() + l_red.mean() + 0.1 * torch.clamp(l_full[has] - l_red, min=0).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    plain, _ = fusion_loss(head, u, mask, {"label": label}, kind="bce", drop=False, lambda_mofe=0.1)
+    assert plain.item() == pytest.approx(l_full.mean().item(), rel=1e-6)
+
+
+def test_every_declared_fusion_method_parses(default_config):
+    methods = active_methods(default_config)
+    fusion = {n: d for n, d in methods.items() if d["family"] == "fusion"}
+    assert len(fusion) == 12  # the eleven of issue 5 + haf_cox
+    specs = {n: MethodSpec.from_declaration(n, d) for n, d in fusion.items()}
+    assert specs["haf"].align == "ga" and specs["haf"].drop and specs["haf"].uses_stage2
+    assert specs["fusion_mlp_wsi_tma"].modalities == ("wsi", "tma")
+    assert not specs["haf_nodetach"].detach and specs["haf_cox"].task_loss == "cox"
+    with pytest.raises(HafConfigError, match="seven"):
+        _spec("bad", modalities=["wsi", "tma"], align="ga")
+
+
+def test_haf_learns_planted_signal_and_masked_values_cannot_leak(cohort, ga_bank):
+    run = train_fusion(
+        cohort,
+        _spec("haf", align="ga", drop=True),
+        STAGE3,
+        STAGE2,
+        CPU,
+        projectors=ga_bank.projectors,
+        stage2_meta={"align": "ga", "untrained": []},
+    )
+    test = cohort.index("test")
+    score = predict_scores(run.score_fn, run.tensors, test)
+    auc = auc_or_nan(cohort.label[test], score)
+    assert auc > 0.7, auc
+    assert {"train_task", "train_reduced", "train_mofe"} <= set(run.history.columns)
+    # a masked modality's values cannot change the output: through method_io and through the model itself
+    mask = cohort.present[test].copy()
+    mask[:, [0, 4]] = False
+    tensors = run.tensors
+    before = predict_scores(run.score_fn, tensors, test, present=mask)
+    noisy = FoldTensors(
+        x={m: v + (100.0 * torch.randn_like(v) if m in ("wsi", "path") else 0) for m, v in tensors.x.items()},
+        present=tensors.present,
+        label=tensors.label,
+        time=tensors.time,
+        event=tensors.event,
+        device=CPU,
+    )
+    np.testing.assert_array_equal(before, predict_scores(run.score_fn, noisy, test, present=mask))
+    x, present = tensors.rows(test, torch.as_tensor(mask))
+    x_raw = {
+        m: noisy.x[m][torch.as_tensor(test)] for m in MODALITIES
+    }  # not zeroed: the model must ignore them
+    with torch.no_grad():
+        torch.testing.assert_close(run.model(x, present), run.model(x_raw, present))
+    assert not np.allclose(before, score), "the mask does change the prediction"
+
+
+def test_single_modality_patients_and_modality_missing_in_training(cohort, caplog):
+    inputs = synthetic_fold_inputs(200, seed=22, dims=SMALL_DIMS)
+    train = inputs.index("train")
+    icd = MODALITIES.index("icd")
+    inputs.present[train, icd] = False  # ICD missing for the whole training part
+    inputs.features["icd"][train] = 0
+    lonely = np.concatenate([train[:5], inputs.index("test")[:3]])
+    for j, m in enumerate(MODALITIES):
+        if m != "path":
+            inputs.present[lonely, j] = False
+            inputs.features[m][lonely] = 0
+    inputs.validate()
+    assert inputs.present[inputs.index("test"), icd].any()
+    with caplog.at_level(logging.INFO, logger="haf"):
+        run = train_fusion(inputs, _spec("drop", align="none", drop=True), STAGE3, STAGE2, CPU)
+    assert "no training patient has modality 'icd'" in caplog.text
+    assert run.checkpoint["untrained"] == ["icd"]
+    assert not any(p.requires_grad for p in run.model.projectors.proj["icd"].parameters())
+    score = predict_scores(run.score_fn, run.tensors, inputs.index("test"))
+    assert np.isfinite(score).all() and len(np.unique(score.round(6))) > 3
+
+
+def test_haf_cox_and_outputs_round_trip(tmp_path, cohort, ga_bank):
+    cohort.save(tmp_path / "fold_0.npz")
+    save_projectors(tmp_path / "projectors.pt", ga_bank, cohort.fold)
+    params = {"stage1": {}, "stage2": STAGE2, "stage3": STAGE3}
+    decl = {"family": "fusion", "align": "ga", "drop": True, "task_loss": "cox"}
+    run = train_method(
+        "haf_cox", decl, tmp_path / "fold_0.npz", params, CPU, projectors=tmp_path / "projectors.pt"
+    )
+    outputs = {
+        k: tmp_path / "out" / n
+        for k, n in (
+            ("model", "model.pt"),
+            ("predictions", "predictions.tsv"),
+            ("masked", "masked.tsv.gz"),
+            ("train_log", "train_log.tsv"),
+        )
+    }
+    predictions = write_run(run, outputs, seed=3, evaluation=EVALUATION)
+    back = read_predictions(outputs["predictions"])
+    assert set(back["part"]) == {"val", "test"} and back["prob"].isna().all()
+    test = back[back["part"] == "test"]
+    assert cindex_or_nan(test["time"].to_numpy(), test["event"].to_numpy(), test["risk"].to_numpy()) > 0.6
+    masked = pd.read_csv(outputs["masked"], sep="\t", dtype={"patient_id": str})
+    assert set(masked["scenario"]) == {"dropout", "pathology", "tabular", "mixed"}
+    assert masked["prob"].isna().all() and np.isfinite(masked["risk"]).all()
+    log = pd.read_csv(outputs["train_log"], sep="\t")
+    assert log["best"].sum() == 1 and "val_score" in log
+    model, checkpoint = load_fusion_model(outputs["model"])
+    assert checkpoint["declaration"]["task_loss"] == "cox" and checkpoint["stage2"]["align"] == "ga"
+    idx = cohort.index("test")
+    np.testing.assert_allclose(
+        predict_scores(lambda x, p: model(x, p), run.tensors, idx),
+        predictions.loc[predictions["part"] == "test", "risk"],
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    with pytest.raises(ValueError, match="holds 'ga' projectors, clip needs 'clip'"):
+        train_method(
+            "clip",
+            {"family": "fusion", "align": "clip"},
+            tmp_path / "fold_0.npz",
+            params,
+            CPU,
+            projectors=tmp_path / "projectors.pt",
+        )
+
+
+@pytest.mark.parametrize(
+    "name, decl",
+    [
+        ("fusion_mlp_wsi_tma", {"modalities": ["wsi", "tma"]}),
+        ("clip_drop", {"align": "clip", "drop": True}),
+    ],
+)
+def test_other_variants_train(cohort, name, decl):
+    bank = None
+    if decl.get("align") == "clip":
+        bank = train_alignment(cohort, "clip", {**STAGE2, "max_epochs": 5}, CPU).projectors
+    run = train_fusion(
+        cohort, _spec(name, **decl), {**STAGE3, "max_epochs": 10}, STAGE2, CPU, projectors=bank
+    )
+    test = cohort.index("test")
+    score = predict_scores(run.score_fn, run.tensors, test)
+    assert np.isfinite(score).all()
+    if name == "fusion_mlp_wsi_tma":  # only its two slots exist
+        assert run.model.projectors.modalities == ("wsi", "tma")
+        mask = cohort.present[test].copy()
+        mask[:, 2:] = False
+        np.testing.assert_array_equal(score, predict_scores(run.score_fn, run.tensors, test, present=mask))
+
+
+def test_nan_embedding_fails_through_the_job(tmp_path):
+    inputs = synthetic_fold_inputs(40, seed=23, dims=SMALL_DIMS)
+    row = int(np.flatnonzero(inputs.present[:, 0])[4])
+    inputs.features["wsi"][row, 0] = np.inf
+    inputs.save(tmp_path / "fold_3.npz")
+    with pytest.raises(HafInputError, match=rf"'wsi'.*patient {inputs.patient_id[row]}"):
+        train_method(
+            "fusion_mlp_all",
+            {"family": "fusion"},
+            tmp_path / "fold_3.npz",
+            {"stage1": {}, "stage2": STAGE2, "stage3": STAGE3},
+            CPU,
+        )

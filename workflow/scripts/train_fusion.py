@@ -1,0 +1,40 @@
+"""Rule ``fusion``: train one fusion method (HAF, a variant or an ablation) on one fold; write its outputs."""
+
+from haf.fusion.jobs import train_method, write_run
+from haf.logs import setup_logging
+from haf.torch_utils import resolve_device, set_torch_threads
+
+log = setup_logging(snakemake.log[0], "fusion")
+set_torch_threads(snakemake.threads)
+device = resolve_device(snakemake.params.device)
+method = snakemake.wildcards.method
+params = {
+    "stage1": snakemake.params.stage1,
+    "stage2": snakemake.params.stage2,
+    "stage3": snakemake.params.stage3,
+}
+inputs = snakemake.input
+bags = None
+if "manifest" in inputs.keys():  # no-detach methods re-train the Stage 1 encoders from the bags
+    bags = {"manifest": inputs.manifest, "folds": inputs.folds, "tma_index": inputs.tma_index}
+run = train_method(
+    method,
+    snakemake.params.declaration,
+    inputs.fold_inputs,
+    params,
+    device,
+    projectors=inputs.get("projectors"),
+    bags=bags,
+    progress=True,
+)
+write_run(
+    run,
+    {
+        "model": snakemake.output.model,
+        "predictions": snakemake.output.predictions,
+        "masked": snakemake.output.masked,
+        "train_log": snakemake.output.train_log,
+    },
+    seed=int(snakemake.params.stage3["seed"]),
+    evaluation=snakemake.params.evaluation,
+)
