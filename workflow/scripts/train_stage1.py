@@ -1,0 +1,34 @@
+"""Rule stage1: train one fold's CLAM model for one pathology model (wsi | tma | wsi_tma)."""
+
+from haf.logs import setup_logging
+
+log = setup_logging(snakemake.log[0], "haf.stage1")
+
+from haf.mil.train import run_stage1  # noqa: E402
+from haf.torch_utils import resolve_device, set_torch_threads  # noqa: E402
+
+set_torch_threads(snakemake.threads)
+device = resolve_device(snakemake.params.device)
+log.info(
+    "stage1 %s fold %s on %s (%d threads)",
+    snakemake.wildcards.pmod,
+    snakemake.wildcards.fold,
+    device,
+    snakemake.threads,
+)
+run_stage1(
+    pmod=snakemake.wildcards.pmod,
+    fold=int(snakemake.wildcards.fold),
+    manifest=snakemake.input.manifest,
+    targets=snakemake.input.targets,
+    folds=snakemake.input.folds,
+    tma_index=snakemake.input.tma_index,
+    section=dict(snakemake.params.stage1),
+    device=device,
+    encoder=snakemake.params.encoder,
+    outputs={
+        key: getattr(snakemake.output, key)
+        for key in ("model", "embeddings", "predictions", "train_log", "loss_curve")
+    },
+    progress=True,
+)
