@@ -7,10 +7,6 @@ rule manifest:
     output:
         manifest=f"{RES}/cohort/manifest.tsv",
         counts=f"{RES}/cohort/modality_counts.json",
-    params:
-        data_root=DATA,
-        paths=config["paths"],
-        markers=config["extract"]["markers"],
     log:
         f"{LOGS}/manifest.log",
     conda:
@@ -19,6 +15,12 @@ rule manifest:
     resources:
         mem_mb=2000,
         runtime=15,
+    params:
+        data_root=DATA,
+        paths=config["paths"],
+        markers=config["extract"]["markers"],
+        wsi_dim=config["stage1"]["wsi_dim"],
+        tabular=config["tabular"],
     script:
         "../scripts/build_manifest.py"
 
@@ -29,10 +31,6 @@ rule targets:
         manifest=f"{RES}/cohort/manifest.tsv",
     output:
         f"{RES}/cohort/targets.tsv",
-    params:
-        data_root=DATA,
-        paths=config["paths"],
-        target=config["target"],
     log:
         f"{LOGS}/targets.log",
     conda:
@@ -41,6 +39,10 @@ rule targets:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        data_root=DATA,
+        paths=config["paths"],
+        target=config["target"],
     script:
         "../scripts/build_targets.py"
 
@@ -51,10 +53,6 @@ rule folds:
         targets=f"{RES}/cohort/targets.tsv",
     output:
         f"{RES}/cohort/folds.tsv",
-    params:
-        data_root=DATA,
-        paths=config["paths"],
-        cv=config["cv"],
     log:
         f"{LOGS}/folds.log",
     conda:
@@ -63,6 +61,10 @@ rule folds:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        data_root=DATA,
+        paths=config["paths"],
+        cv=config["cv"],
     script:
         "../scripts/make_folds.py"
 
@@ -74,10 +76,6 @@ rule tabular:
         folds=f"{RES}/cohort/folds.tsv",
     output:
         f"{RES}/tabular/fold_{{fold}}.npz",
-    params:
-        data_root=DATA,
-        paths=config["paths"],
-        tabular=config["tabular"],
     log:
         f"{LOGS}/tabular/fold_{{fold}}.log",
     conda:
@@ -86,6 +84,10 @@ rule tabular:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        data_root=DATA,
+        paths=config["paths"],
+        tabular=config["tabular"],
     script:
         "../scripts/preprocess_tabular.py"
 

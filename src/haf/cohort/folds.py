@@ -1,0 +1,209 @@
+"""Patient-level folds, written once to ``cohort/folds.tsv`` and read by every method.
+
+``kfold``: stratified K-fold on the binary label, with "no label" (e.g. censored before the horizon)
+as its own stratum so that those patients spread evenly too; inside each training part a stratified
+validation part of ``val_fraction``. ``official_in``/``official_out``/``oropharynx``: train/test from
+HANCOCK's split JSON, the validation part carved from its training part the same way; one fold, 0.
+
+Long format: ``patient_id, fold, part`` with part in ``train|val|test``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedKFold
+
+from haf.errors import HafInputError
+from haf.predictions import PARTS
+
+log = logging.getLogger(__name__)
+
+FOLD_SCHEMES: tuple[str, ...] = ("kfold", "official_in", "official_out", "oropharynx")
+FOLD_COLUMNS: tuple[str, ...] = ("patient_id", "fold", "part")
+
+
+def strata(label: pd.Series | np.ndarray) -> np.ndarray:
+    """Stratum per patient: ``'0'``, ``'1'`` or ``'none'`` (no binary label)."""
+    values = np.asarray(label, dtype=float)
+    return np.where(np.isnan(values), "none", np.where(values > 0.5, "1", "0"))
+
+
+def stratified_holdout(
+    ids: np.ndarray, stratum: np.ndarray, fraction: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Boolean mask of a stratified held-out part: ``round(fraction * n_s)`` per stratum.
+
+    A stratum of at least 2 patients gives at least one to the held-out part and keeps at least one
+    (a validation AUC needs both classes when they exist).
+    """
+    held = np.zeros(len(ids), dtype=bool)
+    for s in sorted(set(stratum.tolist())):
+        members = np.flatnonzero(stratum == s)
+        members = members[np.argsort(ids[members], kind="stable")]  # deterministic before shuffling
+        n = len(members)
+        k = int(np.floor(fraction * n + 0.5))
+        if n >= 2:
+            k = min(max(k, 1), n - 1)
+        else:
+            k = 0
+        held[rng.permutation(members)[:k]] = True
+    return held
+
+
+def kfold_folds(targets: pd.DataFrame, k: int, seed: int, val_fraction: float) -> pd.DataFrame:
+    """Stratified K-fold with a stratified inner validation part (seeded, patient level)."""
+    ids = targets["patient_id"].to_numpy().astype(str)
+    order = np.argsort(ids, kind="stable")
+    ids = ids[order]
+    stratum = strata(targets["label"].to_numpy()[order])
+    counts = pd.Series(stratum).value_counts()
+    if counts.max() < k:
+        raise HafInputError(
+            None,
+            f"cv.k = {k} folds but the largest label stratum has only {int(counts.max())} patients; lower cv.k",
+            field="cv.k",
+        )
+    if counts.min() < k:
+        log.warning(
+            "stratum %r has %d patients, fewer than cv.k = %d folds: some test parts will lack it",
+            counts.idxmin(),
+            int(counts.min()),
+            k,
+        )
+    # StratifiedKFold needs the strata as class labels; the split itself is seeded by cv.seed.
+    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    rows = []
+    for fold, (train_idx, test_idx) in enumerate(splitter.split(np.zeros(len(ids)), stratum)):
+        rng = np.random.default_rng([seed, fold])
+        val = stratified_holdout(ids[train_idx], stratum[train_idx], val_fraction, rng)
+        part = np.empty(len(ids), dtype=object)
+        part[test_idx] = "test"
+        part[train_idx[val]] = "val"
+        part[train_idx[~val]] = "train"
+        rows.append(pd.DataFrame({"patient_id": ids, "fold": fold, "part": part}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def official_folds(
+    targets: pd.DataFrame, split: dict[str, str], seed: int, val_fraction: float, source: str | Path = "split"
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """One fold from an official split: its test part, its training part minus a stratified validation part.
+
+    Cohort patients missing from the split file cannot be placed and are left out of the folds;
+    split patients outside the cohort are ignored. Both are counted and logged.
+    """
+    ids = np.sort(targets["patient_id"].to_numpy().astype(str))
+    labels = targets.set_index("patient_id").loc[ids, "label"].to_numpy()
+    in_split = np.array([pid in split for pid in ids])
+    not_in_cohort = sorted(set(split) - set(ids))
+    counts = {
+        "cohort_not_in_split": int((~in_split).sum()),
+        "split_not_in_cohort": len(not_in_cohort),
+    }
+    if (~in_split).any():
+        missing = ids[~in_split].tolist()
+        log.warning(
+            "%d cohort patients are not in %s and are left out of the folds: %s%s",
+            len(missing),
+            source,
+            ", ".join(missing[:20]),
+            " ..." if len(missing) > 20 else "",
+        )
+    if not_in_cohort:
+        log.info(
+            "%d patients of %s are not in the cohort (no modality or no survival data) and are ignored",
+            len(not_in_cohort),
+            source,
+        )
+    ids, labels = ids[in_split], labels[in_split]
+    is_test = np.array([split[pid] == "test" for pid in ids])
+    if not is_test.any() or is_test.all():
+        raise HafInputError(
+            source, "the split leaves the cohort without a training or a test part", field="dataset"
+        )
+    part = np.where(is_test, "test", "train").astype(object)
+    train_idx = np.flatnonzero(~is_test)
+    rng = np.random.default_rng([seed, 0])
+    val = stratified_holdout(ids[train_idx], strata(labels[train_idx]), val_fraction, rng)
+    part[train_idx[val]] = "val"
+    return pd.DataFrame({"patient_id": ids, "fold": 0, "part": part}), counts
+
+
+def make_folds(
+    targets: pd.DataFrame,
+    scheme: str = "kfold",
+    k: int = 10,
+    seed: int = 42,
+    val_fraction: float = 0.15,
+    split: dict[str, str] | None = None,
+    split_source: str | Path = "split",
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The folds table for ``cv.scheme``, and counts per fold and part (logged)."""
+    if scheme not in FOLD_SCHEMES:
+        raise ValueError(f"cv.scheme must be one of {FOLD_SCHEMES}, got {scheme!r}")
+    counts: dict[str, Any] = {"scheme": scheme, "cohort": len(targets)}
+    if scheme == "kfold":
+        folds = kfold_folds(targets, k, seed, val_fraction)
+    else:
+        if split is None:
+            raise ValueError(f"cv.scheme {scheme!r} needs the official split")
+        folds, split_counts = official_folds(targets, split, seed, val_fraction, split_source)
+        counts.update(split_counts)
+    labels = targets.set_index("patient_id")["label"]
+    summary = {}
+    for fold, frame in folds.groupby("fold"):
+        per = {}
+        for part in PARTS:
+            pids = frame.loc[frame["part"] == part, "patient_id"]
+            lab = labels.loc[pids]
+            per[part] = {
+                "n": len(pids),
+                "labelled": int(lab.notna().sum()),
+                "positives": int((lab == 1).sum()),
+            }
+        summary[int(fold)] = per
+        log.info(
+            "fold %d: %s",
+            fold,
+            "; ".join(
+                f"{p} {v['n']} ({v['positives']}/{v['labelled']} positive of labelled)"
+                for p, v in per.items()
+            ),
+        )
+    counts["folds"] = summary
+    return folds, counts
+
+
+def read_folds(path: str | Path) -> pd.DataFrame:
+    """Read ``folds.tsv`` with string ids; checks columns, parts and one row per (patient, fold)."""
+    frame = pd.read_csv(path, sep="\t", dtype={"patient_id": str, "part": str})
+    missing = [c for c in FOLD_COLUMNS if c not in frame.columns]
+    if missing:
+        raise HafInputError(path, "column missing", field=missing[0])
+    bad = ~frame["part"].isin(PARTS)
+    if bad.any():
+        pos = int(np.flatnonzero(bad.to_numpy())[0])
+        raise HafInputError(
+            path, f"part {frame['part'].iloc[pos]!r} not in {PARTS}", where=f"line {pos + 2}", field="part"
+        )
+    bad = ~frame["patient_id"].str.fullmatch(r"[0-9]{3}").fillna(False)
+    if bad.any():
+        pos = int(np.flatnonzero(bad.to_numpy())[0])
+        raise HafInputError(
+            path,
+            f"invalid patient id {frame['patient_id'].iloc[pos]!r}",
+            where=f"line {pos + 2}",
+            field="patient_id",
+        )
+    if frame.duplicated(["patient_id", "fold"]).any():
+        pos = int(np.flatnonzero(frame.duplicated(["patient_id", "fold"]).to_numpy())[0])
+        raise HafInputError(
+            path, "patient appears twice in one fold", where=f"line {pos + 2}", field="patient_id"
+        )
+    frame["fold"] = frame["fold"].astype(int)
+    return frame

@@ -1,0 +1,23 @@
+"""Rule targets: binary label by config target.rule, and (time, event) (thin adapter)."""
+
+from pathlib import Path
+
+from haf.cohort.manifest import read_manifest
+from haf.cohort.targets import build_targets
+from haf.io.clinical import read_clinical
+from haf.io_utils import write_tsv
+from haf.logs import setup_logging
+
+log = setup_logging(snakemake.log[0], "haf.targets")
+params = snakemake.params
+clinical_path = Path(params.data_root) / params.paths["clinical"]
+manifest = read_manifest(snakemake.input.manifest)
+targets, counts = build_targets(
+    read_clinical(clinical_path),
+    manifest["patient_id"].tolist(),
+    rule=params.target["rule"],
+    horizon_days=params.target["horizon_days"],
+    source=clinical_path,
+)
+write_tsv(snakemake.output[0], targets)
+log.info("wrote %s: %s", snakemake.output[0], counts)
