@@ -4,10 +4,6 @@
 rule demo_cohort:
     output:
         f"{DATA}/demo_cohort.json",
-    params:
-        demo=config["demo"],
-        paths=config["paths"],
-        markers=config["extract"]["markers"],
     log:
         f"{LOGS}/demo_cohort.log",
     conda:
@@ -16,5 +12,9 @@ rule demo_cohort:
     resources:
         mem_mb=2000,
         runtime=15,
+    params:
+        demo=config["demo"],
+        paths=config["paths"],
+        markers=config["extract"]["markers"],
     script:
         "../scripts/make_demo_cohort.py"
