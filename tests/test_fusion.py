@@ -284,3 +284,64 @@ def test_nan_embedding_fails_through_the_job(tmp_path):
             {"stage1": {}, "stage2": STAGE2, "stage3": STAGE3},
             CPU,
         )
+
+
+def test_nodetach_trains_all_stages_jointly(tmp_path):
+    from haf.fusion.joint import train_joint
+    from haf.fusion.synthetic import synthetic_bags
+
+    inputs = synthetic_fold_inputs(90, seed=24, dims=SMALL_DIMS)
+    stores = synthetic_bags(inputs, tmp_path / "bags", seed=1, dim=12, sizes=(3, 9))
+    stage1 = dict(d1=8, d2=4, dropout=0.0, bag_weight=0.7, k_sample=2, max_instances=6, batch_bags=8)
+    params = {"stage1": stage1, "stage2": STAGE2, "stage3": {**STAGE3, "max_epochs": 3}}
+    spec = _spec("haf_nodetach", align="ga", drop=True, detach=False)
+    torch.manual_seed(0)
+    run = train_joint(inputs, spec, params, CPU, bags=stores)
+    hist = run.history
+    assert len(hist) == 3 and (hist["train_img"] > 0).all() and (hist["train_align"] > 0).all()
+    # z were recomputed by the jointly trained encoders: 8-d, zero where the modality is absent
+    for j, pm in enumerate(("wsi", "tma")):
+        z = run.inputs.features[pm]
+        assert z.shape == (inputs.n, 8) and (z[~inputs.present[:, j]] == 0).all()
+        assert np.abs(z[inputs.present[:, j]]).sum() > 0
+    enc = run.checkpoint["encoders"]["wsi"]
+    assert enc["hparams"]["in_dim"] == 12 and run.checkpoint["encoder_init"] == "scratch"
+    outputs = {
+        k: tmp_path / "out" / n
+        for k, n in (
+            ("model", "model.pt"),
+            ("predictions", "p.tsv"),
+            ("masked", "m.tsv.gz"),
+            ("train_log", "t.tsv"),
+        )
+    }
+    predictions = write_run(run, outputs, seed=3, evaluation=EVALUATION)
+    assert np.isfinite(predictions["risk"]).all() and len(predictions) == len(inputs.index("val")) + len(
+        inputs.index("test")
+    )
+    # the fusion gradient reaches the CLAM encoders: one fusion-only backward gives them a gradient
+    from haf.fusion.joint import JointPathology
+
+    pathology = JointPathology(stores, {**stage1})
+    rows = inputs.index("train")[:16]
+    z, _ = pathology.encode_batch(
+        inputs.patient_id[rows].tolist(), torch.zeros(16), CPU, np.random.default_rng(0)
+    )
+    x, present = run.tensors.rows(rows)
+    x.update(z)
+    run.model(x, present).sum().backward()
+    assert pathology.encoders["wsi"].fc[0].weight.grad.abs().sum() > 0
+
+
+def test_nodetach_rejects_bags_that_disagree_with_fold_inputs(tmp_path):
+    from haf.fusion.joint import train_joint
+    from haf.fusion.synthetic import synthetic_bags
+
+    inputs = synthetic_fold_inputs(30, seed=25, dims=SMALL_DIMS)
+    stores = synthetic_bags(inputs, tmp_path / "bags", seed=1, dim=6, sizes=(2, 4))
+    row = int(np.flatnonzero(inputs.present[:, 1])[0])
+    del stores["tma"].sources[inputs.patient_id[row]]
+    spec = _spec("drop_nodetach", drop=True, detach=False)
+    params = {"stage1": dict(d1=4, d2=2, max_instances=4, batch_bags=4), "stage2": STAGE2, "stage3": STAGE3}
+    with pytest.raises(HafInputError, match=rf"patient {inputs.patient_id[row]} has a tma embedding"):
+        train_joint(inputs, spec, params, CPU, bags=stores)

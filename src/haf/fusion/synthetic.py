@@ -6,6 +6,8 @@ builds one fold's inputs directly, so Stage 2/3 can be tested and timed without 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from haf.data.fold_inputs import FoldInputs
@@ -101,3 +103,42 @@ def synthetic_fold_inputs(
         features=features,
         columns={m: [f"{m}_{k}" for k in range(dims[m])] for m in MODALITIES},
     ).validate("<synthetic>")
+
+
+def synthetic_bags(
+    inputs: FoldInputs,
+    directory: str | Path,
+    *,
+    seed: int = 0,
+    dim: int = 1024,
+    sizes: tuple[int, int] = (24, 160),
+    signal_fraction: float = 0.3,
+) -> dict:
+    """WSI/TMA bags (h5, CLAM layout) carrying the fold inputs' pathology signal; returns BagStores.
+
+    Each present patient gets a bag of ``sizes`` instances of ``dim``-d noise; a ``signal_fraction`` of
+    its instances also carries a fixed random linear map of the patient's (synthetic) Stage 1 feature
+    row, so an attention-MIL encoder can recover the planted signal.  For the no-detach tests/benchmark.
+    """
+    from haf.io.bags import write_bag
+    from haf.mil.bags import BagStore
+
+    rng = np.random.default_rng(seed)
+    directory = Path(directory)
+    stores = {}
+    for pm in ("wsi", "tma"):
+        j = MODALITIES.index(pm)
+        feats = inputs.features[pm]
+        lift = rng.normal(scale=1.0 / np.sqrt(max(feats.shape[1], 1)), size=(feats.shape[1], dim))
+        files = {}
+        for i in np.flatnonzero(inputs.present[:, j]):
+            n = int(rng.integers(sizes[0], sizes[1] + 1))
+            bag = rng.normal(size=(n, dim)).astype(np.float32)
+            hot = rng.random(n) < signal_fraction
+            hot[rng.integers(n)] = True
+            bag[hot] += (feats[i] @ lift).astype(np.float32)
+            path = directory / pm / f"{inputs.patient_id[i]}.h5"
+            write_bag(path, bag, np.zeros((n, 2), dtype=np.int32), {"feature_dim": dim})
+            files[str(inputs.patient_id[i])] = [path]
+        stores[pm] = BagStore.from_files(files, name=pm, dim=dim)
+    return stores

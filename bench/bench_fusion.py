@@ -1,0 +1,192 @@
+"""Measured wall times of Stages 2-3 (issue 5, Speed): prints what it measures, nothing else.
+
+A. ten folds of ``haf`` (Stage 2 GA + Stage 3 + the four outputs, masked evaluation included) on a
+   HANCOCK-sized synthetic cohort (763 patients, HANCOCK availability); target on one H100: <= 5 min.
+B. the demo-sized cohort (200 patients) x ten folds x the eleven methods of issue 5 (+ haf_cox),
+   Stage 2 (GA and CLIP) included; target on 2 CPU cores: <= 10 min.  The no-detach methods train
+   CLAM encoders on synthetic bags of the demo's size (24-160 instances of 1024-d features).
+
+Usage::
+
+    python bench/bench_fusion.py --part all --threads 2 --device cpu
+    python bench/bench_fusion.py --part hancock --device cuda      # on a GPU node
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from haf.config import active_methods  # noqa: E402
+from haf.eval.masking import draw_masks  # noqa: E402
+from haf.eval.scores import auc_or_nan  # noqa: E402
+from haf.fusion.jobs import write_run  # noqa: E402
+from haf.fusion.spec import MethodSpec  # noqa: E402
+from haf.fusion.stage2 import train_alignment  # noqa: E402
+from haf.fusion.synthetic import synthetic_fold_inputs  # noqa: E402
+from haf.fusion.trainer import train_fusion  # noqa: E402
+from haf.method_io import predict_scores  # noqa: E402
+from haf.torch_utils import resolve_device  # noqa: E402
+
+ELEVEN = [
+    "fusion_mlp_wsi_tma",
+    "fusion_mlp_all",
+    "ga",
+    "clip",
+    "drop",
+    "clip_drop",
+    "haf",
+    "fusion_mlp_all_nodetach",
+    "ga_nodetach",
+    "drop_nodetach",
+    "haf_nodetach",
+]
+
+
+def load_config() -> dict:
+    from snakemake.utils import validate
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    validate(config, str(REPO / "config" / "schema.yaml"))
+    return config
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def masked_auc(run, inputs, p: float = 0.5, repeats: int = 10) -> float:
+    test = inputs.index("test")
+    masks = draw_masks(inputs.present[test], p, repeats, "dropout", seed=7, fold=inputs.fold)
+    return float(
+        np.nanmean(
+            [auc_or_nan(inputs.label[test], predict_scores(run.score_fn, run.tensors, test, masks[r])) for r in range(repeats)]
+        )
+    )
+
+
+def bench_hancock(config: dict, device: torch.device, folds: int, outdir: Path) -> None:
+    spec = MethodSpec.from_declaration("haf", config["methods"]["haf"])
+    total_s2 = total_s3 = total_io = 0.0
+    aucs = []
+    for fold in range(folds):
+        inputs = synthetic_fold_inputs(763, fold=fold, seed=2026)
+        sync(device)
+        t0 = time.perf_counter()
+        aligned = train_alignment(inputs, "ga", config["stage2"], device)
+        sync(device)
+        t1 = time.perf_counter()
+        run = train_fusion(
+            inputs,
+            spec,
+            config["stage3"],
+            config["stage2"],
+            device,
+            projectors=aligned.projectors,
+            stage2_meta={"align": "ga", "untrained": aligned.untrained},
+        )
+        sync(device)
+        t2 = time.perf_counter()
+        out = {k: outdir / f"haf_{fold}_{k}" for k in ("model", "predictions", "train_log")}
+        out["masked"] = outdir / f"haf_{fold}_masked.tsv.gz"
+        preds = write_run(run, out, seed=0, evaluation=config["evaluation"])
+        t3 = time.perf_counter()
+        test = preds[preds["part"] == "test"]
+        aucs.append(auc_or_nan(test["label"].to_numpy(), test["risk"].to_numpy()))
+        total_s2 += t1 - t0
+        total_s3 += t2 - t1
+        total_io += t3 - t2
+        print(
+            f"  fold {fold}: stage2 {t1 - t0:6.1f}s ({len(aligned.history)} ep)  stage3 {t2 - t1:6.1f}s "
+            f"({len(run.history)} ep)  outputs+masked eval {t3 - t2:5.1f}s  test AUC {aucs[-1]:.3f}",
+            flush=True,
+        )
+    total = total_s2 + total_s3 + total_io
+    print(
+        f"A. haf, {folds} folds, 763 patients, device {device}, torch threads {torch.get_num_threads()}: "
+        f"total {total:.1f}s = stage2 {total_s2:.1f}s + stage3 {total_s3:.1f}s + outputs {total_io:.1f}s; "
+        f"mean test AUC {np.nanmean(aucs):.3f}"
+    )
+
+
+def bench_demo(config: dict, device: torch.device, folds: int, outdir: Path, methods: list[str]) -> None:
+    declared = active_methods(config)
+    times: dict[str, float] = {m: 0.0 for m in methods}
+    times["stage2 ga"] = times["stage2 clip"] = 0.0
+    aucs: dict[str, list[float]] = {m: [] for m in methods}
+    dropped: dict[str, list[float]] = {m: [] for m in methods}
+    t_start = time.perf_counter()
+    for fold in range(folds):
+        inputs = synthetic_fold_inputs(200, fold=fold, seed=2026)
+        banks = {}
+        for align in ("ga", "clip"):
+            t0 = time.perf_counter()
+            result = train_alignment(inputs, align, config["stage2"], device)
+            banks[align] = (result.projectors, {"align": align, "untrained": result.untrained})
+            times[f"stage2 {align}"] += time.perf_counter() - t0
+        for name in methods:
+            spec = MethodSpec.from_declaration(name, declared[name])
+            t0 = time.perf_counter()
+            if spec.detach:
+                bank, meta = banks.get(spec.align, (None, None))
+                run = train_fusion(
+                    inputs, spec, config["stage3"], config["stage2"], device, projectors=bank, stage2_meta=meta
+                )
+            else:
+                from haf.fusion.joint import synthetic_bags, train_joint
+
+                bags = synthetic_bags(inputs, seed=fold)
+                params = {k: config[k] for k in ("stage1", "stage2", "stage3")}
+                run = train_joint(inputs, spec, params, device, bags=bags)
+            out = {k: outdir / f"{name}_{fold}_{k}" for k in ("model", "predictions", "train_log")}
+            out["masked"] = outdir / f"{name}_{fold}_masked.tsv.gz"
+            preds = write_run(run, out, seed=0, evaluation=config["evaluation"])
+            times[name] += time.perf_counter() - t0
+            test = preds[preds["part"] == "test"]
+            if spec.task_loss == "bce":
+                aucs[name].append(auc_or_nan(test["label"].to_numpy(), test["risk"].to_numpy()))
+                dropped[name].append(masked_auc(run, run.inputs))
+        print(f"  fold {fold} done at {time.perf_counter() - t_start:.1f}s", flush=True)
+    total = time.perf_counter() - t_start
+    print(f"B. demo size (200 patients), {folds} folds, device {device}, torch threads {torch.get_num_threads()}:")
+    for key, value in times.items():
+        extra = ""
+        if key in aucs and aucs[key]:
+            extra = f"  mean test AUC {np.nanmean(aucs[key]):.3f}  at test-time drop p=0.5 {np.nanmean(dropped[key]):.3f}"
+        print(f"  {key:26s} {value:7.1f}s{extra}")
+    print(f"  total {total:.1f}s for {len(methods)} methods x {folds} folds (Stage 2 included)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=["hancock", "demo", "all"], default="all")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--folds", type=int, default=10)
+    parser.add_argument("--methods", default=",".join(ELEVEN + ["haf_cox"]), help="comma-separated (part B)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    config = load_config()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.part in ("hancock", "all"):
+            bench_hancock(config, device, args.folds, Path(tmp))
+        if args.part in ("demo", "all"):
+            bench_demo(config, device, args.folds, Path(tmp), args.methods.split(","))
+
+
+if __name__ == "__main__":
+    main()
