@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -100,9 +101,8 @@ def _run_gpu_lock(workdir: Path, extra: list[str]) -> list[tuple[int, int]]:
         str(workdir),
         "--cores",
         "2",
-        "--quiet",
-        "all",
         *extra,
+        "all",
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SNAKEMAKE_PROFILE")}
     try:
@@ -128,3 +128,49 @@ def test_gpu_resource_limit_serialises_gpu_jobs(tmp_path):
     # control: the same workflow without the limit runs them together, so the assertion above can fail
     free = _run_gpu_lock(tmp_path / "free", [])
     assert _overlap(*free), f"without a gpu limit the two jobs should overlap on 2 cores: {free}"
+
+
+def _dry_run(profile: str, workdir: Path, env: dict[str, str]) -> str:
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-n",
+        "--profile",
+        profile,
+        "--snakefile",
+        str(REPO / "tests" / "workflows" / "slurm_mini" / "Snakefile"),
+        "--directory",
+        str(workdir),
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60, env=env)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{output[-3000:]}"
+    return output
+
+
+def _job_resources(output: str) -> dict[str, str]:
+    """{rule: its 'resources:' line} from a dry run's job listing."""
+    found, rule = {}, None
+    for line in output.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):$", line.strip())
+        if m:
+            rule = m.group(1)
+        elif rule and line.strip().startswith("resources:"):
+            found[rule] = line.strip()
+    return found
+
+
+def test_no_default_profile_folder():
+    # an empty profiles/default/ is picked up by Snakemake and breaks every run (issue 2)
+    assert not (REPO / "profiles" / "default").exists()
+
+
+def test_profiles_parse_in_a_dry_run(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SNAKEMAKE_PROFILE")}
+    env.update(HAF_SLURM_PARTITION="cpuq", HAF_SLURM_GPU_PARTITION="gpuq", HAF_SLURM_ACCOUNT="acct")
+    slurm = _job_resources(_dry_run("profiles/slurm", tmp_path / "slurm", env))
+    assert "slurm_partition=cpuq" in slurm["manifest"] and "slurm_account=acct" in slurm["manifest"]
+    assert "slurm_partition=gpuq" in slurm["extract_tma"] and "gpu=1" in slurm["extract_tma"]
+    local = _job_resources(_dry_run("profiles/local", tmp_path / "local", env))
+    assert "gpu=1" in local["extract_tma"] and "slurm_partition" not in local["extract_tma"]
