@@ -257,19 +257,26 @@ def preprocess_fold(
         present = np.array([pid in table.index for pid in ids], dtype=bool)
         rows = table.reindex(ids[present])
         train_rows = rows[[pid in train_ids for pid in rows.index]]
-        if m == "icd":
+        if m == "icd" and len(train_rows):
             vectorizer = IcdVectorizer(icd_min_df).fit(train_rows[ICD_COLUMN])
             rows = vectorizer.transform(rows[ICD_COLUMN])
             train_rows = rows.loc[train_rows.index]
             spec = ColumnSpec(counts=tuple(rows.columns))
             fitted["icd_vocabulary"] = vectorizer
+        elif m == "icd":
+            spec = ColumnSpec()
         else:
             spec = SPECS[m]
-        x = np.zeros((len(ids), 0), dtype=np.float32)
         if len(train_rows) == 0:
-            log.warning("fold has no training patient with modality %s: it is marked absent for everybody", m)
+            log.warning(
+                "fold has no training patient with modality %s: it is marked absent for all %d patients "
+                "(nothing can be fitted on it)",
+                m,
+                int(present.sum()),
+            )
             present[:] = False
-            names = list(spec.numeric) + list(spec.binary) + list(spec.counts)
+            # keep a non-zero width so that every consumer can build its per-modality layers
+            names = list(spec.numeric) + list(spec.binary) + list(spec.counts) or [f"{m}_none"]
             x = np.zeros((len(ids), len(names)), dtype=np.float32)
         else:
             pre = ModalityPreprocessor(spec, scheme, name=m).fit(train_rows)
@@ -286,7 +293,7 @@ def preprocess_fold(
         arrays[f"x_{m}"] = x
         arrays[f"present_{m}"] = present
         arrays[f"columns_{m}"] = np.asarray(names, dtype="U")
-        n_missing_values = int(rows.isna().to_numpy().sum()) if m != "icd" else 0
+        n_missing_values = int(rows.isna().to_numpy().sum()) if m != "icd" and present.any() else 0
         counts[m] = {
             "present": int(present.sum()),
             "absent": int((~present).sum()),

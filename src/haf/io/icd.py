@@ -19,7 +19,7 @@ from haf.errors import HafInputError
 log = logging.getLogger(__name__)
 
 ICD_FILE_RE = re.compile(r"(?<![0-9])([0-9]{3})\.txt$")
-ICD_CODE_RE = re.compile(r"\[([A-Z0-9.\s]+)\]", re.IGNORECASE)
+ICD_CODE_RE = re.compile(r"\[([A-Z0-9.\s]+)\]")  # the official pattern: upper case only
 
 
 def normalise_icd(code: str) -> str:
