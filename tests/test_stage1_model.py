@@ -1,0 +1,136 @@
+"""Stage 1 model: batched == one bag at a time, order and padding invariance, Eq. 3 with k clamping."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from haf.mil.clam import GatedAttentionMIL, clam_loss, instance_k, instance_loss
+
+torch.set_num_threads(1)
+
+DIM = 24
+SIZES = [3, 17, 1, 40, 9]
+
+
+def _bags(seed: int = 0, sizes=SIZES) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, DIM, generator=g) for n in sizes]
+
+
+def _pad(bags: list[torch.Tensor], fill: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(b) for b in bags)
+    x = torch.full((len(bags), width, DIM), fill)
+    mask = torch.zeros(len(bags), width, dtype=torch.bool)
+    for i, b in enumerate(bags):
+        x[i, : len(b)] = b
+        mask[i, : len(b)] = True
+    return x, mask
+
+
+def _model(seed: int = 0, dropout: float = 0.25) -> GatedAttentionMIL:
+    torch.manual_seed(seed)
+    return GatedAttentionMIL(DIM, d1=16, d2=8, dropout=dropout).eval()
+
+
+def test_batched_forward_and_loss_equal_one_bag_at_a_time():
+    model, bags = _model(), _bags()
+    label = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0])
+    x, mask = _pad(bags)
+    out = model(x, mask)
+    batched = clam_loss(model, out, mask, label, bag_weight=0.7, k_sample=4)
+    per_bag_total, per_bag_inst = [], []
+    for i, bag in enumerate(bags):
+        single = model(bag)  # (N, D): one bag, no mask
+        assert torch.allclose(single.logit, out.logit[i : i + 1], atol=1e-6)
+        assert torch.allclose(single.z, out.z[i : i + 1], atol=1e-6)
+        assert torch.allclose(single.attention[0], out.attention[i, : len(bag)], atol=1e-6)
+        assert torch.all(out.attention[i, len(bag) :] == 0)
+        m = torch.ones(1, len(bag), dtype=torch.bool)
+        loss = clam_loss(model, single, m, label[i : i + 1], bag_weight=0.7, k_sample=4)
+        per_bag_total.append(loss.total)
+        per_bag_inst.append(instance_loss(model, single, m, label[i : i + 1], 4))
+    assert torch.allclose(batched.total, torch.stack(per_bag_total).mean(), atol=1e-6)
+    inst = instance_loss(model, out, mask, label, 4)
+    assert torch.allclose(inst, torch.cat(per_bag_inst), atol=1e-6)
+    assert inst[SIZES.index(1)] == 0  # a bag of one instance has k = 0
+    assert torch.all(inst[[0, 1, 3, 4]] > 0)
+
+
+def test_batched_gradients_equal_mean_of_per_bag_gradients():
+    model, bags = _model(dropout=0.0), _bags(1)
+    label = torch.tensor([0.0, 1.0, 1.0, 0.0, 1.0])
+    x, mask = _pad(bags)
+    clam_loss(model, model(x, mask), mask, label, k_sample=3).total.backward()
+    batched = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    for i, bag in enumerate(bags):
+        m = torch.ones(1, len(bag), dtype=torch.bool)
+        (clam_loss(model, model(bag), m, label[i : i + 1], k_sample=3).total / len(bags)).backward()
+    for a, b in zip(batched, [p.grad for p in model.parameters()], strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_embedding_is_invariant_to_instance_order():
+    model, (bag,) = _model(), _bags(2, [50])
+    out = model(bag)
+    perm = torch.randperm(50, generator=torch.Generator().manual_seed(3))
+    shuffled = model(bag[perm])
+    assert torch.allclose(out.z, shuffled.z, atol=1e-6)
+    assert torch.allclose(out.logit, shuffled.logit, atol=1e-6)
+    assert torch.allclose(out.attention[0, perm], shuffled.attention[0], atol=1e-7)
+
+
+@pytest.mark.parametrize("fill", [0.0, 1e6, float("nan"), float("inf")])
+def test_padding_values_cannot_change_output_or_gradients(fill):
+    model, bags = _model(dropout=0.0), _bags(4)
+    label = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0])
+    ref_x, mask = _pad(bags, 0.0)
+    ref = model(ref_x, mask)
+    clam_loss(model, ref, mask, label).total.backward()
+    ref_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    x, _ = _pad(bags, fill)
+    out = model(x, mask)
+    clam_loss(model, out, mask, label).total.backward()
+    assert torch.equal(out.z, ref.z) and torch.equal(out.logit, ref.logit)
+    for a, b in zip(ref_grads, [p.grad for p in model.parameters()], strict=True):
+        assert torch.isfinite(b).all() and torch.equal(a, b)
+
+
+def test_k_is_clamped_and_a_bag_of_three_trains():
+    assert instance_k(torch.tensor([0, 1, 2, 3, 16, 17, 100]), 8).tolist() == [0, 0, 1, 1, 8, 8, 8]
+    torch.manual_seed(0)
+    model = GatedAttentionMIL(DIM, d1=16, d2=8, dropout=0.25).train()
+    bag = torch.randn(1, 3, DIM)
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    out = model(bag, mask)
+    loss = clam_loss(model, out, mask, torch.tensor([1.0]), k_sample=8)
+    assert torch.isfinite(loss.total) and loss.instance > 0
+    loss.total.backward()
+    assert model.instance_classifiers.weight.grad[1].abs().sum() > 0  # the true class's classifier learns
+    assert model.instance_classifiers.weight.grad[0].abs().sum() == 0  # the other one is not touched
+
+
+def test_empty_bag_gives_zero_embedding_and_is_left_out_of_the_loss():
+    model = _model()
+    x, mask = _pad(_bags(5, [4, 6]))
+    x = torch.cat([x, torch.zeros(1, x.shape[1], DIM)])
+    mask = torch.cat([mask, torch.zeros(1, mask.shape[1], dtype=torch.bool)])
+    out = model(x, mask)
+    assert torch.all(out.z[2] == 0) and torch.all(out.attention[2] == 0)
+    label = torch.tensor([1.0, 0.0, 1.0])
+    with_empty = clam_loss(model, out, mask, label).total
+    without = clam_loss(model, model(x[:2], mask[:2]), mask[:2], label[:2]).total
+    assert torch.allclose(with_empty, without, atol=1e-6)
+    # an unlabelled bag (NaN) is also left out
+    nan_label = clam_loss(model, out, mask, torch.tensor([1.0, 0.0, float("nan")])).total
+    assert torch.allclose(nan_label, without, atol=1e-6)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = _model()
+    torch.save(model.checkpoint(fold=3), tmp_path / "model.pt")
+    back = GatedAttentionMIL.from_checkpoint(str(tmp_path / "model.pt")).eval()
+    bag = _bags(6, [7])[0]
+    assert torch.equal(back(bag).z, model(bag).z)
