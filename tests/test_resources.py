@@ -95,6 +95,7 @@ def _run_gpu_lock(workdir: Path, extra: list[str]) -> list[tuple[int, int]]:
         sys.executable,
         "-m",
         "snakemake",
+        "all",  # the target first: `--resources` takes any number of values
         "--snakefile",
         str(GPU_LOCK),
         "--directory",
@@ -102,7 +103,6 @@ def _run_gpu_lock(workdir: Path, extra: list[str]) -> list[tuple[int, int]]:
         "--cores",
         "2",
         *extra,
-        "all",
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SNAKEMAKE_PROFILE")}
     try:
