@@ -345,3 +345,44 @@ def test_nodetach_rejects_bags_that_disagree_with_fold_inputs(tmp_path):
     params = {"stage1": dict(d1=4, d2=2, max_instances=4, batch_bags=4), "stage2": STAGE2, "stage3": STAGE3}
     with pytest.raises(HafInputError, match=rf"patient {inputs.patient_id[row]} has a tma embedding"):
         train_joint(inputs, spec, params, CPU, bags=stores)
+
+
+def test_nodetach_job_reads_bags_from_manifest_and_tma_index(tmp_path):
+    from haf.fusion.synthetic import synthetic_bags
+
+    inputs = synthetic_fold_inputs(40, seed=26, dims=SMALL_DIMS)
+    stores = synthetic_bags(inputs, tmp_path / "bags", seed=2, dim=6, sizes=(2, 5))
+    manifest = pd.DataFrame(
+        {
+            "patient_id": inputs.patient_id,
+            "wsi_files": [
+                str(stores["wsi"].sources[p].files[0]) if stores["wsi"].has(p) else ""
+                for p in inputs.patient_id
+            ],
+        }
+    )
+    manifest.to_csv(tmp_path / "manifest.tsv", sep="\t", index=False)
+    index = pd.DataFrame(
+        {
+            "patient_id": list(stores["tma"].sources),
+            "h5_path": [str(s.files[0]) for s in stores["tma"].sources.values()],
+            "status": "ok",
+        }
+    )
+    index.to_csv(tmp_path / "index.tsv", sep="\t", index=False)
+    inputs.save(tmp_path / "fold_0.npz")
+    params = {
+        "stage1": dict(d1=4, d2=2, max_instances=4, batch_bags=4, wsi_dim=6, cache_gb_cpu=1, cache_gb_gpu=1),
+        "stage2": STAGE2,
+        "stage3": {**STAGE3, "max_epochs": 2},
+    }
+    bags = {"manifest": tmp_path / "manifest.tsv", "folds": None, "tma_index": tmp_path / "index.tsv"}
+    run = train_method(
+        "ga_nodetach",
+        {"family": "fusion", "align": "ga", "detach": False},
+        tmp_path / "fold_0.npz",
+        params,
+        CPU,
+        bags=bags,
+    )
+    assert len(run.history) == 2 and run.inputs.features["wsi"].shape == (inputs.n, 4)
