@@ -10,7 +10,6 @@ import torch
 
 from haf.errors import HafInputError
 from haf.io.bags import write_bag
-from haf.mil import bags as bags_module
 from haf.mil.bags import BagStore, CapReport
 
 torch.set_num_threads(1)
@@ -155,15 +154,15 @@ def test_batches_are_lazy_padded_and_match_the_cache(cohort, monkeypatch):
         "wsi_tma", manifest=cohort["manifest"], tma_index=cohort["index"], wsi_dim=DIM
     )
     reads = []
-    original = bags_module.read_pooled_bag
-    monkeypatch.setattr(
-        bags_module, "read_pooled_bag", lambda paths, dim: reads.append(paths) or original(paths, dim)
-    )
+    original = store.read
+    monkeypatch.setattr(store, "read", lambda pid: reads.append(pid) or original(pid))
     batch = store.batch(["004", "zzz", "001"])  # any ids: one without a bag is an all-padding row
     assert len(reads) == 2  # only the requested bags were read
     assert batch.x.shape == (3, 12, DIM) and batch.n.tolist() == [6, 0, 12]
     assert batch.present.tolist() == [True, False, True]
     assert batch.mask.sum(1).tolist() == [6, 0, 12] and torch.all(batch.x[~batch.mask] == 0)
+    packed = store.batch(["004", "zzz", "001"], packed=True)
+    assert packed.x.shape == (18, DIM) and torch.equal(packed.x, batch.x[batch.mask])
     lazy = [store.batch(["001", "004"], max_instances=5, rng=np.random.default_rng(7)) for _ in range(2)]
     assert store.cache(torch.device("cpu"), 1e9) and store.cached
     cached = store.batch(["001", "004"], max_instances=5, rng=np.random.default_rng(7))

@@ -134,3 +134,13 @@ def test_checkpoint_round_trip(tmp_path):
     back = GatedAttentionMIL.from_checkpoint(str(tmp_path / "model.pt")).eval()
     bag = _bags(6, [7])[0]
     assert torch.equal(back(bag).z, model(bag).z)
+
+
+def test_packed_input_equals_padded_input():
+    model, bags = _model(), _bags(7)
+    x, mask = _pad(bags, float("nan"))
+    padded = model(x, mask)
+    packed = model(torch.cat(bags), mask)  # only the real instances, row-major in mask
+    assert torch.equal(padded.z, packed.z) and torch.equal(padded.logit, packed.logit)
+    with pytest.raises(RuntimeError):
+        model(torch.cat(bags)[:-1], mask)  # a row short: an error, not a silent misalignment

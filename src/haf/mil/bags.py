@@ -21,8 +21,10 @@ A patient whose bag has no instance (an empty h5, ``status`` not ``ok``) is trea
 modality; every such case is counted in :attr:`BagStore.counts` and logged.
 
 Batches (:meth:`BagStore.batch` / :meth:`BagStore.batches`) are :class:`BagBatch`: ``x`` (B, N, D)
-zero-padded float32 on the requested device, ``mask`` (B, N), ``n`` (B,) instance counts and ``present``
-(B,) (False = the patient has no bag: an all-padding row, so a caller may pass any patient ids).
+zero-padded float32 on the requested device (or, with ``packed=True``, (M, D): only the real instances,
+in ``mask``'s row-major order, which the model also takes and which never builds the padding), ``mask``
+(B, N), ``n`` (B,) instance counts and ``present`` (B,) (False = the patient has no bag: an all-padding
+row, so a caller may pass any patient ids).
 ``max_instances`` subsamples larger bags uniformly without replacement (training only; evaluation
 passes ``None`` and sees full bags).
 """
@@ -42,7 +44,7 @@ import pandas as pd
 import torch
 
 from haf.errors import HafInputError
-from haf.io.bags import read_pooled_bag
+from haf.io.bags import read_bag, read_pooled_bag
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +54,11 @@ class BagBatch:
     """A padded batch of bags (see the module docstring)."""
 
     patient_id: list[str]
-    x: torch.Tensor  # (B, N, D) float32, zero padding
+    x: torch.Tensor  # (B, N, D) float32, zero padding; or (M, D) when packed
     mask: torch.Tensor  # (B, N) bool
     n: np.ndarray  # (B,) instances in the batch per bag (after any subsampling)
     present: np.ndarray  # (B,) bool
+    packed: bool = False  # True: x is (M, D), the real instances in mask's row-major order
 
     def __len__(self) -> int:
         return len(self.patient_id)
@@ -302,6 +305,8 @@ class BagStore:
     def read(self, patient_id: str) -> np.ndarray:
         """One patient's full bag (float32, checked: width, NaN/inf rows name the file)."""
         source = self.sources[patient_id]
+        if len(source.files) == 1:  # the common case: no concatenation copy
+            return read_bag(source.files[0], self.dim)[0]
         return read_pooled_bag(source.files, self.dim)
 
     # ---- device cache -------------------------------------------------------------------------
@@ -361,8 +366,13 @@ class BagStore:
         max_instances: int | None = None,
         rng: np.random.Generator | None = None,
         device: torch.device | str = "cpu",
+        packed: bool = False,
     ) -> BagBatch:
-        """A padded batch of these patients (any ids: one without a bag is an all-padding row)."""
+        """A batch of these patients (any ids: one without a bag is an all-padding row).
+
+        ``packed=False``: ``x`` (B, N, D) zero-padded.  ``packed=True``: ``x`` (M, D), the real instances
+        only, in ``mask``'s row-major order (the model takes either; packed never builds the padding).
+        """
         device = torch.device(device)
         pids = list(patient_ids)
         rows = []
@@ -373,27 +383,36 @@ class BagStore:
         sizes = np.array([n if keep is None else len(keep) for n, keep in rows], dtype=np.int64)
         width = max(1, int(sizes.max()) if len(sizes) else 1)
         mask = torch.from_numpy(np.arange(width)[None, :] < sizes[:, None])
+        starts = np.concatenate([[0], np.cumsum(sizes)])
         if self._cache is not None:
-            index = np.zeros((len(pids), width), dtype=np.int64)
+            flat = np.empty(int(starts[-1]), dtype=np.int64)
             for i, (pid, (n, keep)) in enumerate(zip(pids, rows, strict=True)):
                 if n:
-                    index[i, : sizes[i]] = self._offset[pid] + (np.arange(n) if keep is None else keep)
-            flat_index = torch.from_numpy(index).to(self._cache.device)
-            x = self._cache[flat_index].to(device=device, dtype=torch.float32)
-            x = x * mask.to(x.device).unsqueeze(-1).to(x.dtype)  # zero padding, as in the lazy path
+                    flat[starts[i] : starts[i + 1]] = self._offset[pid] + (
+                        np.arange(n) if keep is None else keep
+                    )
+            x = self._cache[torch.from_numpy(flat).to(self._cache.device)].to(
+                device=device, dtype=torch.float32
+            )
         else:
-            array = np.zeros((len(pids), width, self.dim), dtype=np.float32)
+            array = np.empty((int(starts[-1]), self.dim), dtype=np.float32)
             for i, (pid, (n, keep)) in enumerate(zip(pids, rows, strict=True)):
                 if n:
                     bag = self.read(pid)  # one full bag at a time: peak = one bag + the batch
-                    array[i, : sizes[i]] = bag if keep is None else bag[keep]
+                    array[starts[i] : starts[i + 1]] = bag if keep is None else bag[keep]
             x = torch.from_numpy(array).to(device)
+        mask = mask.to(device)
+        if not packed:
+            padded = x.new_zeros(len(pids), width, self.dim)
+            padded[mask] = x
+            x = padded
         return BagBatch(
             patient_id=pids,
             x=x,
-            mask=mask.to(device),
+            mask=mask,
             n=sizes,
             present=np.array([n > 0 for n, _ in rows], bool),
+            packed=packed,
         )
 
     def plan(
@@ -449,6 +468,7 @@ class BagStore:
         max_instances: int | None = None,
         instance_budget: int | None = None,
         device: torch.device | str = "cpu",
+        packed: bool = False,
     ) -> Iterator[BagBatch]:
         """:meth:`plan` then :meth:`batch` per group (patients without a bag are skipped)."""
         for group in self.plan(
@@ -459,7 +479,7 @@ class BagStore:
             max_instances=max_instances,
             instance_budget=instance_budget,
         ):
-            yield self.batch(group, max_instances=max_instances, rng=rng, device=device)
+            yield self.batch(group, max_instances=max_instances, rng=rng, device=device, packed=packed)
 
 
 @dataclass

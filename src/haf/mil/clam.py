@@ -24,7 +24,8 @@ of the per-bag losses, so it equals one-bag-at-a-time CLAM averaged over the bat
 Batched API (used by Stage 1 and by the Stage 3 no-detach trainer)::
 
     model = GatedAttentionMIL(in_dim, d1=64, d2=32, dropout=0.25)
-    out = model(x, mask)        # x (B, N, D) float padded bags, mask (B, N) bool (True = real instance)
+    out = model(x, mask)        # x (B, N, D) float padded bags, mask (B, N) bool (True = real instance);
+                                # or x (M, D) packed real instances (row-major in mask) with the same mask
     out.logit (B,), out.z (B, d1), out.attention (B, N) (0 on padding), out.scores (B, N), out.h (B, N, d1)
     loss = clam_loss(model, out, mask, label, bag_weight=0.7, k_sample=8, valid=None)
     loss.total.backward()       # loss.bag, loss.instance: the two (mean) terms, for logging
@@ -98,20 +99,34 @@ class GatedAttentionMIL(nn.Module):
         return self.hparams["d1"]
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> MILOutput:
-        """``x`` (B, N, D) or one bag (N, D); ``mask`` (B, N) bool, None = every row is an instance."""
-        if x.dim() == 2:
+        """Three layouts of the same bags (all give the same result):
+
+        * padded: ``x`` (B, N, D) with ``mask`` (B, N) bool (None = no padding);
+        * packed: ``x`` (M, D) = the real instances in ``mask``'s row-major order (``M = mask.sum()``),
+          with ``mask`` (B, N): no padded D-wide tensor is ever built (what the Stage 1 trainer feeds);
+        * one bag: ``x`` (N, D) with ``mask`` None.
+        """
+        if x.dim() == 2 and mask is None:
             x = x.unsqueeze(0)
-            mask = None if mask is None else mask.reshape(1, -1)
-        if x.dim() != 3:
-            raise ValueError(f"x must be (B, N, D) or (N, D), got shape {tuple(x.shape)}")
-        b, n, _ = x.shape
-        if mask is None:
-            mask = torch.ones(b, n, dtype=torch.bool, device=x.device)
-        mask = mask.to(device=x.device, dtype=torch.bool)
-        if mask.shape != (b, n):
-            raise ValueError(f"mask has shape {tuple(mask.shape)}, expected {(b, n)}")
-        # only real instances go through w_l: padding is never read, whatever its values
-        h_valid = self.fc(x[mask])
+        if x.dim() == 3:
+            b, n, _ = x.shape
+            if mask is None:
+                mask = torch.ones(b, n, dtype=torch.bool, device=x.device)
+            mask = mask.to(device=x.device, dtype=torch.bool)
+            if mask.shape != (b, n):
+                raise ValueError(f"mask has shape {tuple(mask.shape)}, expected {(b, n)}")
+            # only real instances go through w_l: padding is never read, whatever its values
+            h_valid = self.fc(x[mask])
+        elif x.dim() == 2:
+            mask = mask.to(device=x.device, dtype=torch.bool)
+            if mask.dim() != 2:
+                raise ValueError(f"a packed x needs a (B, N) mask, got shape {tuple(mask.shape)}")
+            b, n = mask.shape
+            h_valid = self.fc(x)  # h[mask] = h_valid below fails if x has not mask.sum() rows
+        else:
+            raise ValueError(
+                f"x must be (B, N, D), packed (M, D) with a mask, or (N, D); got {tuple(x.shape)}"
+            )
         h = h_valid.new_zeros(b, n, h_valid.shape[-1])
         h[mask] = h_valid
         gated = self.attention_a(h) * self.attention_b(h)

@@ -191,6 +191,7 @@ class Stage1Trainer:
             rng=self.rng,
             max_instances=s.max_instances,
             device=self.device,
+            packed=True,
         ):
             with autocast(self.device):
                 out = self.model(batch.x, batch.mask)
@@ -223,6 +224,7 @@ class Stage1Trainer:
             shuffle=False,
             instance_budget=self.settings.instance_budget,
             device=self.device,
+            packed=True,
         ):
             with autocast(self.device):
                 out = self.model(batch.x, batch.mask)
