@@ -13,10 +13,6 @@ rule stage1:
         predictions=f"{RES}/stage1/{{pmod}}/fold_{{fold}}/predictions.tsv",
         train_log=f"{RES}/stage1/{{pmod}}/fold_{{fold}}/train_log.tsv",
         loss_curve=f"{RES}/stage1/{{pmod}}/fold_{{fold}}/loss_curve.png",
-    params:
-        stage1=config["stage1"],
-        encoder=ENCODER,
-        device=config["device"],
     log:
         f"{LOGS}/stage1/{{pmod}}/fold_{{fold}}.log",
     conda:
@@ -26,5 +22,9 @@ rule stage1:
         gpu=1,
         mem_mb=8000,
         runtime=60,
+    params:
+        stage1=config["stage1"],
+        encoder=ENCODER,
+        device=config["device"],
     script:
         "../scripts/train_stage1.py"
