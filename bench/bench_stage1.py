@@ -107,6 +107,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=1, help="untimed epochs per arm first")
     p.add_argument("--batch-bags", type=int, default=16)
     p.add_argument("--cap", type=int, default=4096, help="stage1.max_instances, the same for both arms")
+    p.add_argument(
+        "--per-bag-cap",
+        type=int,
+        default=None,
+        help="cap of arm (a) (default: --cap, a like-for-like comparison; 0 = full bags as CLAM trains)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
@@ -177,7 +183,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"(b) batched ({args.batch_bags} bags/step): {results['batched']:.2f} s/epoch = {1 / results['batched']:.3f} epochs/s"
             )
         if args.arms in ("both", "per-bag"):
-            loop = PerBagLoop(trainer, args.cap, seed=1)
+            per_bag_cap = args.cap if args.per_bag_cap is None else (args.per_bag_cap or None)
+            loop = PerBagLoop(trainer, per_bag_cap, seed=1)
 
             def per_bag_epoch():
                 loop.train_epoch()
@@ -185,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
 
             results["per_bag"] = time_epochs(per_bag_epoch, args.epochs, args.warmup, device)
             print(
-                f"(a) CLAM per-bag loop: {results['per_bag']:.2f} s/epoch = {1 / results['per_bag']:.3f} epochs/s"
+                f"(a) CLAM per-bag loop (cap {per_bag_cap}): {results['per_bag']:.2f} s/epoch = {1 / results['per_bag']:.3f} epochs/s"
             )
         if len(results) == 2:
             print(f"ratio batched / per-bag (epochs/s): {results['per_bag'] / results['batched']:.2f}x")
