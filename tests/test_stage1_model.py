@@ -144,3 +144,16 @@ def test_packed_input_equals_padded_input():
     assert torch.equal(padded.z, packed.z) and torch.equal(padded.logit, packed.logit)
     with pytest.raises(RuntimeError):
         model(torch.cat(bags)[:-1], mask)  # a row short: an error, not a silent misalignment
+
+
+def test_bf16_autocast_forward_then_fp32_loss():
+    # the CUDA path: forward under bf16 autocast, Eq. 3 outside it (simulated with CPU autocast)
+    model, bags = _model(dropout=0.0), _bags(8)
+    x, mask = _pad(bags)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, mask)
+    loss = clam_loss(model, out, mask, torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0]))
+    loss.total.backward()
+    assert out.z.dtype == torch.float32 and torch.isfinite(loss.total)
+    ref = model(x, mask)
+    assert torch.allclose(out.z, ref.z, atol=0.1)  # bf16 rounding only

@@ -133,7 +133,8 @@ class GatedAttentionMIL(nn.Module):
         scores = self.attention_c(gated).squeeze(-1).float()
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         attention = torch.softmax(scores, dim=1) * mask  # an empty bag: uniform * 0 = 0
-        z = torch.einsum("bn,bnd->bd", attention, h.float())
+        with torch.autocast(device_type=h.device.type, enabled=False):  # z in fp32 even under bf16 autocast
+            z = torch.einsum("bn,bnd->bd", attention, h.float())
         logit = self.classifier(z).squeeze(-1).float()
         return MILOutput(logit=logit, z=z, attention=attention, scores=scores, h=h)
 
@@ -175,8 +176,10 @@ def instance_loss(
     bottom = (-scores).masked_fill(~mask, lowest).topk(k_max, dim=1).indices
     take = torch.arange(k_max, device=mask.device).unsqueeze(0) < k.unsqueeze(1)  # (B, k_max)
     d1 = out.h.shape[-1]
-    h_top = out.h.gather(1, top.unsqueeze(-1).expand(-1, -1, d1))
-    h_bottom = out.h.gather(1, bottom.unsqueeze(-1).expand(-1, -1, d1))
+    # float32: the loss may run outside the forward's bf16 autocast (the instance classifier is fp32)
+    weight = model.instance_classifiers.weight
+    h_top = out.h.gather(1, top.unsqueeze(-1).expand(-1, -1, d1)).to(weight.dtype)
+    h_bottom = out.h.gather(1, bottom.unsqueeze(-1).expand(-1, -1, d1)).to(weight.dtype)
     cls = label.long().view(b, 1, 1).expand(-1, k_max, 1)
     logit_top = model.instance_classifiers(h_top).float().gather(2, cls).squeeze(-1)
     logit_bottom = model.instance_classifiers(h_bottom).float().gather(2, cls).squeeze(-1)
