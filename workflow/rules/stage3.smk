@@ -1,11 +1,15 @@
 # Stage 3: fusion methods (HAF and its variants and ablations), one trainer for all of them.
+# Detached methods train a small MLP on 128-d inputs: one intra-op thread (a second one only adds
+# synchronisation); the no-detach ablations also train the CLAM encoders on the bags: two threads.
 
 
 def fusion_inputs(wildcards):
     decl = METHODS[wildcards.method]
     inputs = {"fold_inputs": f"{RES}/fold_inputs/fold_{wildcards.fold}.npz"}
     if decl["detach"] and decl["align"] != "none":
-        inputs["projectors"] = f"{RES}/stage2/{decl['align']}/fold_{wildcards.fold}/projectors.pt"
+        inputs["projectors"] = (
+            f"{RES}/stage2/{decl['align']}/fold_{wildcards.fold}/projectors.pt"
+        )
     if not decl["detach"]:
         # joint training (Eq. 12) re-trains the Stage 1 encoders, so it reads the bags
         inputs.update(
@@ -24,8 +28,17 @@ rule fusion:
         predictions=f"{RES}/methods/{{method}}/fold_{{fold}}/predictions.tsv",
         masked=f"{RES}/methods/{{method}}/fold_{{fold}}/masked.tsv.gz",
         train_log=f"{RES}/methods/{{method}}/fold_{{fold}}/train_log.tsv",
+    log:
+        f"{LOGS}/methods/{{method}}/fold_{{fold}}.log",
     wildcard_constraints:
         method=name_pattern(FUSION_METHODS),
+    conda:
+        "../../envs/train.yaml"
+    threads: lambda wildcards: 1 if METHODS[wildcards.method]["detach"] else 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=60,
     params:
         declaration=lambda wildcards: METHODS[wildcards.method],
         stage1=config["stage1"],
@@ -33,14 +46,5 @@ rule fusion:
         stage3=config["stage3"],
         evaluation=config["evaluation"],
         device=config["device"],
-    log:
-        f"{LOGS}/methods/{{method}}/fold_{{fold}}.log",
-    conda:
-        "../../envs/train.yaml"
-    threads: 2
-    resources:
-        gpu=1,
-        mem_mb=8000,
-        runtime=60,
     script:
         "../scripts/train_fusion.py"
