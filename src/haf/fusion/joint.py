@@ -124,29 +124,51 @@ class JointPathology(nn.Module):
         device: torch.device,
         rng: np.random.Generator,
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """z of each pathology modality for these patients (zeros without a bag) and the summed CLAM loss."""
+        """z of each pathology modality for these patients (zeros without a bag) and the summed CLAM loss.
+
+        The step's bags are sorted by size and encoded in chunks of ``stage1.batch_bags`` (less padding
+        than one batch padded to the largest bag); the CLAM loss is the mean over all valid bags of the
+        step (label and bag present), as one batch would give.
+        """
         from haf.mil.clam import clam_loss
 
+        pids = list(pids)
+        chunk = max(1, int(self.s1["batch_bags"]))
+        cap = int(self.s1["max_instances"])
+        label = label.reshape(-1)
         z = {}
         loss = torch.zeros((), device=device)
         for pm, encoder in self.encoders.items():
-            batch = self.stores[pm].batch(
-                list(pids), max_instances=int(self.s1["max_instances"]), rng=rng, device=device
-            )
-            with autocast(device):
-                out = encoder(batch.x, batch.mask)
-            z[pm] = out.z.float()
-            loss = (
-                loss
-                + clam_loss(
-                    encoder,
-                    out,
-                    batch.mask,
-                    label,
-                    bag_weight=float(self.s1["bag_weight"]),
-                    k_sample=int(self.s1["k_sample"]),
-                ).total
-            )
+            store = self.stores[pm]
+            sizes = np.array([min(store.n_instances(p), cap) for p in pids])
+            order = np.argsort(sizes, kind="stable")
+            order = order[sizes[order] > 0]  # patients without a bag: z = 0, no loss
+            z_pm = torch.zeros(len(pids), encoder.d1, device=device)
+            total = torch.zeros((), device=device)
+            n_valid = 0
+            for start in range(0, len(order), chunk):
+                rows = order[start : start + chunk]
+                batch = store.batch([pids[i] for i in rows], max_instances=cap, rng=rng, device=device)
+                with autocast(device):
+                    out = encoder(batch.x, batch.mask)
+                rows_t = torch.as_tensor(rows, device=device)
+                z_pm = z_pm.index_copy(0, rows_t, out.z.float())
+                y = label[rows_t]
+                valid = int(torch.isfinite(y).sum())
+                if valid:
+                    term = clam_loss(
+                        encoder,
+                        out,
+                        batch.mask,
+                        y,
+                        bag_weight=float(self.s1["bag_weight"]),
+                        k_sample=int(self.s1["k_sample"]),
+                    ).total
+                    total = total + term * valid
+                    n_valid += valid
+            z[pm] = z_pm
+            if n_valid:
+                loss = loss + total / n_valid
         return z, loss
 
     @torch.no_grad()
