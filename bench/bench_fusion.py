@@ -127,7 +127,13 @@ def bench_hancock(config: dict, device: torch.device, folds: int, outdir: Path) 
 
 
 def bench_demo(
-    config: dict, device: torch.device, folds: int, outdir: Path, methods: list[str], nodetach_folds: int
+    config: dict,
+    device: torch.device,
+    folds: int,
+    outdir: Path,
+    methods: list[str],
+    nodetach_folds: int,
+    first_fold: int = 0,
 ) -> None:
     declared = active_methods(config)
     wall: dict[str, float] = {}
@@ -143,7 +149,7 @@ def bench_demo(
         runs[key] = runs.get(key, 0) + 1
 
     t_start, c_start = time.perf_counter(), time.process_time()
-    for fold in range(folds):
+    for fold in range(first_fold, folds):
         inputs = synthetic_fold_inputs(200, fold=fold, seed=2026)
         banks = {}
         for align in ("ga", "clip"):
@@ -204,7 +210,7 @@ def bench_demo(
         print(f"  {key:26s} {runs[key]:2d} folds  wall {wall[key]:7.1f}s  CPU {cpu[key]:7.1f}s{extra}")
     print(
         f"  total wall {time.perf_counter() - t_start:.1f}s, CPU {time.process_time() - c_start:.1f}s "
-        f"({len(methods)} methods, {folds} folds, no-detach methods on {min(folds, nodetach_folds)} folds)"
+        f"({len(methods)} methods, folds {first_fold}..{folds - 1}, no-detach methods on folds < {nodetach_folds})"
     )
 
 
@@ -216,6 +222,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--folds", type=int, default=10)
+    parser.add_argument("--first-fold", type=int, default=0, help="run folds first-fold .. folds-1 (part B)")
     parser.add_argument("--methods", default=",".join(ELEVEN + ["haf_cox"]), help="comma-separated (part B)")
     parser.add_argument(
         "--nodetach-folds", type=int, default=10, help="folds run for the no-detach methods (B)"
@@ -229,7 +236,15 @@ def main() -> None:
         if args.part in ("hancock", "all"):
             bench_hancock(config, device, args.folds, Path(tmp))
         if args.part in ("demo", "all"):
-            bench_demo(config, device, args.folds, Path(tmp), args.methods.split(","), args.nodetach_folds)
+            bench_demo(
+                config,
+                device,
+                args.folds,
+                Path(tmp),
+                args.methods.split(","),
+                args.nodetach_folds,
+                args.first_fold,
+            )
 
 
 if __name__ == "__main__":

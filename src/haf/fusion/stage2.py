@@ -85,6 +85,12 @@ def train_alignment(
         len(val_idx),
         ", ".join(trained) or "none",
     )
+    if not (inputs.present[val_idx].sum(axis=1) >= 2).any():
+        log.warning(
+            "fold %d: no validation patient has two or more modalities: the validation alignment loss is "
+            "undefined, so early stopping keeps the first epoch",
+            inputs.fold,
+        )
     train_cfg = TrainConfig.from_config(cfg)
     optimizer = make_optimizer(bank.parameters(), train_cfg)
     batch_size = int(cfg["batch_size"])
