@@ -12,7 +12,8 @@ Choices (documented in ``docs/helpers/fusion.md``):
   from the fold's Stage 1 weights: this is end-to-end optimisation across all stages as the paper's
   ablation describes, and needs no Stage 1 output as input;
 * each step takes a minibatch of ``stage3.batch_size`` patients; their bags form one padded batch per
-  pathology modality (subsampled to ``stage1.max_instances`` in training, full in evaluation); the CLAM
+  pathology modality, packed (only real instances), in size-sorted chunks of ``stage1.batch_bags``
+  (subsampled to ``stage1.max_instances`` in training, full in evaluation); the CLAM
   loss uses the patients of the step with a binary label and a bag;
 * optimiser, schedule and early stopping as every fusion method (``stage3``), on the validation
   score of the fused prediction;
@@ -148,7 +149,9 @@ class JointPathology(nn.Module):
             n_valid = 0
             for start in range(0, len(order), chunk):
                 rows = order[start : start + chunk]
-                batch = store.batch([pids[i] for i in rows], max_instances=cap, rng=rng, device=device)
+                batch = store.batch(
+                    [pids[i] for i in rows], max_instances=cap, rng=rng, device=device, packed=True
+                )
                 with autocast(device):
                     out = encoder(batch.x, batch.mask)
                 rows_t = torch.as_tensor(rows, device=device)
@@ -187,6 +190,7 @@ class JointPathology(nn.Module):
                 shuffle=False,
                 instance_budget=budget,
                 device=device,
+                packed=True,
             ):
                 with autocast(device):
                     res = encoder(batch.x, batch.mask)
