@@ -1,33 +1,65 @@
 # Evaluation: every table and figure is a file under results/ with a short named target rule
-# (`snakemake table1`, `snakemake fig_dropout`, ...). Asking for one builds only what it needs.
+# (`snakemake table1`, `snakemake fig_dropout`, ...). Asking for one builds only what it needs:
+# each rule's inputs name only the methods (and folds) that its table or figure shows.
 
+
+report: "../report/workflow.rst"
+
+
+EVAL = config["evaluation"]
+SYNTHETIC = config["demo"]["enabled"]
+
+# Table 1: every method except the no-detach ablations (those are Table 2's).
+TABLE1_METHODS = [
+    m for m, d in METHODS.items() if not (d["family"] == "fusion" and not d["detach"])
+]
 TABLE2_METHODS = [
     m
     for m in ("fusion_mlp_all", "ga", "drop", "haf")
     if m in METHODS and f"{m}_nodetach" in METHODS
 ]
 TABLE2_METHODS = TABLE2_METHODS + [f"{m}_nodetach" for m in TABLE2_METHODS]
-FIGURE_METHODS = [m for m in config["evaluation"]["figure_methods"] if m in MASKED_METHODS]
+FIGURE_METHODS = [m for m in EVAL["figure_methods"] if m in MASKED_METHODS]
+PARACHUTE_METHODS = (
+    MASKED_METHODS
+    if EVAL["parachute_methods"] is None
+    else [m for m in EVAL["parachute_methods"] if m in MASKED_METHODS]
+)
+SURVIVAL_FIGURE_METHODS = [m for m in EVAL["survival_methods"] if m in METHODS]
+TSNE_FOLD = EVAL["tsne_fold"]
+if TSNE_FOLD not in FOLDS:
+    raise ValueError(
+        f"evaluation.tsne_fold: {TSNE_FOLD} is not a fold of this run (folds: {FOLDS})"
+    )
+ALIGNED = f"{RES}/stage2/ga/fold_{TSNE_FOLD}/aligned.npz"
+COHORT = dict(folds=f"{RES}/cohort/folds.tsv", targets=f"{RES}/cohort/targets.tsv")
 
 
 rule table1:
     input:
-        predictions=prediction_files(list(METHODS)),
-        folds=f"{RES}/cohort/folds.tsv",
+        predictions=prediction_files(TABLE1_METHODS),
+        folds=COHORT["folds"],
     output:
         csv=report(
             f"{RES}/tables/table1.csv",
             caption="../report/table1.rst",
-            category="Tables",
+            category="1. Tables",
+            labels={"table": "Table 1: cross-validated accuracy and AUC"},
         ),
         md=f"{RES}/tables/table1.md",
         tex=f"{RES}/tables/table1.tex",
-        tests=f"{RES}/tables/table1_tests.csv",
-        per_fold=f"{RES}/tables/table1_folds.csv",
-    params:
-        methods=METHODS,
-        evaluation=config["evaluation"],
-        synthetic=config["demo"]["enabled"],
+        tests=report(
+            f"{RES}/tables/table1_tests.csv",
+            caption="../report/table1_tests.rst",
+            category="1. Tables",
+            labels={"table": "Table 1 (tests): paired bootstrap vs HAF"},
+        ),
+        per_fold=report(
+            f"{RES}/tables/table1_folds.csv",
+            caption="../report/table1_folds.rst",
+            category="1. Tables",
+            labels={"table": "Table 1 (folds): per-fold n, events and metrics"},
+        ),
     log:
         f"{LOGS}/evaluate/table1.log",
     conda:
@@ -36,6 +68,11 @@ rule table1:
     resources:
         mem_mb=2000,
         runtime=20,
+    params:
+        methods={m: METHODS[m] for m in TABLE1_METHODS},
+        evaluation=EVAL,
+        synthetic=SYNTHETIC,
+        k=len(FOLDS),
     script:
         "../scripts/make_table1.py"
 
@@ -47,14 +84,11 @@ rule table2:
         csv=report(
             f"{RES}/tables/table2.csv",
             caption="../report/table2.rst",
-            category="Tables",
+            category="1. Tables",
+            labels={"table": "Table 2: with vs without stage-wise detachment"},
         ),
         md=f"{RES}/tables/table2.md",
         tex=f"{RES}/tables/table2.tex",
-    params:
-        methods={m: METHODS[m] for m in TABLE2_METHODS},
-        evaluation=config["evaluation"],
-        synthetic=config["demo"]["enabled"],
     log:
         f"{LOGS}/evaluate/table2.log",
     conda:
@@ -63,6 +97,11 @@ rule table2:
     resources:
         mem_mb=2000,
         runtime=20,
+    params:
+        methods={m: METHODS[m] for m in TABLE2_METHODS},
+        evaluation=EVAL,
+        synthetic=SYNTHETIC,
+        k=len(FOLDS),
     script:
         "../scripts/make_table2.py"
 
@@ -72,24 +111,238 @@ rule fig_dropout:
         predictions=prediction_files(FIGURE_METHODS),
         masked=masked_files(FIGURE_METHODS),
     output:
-        pdf=report(
-            f"{RES}/figures/fig2_dropout.pdf",
+        pdf=f"{RES}/figures/fig2_dropout.pdf",
+        png=report(
+            f"{RES}/figures/fig2_dropout.png",
             caption="../report/fig2_dropout.rst",
-            category="Figures",
+            category="2. Figures",
+            labels={"figure": "Figure 2: robustness to test-time modality dropout"},
         ),
-        png=f"{RES}/figures/fig2_dropout.png",
         csv=f"{RES}/figures/fig2_dropout.csv",
-    params:
-        methods={m: METHODS[m] for m in FIGURE_METHODS},
-        evaluation=config["evaluation"],
-        synthetic=config["demo"]["enabled"],
     log:
         f"{LOGS}/evaluate/fig_dropout.log",
     conda:
         "../../envs/eval.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=20,
+        mem_mb=4000,
+        runtime=30,
+    params:
+        methods={m: METHODS[m] for m in FIGURE_METHODS},
+        evaluation=EVAL,
+        synthetic=SYNTHETIC,
+        k=len(FOLDS),
     script:
         "../scripts/plot_dropout.py"
+
+
+rule fig_tsne:
+    input:
+        aligned=ALIGNED,
+    output:
+        pdf=f"{RES}/figures/fig3_tsne.pdf",
+        png=report(
+            f"{RES}/figures/fig3_tsne.png",
+            caption="../report/fig3_tsne.rst",
+            category="2. Figures",
+            labels={"figure": "Figure 3: t-SNE before and after alignment"},
+        ),
+        csv=f"{RES}/figures/fig3_tsne.csv",
+    log:
+        f"{LOGS}/evaluate/fig_tsne.log",
+    conda:
+        "../../envs/eval.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    params:
+        evaluation=EVAL,
+        synthetic=SYNTHETIC,
+        fold=TSNE_FOLD,
+    script:
+        "../scripts/plot_tsne.py"
+
+
+rule fig_heatmap:
+    input:
+        aligned=ALIGNED,
+    output:
+        pdf=f"{RES}/figures/fig4_heatmap.pdf",
+        png=report(
+            f"{RES}/figures/fig4_heatmap.png",
+            caption="../report/fig4_heatmap.rst",
+            category="2. Figures",
+            labels={"figure": "Figure 4: one patient's modality embeddings"},
+        ),
+        csv=f"{RES}/figures/fig4_heatmap.csv",
+    log:
+        f"{LOGS}/evaluate/fig_heatmap.log",
+    conda:
+        "../../envs/eval.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        synthetic=SYNTHETIC,
+        fold=TSNE_FOLD,
+    script:
+        "../scripts/plot_heatmap.py"
+
+
+rule table5:
+    input:
+        predictions=prediction_files(PARACHUTE_METHODS),
+        masked=masked_files(PARACHUTE_METHODS),
+    output:
+        csv=report(
+            f"{RES}/tables/table5_degradation.csv",
+            caption="../report/table5.rst",
+            category="3. PARACHUTE protocol",
+            labels={"table": "Table 5: degradation with missingness"},
+        ),
+        md=f"{RES}/tables/table5_degradation.md",
+        tex=f"{RES}/tables/table5_degradation.tex",
+        masked=report(
+            f"{RES}/tables/parachute_masked.csv",
+            caption="../report/parachute_masked.rst",
+            category="3. PARACHUTE protocol",
+            labels={"table": "Masked evaluation: C-index and AUC per scenario and p"},
+        ),
+        masked_md=f"{RES}/tables/parachute_masked.md",
+    log:
+        f"{LOGS}/evaluate/table5.log",
+    conda:
+        "../../envs/eval.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        methods={m: METHODS[m] for m in PARACHUTE_METHODS},
+        evaluation=EVAL,
+        synthetic=SYNTHETIC,
+        k=len(FOLDS),
+    script:
+        "../scripts/make_table5.py"
+
+
+rule survival_table:
+    input:
+        **COHORT,
+        predictions=prediction_files(list(METHODS)),
+    output:
+        csv=report(
+            f"{RES}/tables/survival_metrics.csv",
+            caption="../report/survival_table.rst",
+            category="3. PARACHUTE protocol",
+            labels={
+                "table": "Survival metrics: C-index (Harrell, Uno), td-AUC, log-rank"
+            },
+        ),
+        md=f"{RES}/tables/survival_metrics.md",
+        tex=f"{RES}/tables/survival_metrics.tex",
+        per_fold=f"{RES}/tables/survival_folds.csv",
+    log:
+        f"{LOGS}/evaluate/survival_table.log",
+    conda:
+        "../../envs/eval.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    params:
+        methods=METHODS,
+        evaluation=EVAL,
+        synthetic=SYNTHETIC,
+        k=len(FOLDS),
+    script:
+        "../scripts/make_survival_table.py"
+
+
+rule fig_td_auc:
+    input:
+        **COHORT,
+        predictions=prediction_files(SURVIVAL_FIGURE_METHODS),
+    output:
+        pdf=f"{RES}/figures/td_auc.pdf",
+        png=report(
+            f"{RES}/figures/td_auc.png",
+            caption="../report/td_auc.rst",
+            category="3. PARACHUTE protocol",
+            labels={"figure": "Time-dependent AUC(t)"},
+        ),
+        csv=f"{RES}/figures/td_auc.csv",
+    log:
+        f"{LOGS}/evaluate/fig_td_auc.log",
+    conda:
+        "../../envs/eval.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    params:
+        methods={m: METHODS[m] for m in SURVIVAL_FIGURE_METHODS},
+        evaluation=EVAL,
+        synthetic=SYNTHETIC,
+    script:
+        "../scripts/plot_td_auc.py"
+
+
+rule fig_calibration:
+    input:
+        **COHORT,
+        predictions=prediction_files(SURVIVAL_FIGURE_METHODS),
+    output:
+        pdf=f"{RES}/figures/calibration.pdf",
+        png=report(
+            f"{RES}/figures/calibration.png",
+            caption="../report/calibration.rst",
+            category="3. PARACHUTE protocol",
+            labels={"figure": "Calibration at fixed horizons"},
+        ),
+        csv=f"{RES}/figures/calibration.csv",
+        summary=f"{RES}/figures/calibration_summary.csv",
+    log:
+        f"{LOGS}/evaluate/fig_calibration.log",
+    conda:
+        "../../envs/eval.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    params:
+        methods={m: METHODS[m] for m in SURVIVAL_FIGURE_METHODS},
+        evaluation=EVAL,
+        target=config["target"],
+        synthetic=SYNTHETIC,
+    script:
+        "../scripts/plot_calibration.py"
+
+
+rule fig_km:
+    input:
+        predictions=prediction_files(SURVIVAL_FIGURE_METHODS),
+    output:
+        pdf=f"{RES}/figures/km.pdf",
+        png=report(
+            f"{RES}/figures/km.png",
+            caption="../report/km.rst",
+            category="3. PARACHUTE protocol",
+            labels={"figure": "Kaplan-Meier curves of predicted risk groups"},
+        ),
+        csv=f"{RES}/figures/km.csv",
+    log:
+        f"{LOGS}/evaluate/fig_km.log",
+    conda:
+        "../../envs/eval.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    params:
+        methods={m: METHODS[m] for m in SURVIVAL_FIGURE_METHODS},
+        synthetic=SYNTHETIC,
+    script:
+        "../scripts/plot_km.py"

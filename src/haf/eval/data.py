@@ -1,0 +1,171 @@
+"""Reading what the evaluation rules consume: prediction files, masked tables, the cohort's survival.
+
+Every reader validates and names the file, the row and the field on bad input, and returns plain
+DataFrames with patient ids kept as 3-digit strings.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from haf.errors import HafInputError
+from haf.predictions import read_predictions
+
+log = logging.getLogger(__name__)
+
+MASKED_COLUMNS: tuple[str, ...] = (
+    "method",
+    "fold",
+    "scenario",
+    "p",
+    "repeat",
+    "patient_id",
+    "n_present",
+    "risk",
+    "prob",
+)
+
+
+def load_predictions(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Concatenate validated prediction files; one (method, fold, part, patient) appears once."""
+    frames = [read_predictions(path).assign(_source=str(path)) for path in paths]
+    if not frames:
+        raise HafInputError(None, "no prediction file given")
+    frame = pd.concat(frames, ignore_index=True)
+    frame["fold"] = frame["fold"].astype(int)
+    dup = frame.duplicated(["method", "fold", "part", "patient_id"], keep=False)
+    if dup.any():
+        row = frame[dup].iloc[0]
+        raise HafInputError(
+            row["_source"],
+            f"patient {row['patient_id']} appears more than once in {row['part']} of fold {row['fold']} "
+            f"for method {row['method']} (several seeds in one file are not supported)",
+            field="patient_id",
+        )
+    return frame
+
+
+def method_predictions(predictions: pd.DataFrame, method: str) -> pd.DataFrame:
+    """The rows of one method; an error naming the method when it has none."""
+    rows = predictions[predictions["method"] == method]
+    if rows.empty:
+        raise HafInputError(
+            None,
+            f"no predictions for method {method!r}; methods present: "
+            f"{', '.join(sorted(predictions['method'].unique()))}",
+        )
+    return rows
+
+
+def is_risk_only(rows: pd.DataFrame) -> bool:
+    """True for Cox methods: their ``prob`` column is empty everywhere."""
+    return bool(rows["prob"].isna().all())
+
+
+def read_masked(path: str | Path) -> pd.DataFrame:
+    """Read one ``masked.tsv.gz`` (made by :func:`haf.eval.masking.masked_prediction_table`)."""
+    try:
+        frame = pd.read_csv(path, sep="\t", dtype={"patient_id": str, "method": str, "scenario": str})
+    except (OSError, pd.errors.ParserError, EOFError) as exc:
+        raise HafInputError(path, f"cannot read masked prediction table: {exc}") from exc
+    missing = [c for c in MASKED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise HafInputError(path, f"column missing; expected {', '.join(MASKED_COLUMNS)}", field=missing[0])
+    risk = frame["risk"].to_numpy(dtype=float)
+    if not np.isfinite(risk).all():
+        pos = int(np.flatnonzero(~np.isfinite(risk))[0])
+        raise HafInputError(path, "risk is not finite", where=f"line {pos + 2}", field="risk")
+    bad = ~frame["patient_id"].str.fullmatch(r"[0-9]{3}").fillna(False)
+    if bad.any():
+        pos = int(np.flatnonzero(bad.to_numpy())[0])
+        raise HafInputError(
+            path,
+            f"invalid patient id {frame['patient_id'].iloc[pos]!r}",
+            where=f"line {pos + 2}",
+            field="patient_id",
+        )
+    if (frame["n_present"] < 1).any():
+        pos = int(np.flatnonzero((frame["n_present"] < 1).to_numpy())[0])
+        raise HafInputError(
+            path, "a masked patient has no modality left", where=f"line {pos + 2}", field="n_present"
+        )
+    frame["fold"] = frame["fold"].astype(int)
+    frame["repeat"] = frame["repeat"].astype(int)
+    frame["p"] = frame["p"].astype(float).round(6)
+    return frame
+
+
+def load_masked(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Concatenate masked tables; one (method, fold, scenario, p, repeat, patient) appears once."""
+    frames = [read_masked(path) for path in paths]
+    if not frames:
+        raise HafInputError(None, "no masked prediction table given")
+    frame = pd.concat(frames, ignore_index=True)
+    key = ["method", "fold", "scenario", "p", "repeat", "patient_id"]
+    if frame.duplicated(key).any():
+        row = frame[frame.duplicated(key)].iloc[0]
+        raise HafInputError(
+            None,
+            f"masked predictions of {row['method']} fold {row['fold']} list patient {row['patient_id']} "
+            f"twice under {row['scenario']} p={row['p']} repeat {row['repeat']}",
+            field="patient_id",
+        )
+    return frame
+
+
+def read_cohort_survival(folds_path: str | Path, targets_path: str | Path) -> pd.DataFrame:
+    """Long table ``patient_id, fold, part, time, event, label`` from ``folds.tsv`` + ``targets.tsv``.
+
+    The training part's survival data are what Uno's C-index and the IPCW time-dependent AUC need
+    (censoring distribution estimated on the training part), and prediction files hold only the
+    validation and test parts.
+    """
+    try:
+        folds = pd.read_csv(folds_path, sep="\t", dtype={"patient_id": str, "part": str})
+        targets = pd.read_csv(targets_path, sep="\t", dtype={"patient_id": str})
+    except (OSError, pd.errors.ParserError) as exc:
+        raise HafInputError(folds_path, f"cannot read the folds or targets table: {exc}") from exc
+    for path, frame, cols in (
+        (folds_path, folds, ("patient_id", "fold", "part")),
+        (targets_path, targets, ("patient_id", "time", "event", "label")),
+    ):
+        missing = [c for c in cols if c not in frame.columns]
+        if missing:
+            raise HafInputError(path, "column missing", field=missing[0])
+    unknown = ~folds["patient_id"].isin(targets["patient_id"])
+    if unknown.any():
+        pos = int(np.flatnonzero(unknown.to_numpy())[0])
+        raise HafInputError(
+            folds_path,
+            f"patient {folds['patient_id'].iloc[pos]} is not in {targets_path}",
+            where=f"line {pos + 2}",
+            field="patient_id",
+        )
+    merged = folds.merge(targets[["patient_id", "time", "event", "label"]], on="patient_id", how="left")
+    merged["fold"] = merged["fold"].astype(int)
+    merged["time"] = merged["time"].astype(float)
+    merged["event"] = merged["event"].astype(int)
+    merged["label"] = merged["label"].astype(float)
+    return merged
+
+
+def check_coverage(predictions: pd.DataFrame, folds_path: str | Path) -> dict[str, int]:
+    """Count, per method, the cohort's test patients that have no test prediction (logged, not dropped)."""
+    folds = pd.read_csv(folds_path, sep="\t", dtype={"patient_id": str, "part": str})
+    test = folds[folds["part"] == "test"][["patient_id", "fold"]].astype({"fold": int})
+    missing: dict[str, int] = {}
+    for method, rows in predictions[predictions["part"] == "test"].groupby("method", sort=False):
+        have = set(zip(rows["patient_id"], rows["fold"], strict=True))
+        want = set(zip(test["patient_id"], test["fold"], strict=True))
+        want = {pf for pf in want if pf[1] in set(rows["fold"])}
+        missing[str(method)] = len(want - have)
+        if missing[str(method)]:
+            log.warning(
+                "%s: %d test patients of folds.tsv have no test prediction", method, missing[str(method)]
+            )
+    return missing

@@ -1,0 +1,460 @@
+"""Tables 1 and 2 of the HAF paper (seed 000) and the writers for CSV, Markdown and LaTeX.
+
+Table 1 groups (as in the paper, with one group added for time-to-event models):
+
+* Pathology-only baselines: family ``clam``.
+* Fusion models and HAF variants: family ``fusion`` trained with detachment and the binary loss.
+* Comparable multimodal methods: the comparator families trained with the binary loss.
+* Time-to-event (Cox) models: every method trained with the Cox loss (``haf_cox``, ``parachute``).
+  Their accuracy rests on a cut of a risk score (median validation risk under the fixed rule), not on
+  a calibrated probability, so they are kept apart from the binary classifiers.
+
+No-detach ablations are not in Table 1; Table 2 shows them beside their detached counterparts.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from haf.eval.binary import bootstrap_ci, fold_metrics, paired_bootstrap, pooled_oof, summarise_folds
+from haf.eval.data import method_predictions
+from haf.io_utils import atomic_path
+
+log = logging.getLogger(__name__)
+
+GROUPS: tuple[str, ...] = (
+    "Pathology-only baselines",
+    "Fusion models and HAF variants",
+    "Comparable multimodal methods",
+    "Time-to-event (Cox) models",
+)
+FOLD_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "majority_accuracy", "auc")
+TABLE2_SETTINGS: tuple[tuple[str, str], ...] = (
+    ("fusion_mlp_all", "All modalities"),
+    ("ga", "+ Global Alignment"),
+    ("drop", "+ Random Drop"),
+    ("haf", "HAF"),
+)
+
+
+def table1_group(decl: dict[str, Any]) -> str | None:
+    """The Table 1 group of a method declaration; None for no-detach ablations (Table 2 only)."""
+    if decl.get("task_loss", "bce") == "cox":
+        return GROUPS[3]
+    if decl["family"] == "clam":
+        return GROUPS[0]
+    if decl["family"] == "fusion":
+        return GROUPS[1] if decl.get("detach", True) else None
+    return GROUPS[2]
+
+
+def fmt_mean_std(mean: float, std: float, digits: int = 3) -> str:
+    """``0.712 ± 0.087``; a dash for a missing value, the mean alone when the std is undefined."""
+    if mean is None or np.isnan(mean):
+        return "–"
+    if std is None or np.isnan(std):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def fmt_ci(point: float, low: float, high: float, digits: int = 3) -> str:
+    if point is None or np.isnan(point):
+        return "–"
+    return f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def method_summary(rows: pd.DataFrame, rule: str, n_boot: int, seed: int) -> tuple[dict, pd.DataFrame]:
+    """Fold metrics, their mean ± std, and pooled out-of-fold bootstrap CIs of one method."""
+    per_fold = fold_metrics(rows, rule)
+    summary = dict(
+        n_folds=len(per_fold),
+        n_test=int(per_fold["n_test"].sum()),
+        n_labelled=int(per_fold["n_labelled"].sum()),
+        n_label_positive=int(per_fold["n_label_positive"].sum()),
+        n_events=int(per_fold["n_events"].sum()),
+        **summarise_folds(per_fold, FOLD_METRICS),
+        **bootstrap_ci(pooled_oof(rows, rule), n_boot, seed),
+        threshold_rule=per_fold["threshold_rule"].iloc[0] if rule == "fixed" else rule,
+        threshold_note="; ".join(sorted(set(per_fold["threshold_note"]))),
+    )
+    return summary, per_fold
+
+
+@dataclass
+class Table1:
+    table: pd.DataFrame
+    per_fold: pd.DataFrame
+    tests: pd.DataFrame
+    excluded: list[str] = field(default_factory=list)
+
+
+def build_table1(
+    predictions: pd.DataFrame,
+    methods: dict[str, dict[str, Any]],
+    *,
+    rule: str,
+    n_boot: int,
+    seed: int,
+    reference: str = "haf",
+) -> Table1:
+    """Table 1 rows (grouped), every fold's metrics, and paired tests of ``reference`` vs the others."""
+    rows, folds, pooled = [], [], {}
+    excluded = []
+    for name, decl in methods.items():
+        group = table1_group(decl)
+        if group is None:
+            excluded.append(name)
+            log.info("%s: no-detach ablation, shown in Table 2 only", name)
+            continue
+        mrows = method_predictions(predictions, name)
+        summary, per_fold = method_summary(mrows, rule, n_boot, seed)
+        rows.append(dict(group=group, method=name, label=decl.get("label", name), **summary))
+        folds.append(per_fold.assign(group=group, label=decl.get("label", name)))
+        pooled[name] = pooled_oof(mrows, rule)
+    table = pd.DataFrame.from_records(rows)
+    table["group_order"] = table["group"].map({g: i for i, g in enumerate(GROUPS)})
+    table = table.sort_values("group_order", kind="stable").drop(columns="group_order")
+    table = table.reset_index(drop=True)
+    for metric in ("accuracy", "balanced_accuracy", "majority_accuracy", "auc"):
+        table[metric] = [
+            fmt_mean_std(m, s) for m, s in zip(table[f"{metric}_mean"], table[f"{metric}_std"], strict=True)
+        ]
+    for metric in ("accuracy", "auc"):
+        table[f"{metric}_ci"] = [
+            fmt_ci(p, lo, hi)
+            for p, lo, hi in zip(
+                table[f"{metric}_pooled"], table[f"{metric}_ci_low"], table[f"{metric}_ci_high"], strict=True
+            )
+        ]
+    tests = []
+    if reference in pooled:
+        for name in table["method"]:
+            if name == reference:
+                continue
+            result = paired_bootstrap(pooled[reference], pooled[name], n_boot, seed, metric="auc")
+            tests.append(
+                dict(
+                    reference=reference,
+                    method=name,
+                    label=methods[name].get("label", name),
+                    metric="auc",
+                    **result,
+                )
+            )
+    else:
+        log.warning("reference method %r is not among the Table 1 methods: no paired tests", reference)
+    tests_frame = pd.DataFrame.from_records(
+        tests,
+        columns=None
+        if tests
+        else [
+            "reference",
+            "method",
+            "label",
+            "metric",
+            "n_common",
+            "auc_reference",
+            "auc_other",
+            "delta",
+            "delta_ci_low",
+            "delta_ci_high",
+            "p_value",
+        ],
+    )
+    return Table1(table, pd.concat(folds, ignore_index=True), tests_frame, excluded)
+
+
+def build_table2(predictions: pd.DataFrame, methods: dict[str, dict[str, Any]], *, rule: str) -> pd.DataFrame:
+    """Table 2: each setting with detachment (X) and without (X_nodetach), accuracy and AUC."""
+    records = []
+    for base, setting in TABLE2_SETTINGS:
+        partner = f"{base}_nodetach"
+        if base not in methods or partner not in methods:
+            log.info("Table 2: %s skipped (needs both %s and %s)", setting, base, partner)
+            continue
+        record: dict[str, Any] = dict(setting=setting, method_detach=base, method_nodetach=partner)
+        for suffix, name in (("detach", base), ("nodetach", partner)):
+            per_fold = fold_metrics(method_predictions(predictions, name), rule)
+            stats = summarise_folds(per_fold, ("accuracy", "auc"))
+            for metric in ("accuracy", "auc"):
+                record[f"{metric}_{suffix}_mean"] = stats[f"{metric}_mean"]
+                record[f"{metric}_{suffix}_std"] = stats[f"{metric}_std"]
+                record[f"{metric}_{suffix}"] = fmt_mean_std(stats[f"{metric}_mean"], stats[f"{metric}_std"])
+            record[f"n_folds_{suffix}"] = len(per_fold)
+        records.append(record)
+    if not records:
+        raise ValueError(
+            "Table 2 needs at least one pair X / X_nodetach among fusion_mlp_all, ga, drop, haf in run_methods"
+        )
+    return pd.DataFrame.from_records(records)
+
+
+# --------------------------------------------------------------------------------------------------
+# Markdown and LaTeX writers (no tabulate/jinja2 in the eval env: plain string building)
+# --------------------------------------------------------------------------------------------------
+_LATEX_SPECIAL = {
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "\\": r"\textbackslash{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    out = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+    return out.replace("±", r"$\pm$").replace("–", "--").replace("→", r"$\rightarrow$")
+
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", r"\|")
+
+
+def markdown_table(
+    frame: pd.DataFrame,
+    columns: dict[str, str],
+    *,
+    title: str,
+    notes: list[str],
+    group: str | None = None,
+) -> str:
+    """A Markdown table with a title line, optional group rows (bold) and notes below."""
+    heads = list(columns.values())
+    lines = [f"**{title}**", "", "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    current = None
+    for _, row in frame.iterrows():
+        if group is not None and row[group] != current:
+            current = row[group]
+            lines.append("| " + f"*{_md_escape(current)}*" + " |" * len(heads))
+        lines.append("| " + " | ".join(_md_escape(row[c]) for c in columns) + " |")
+    lines.append("")
+    lines.extend(notes)
+    return "\n".join(lines) + "\n"
+
+
+def latex_table(
+    frame: pd.DataFrame,
+    columns: dict[str, str],
+    *,
+    caption: str,
+    label: str,
+    notes: list[str],
+    group: str | None = None,
+) -> str:
+    """A booktabs LaTeX table (``\\usepackage{booktabs}``) with group rows and notes."""
+    n = len(columns)
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        rf"\caption{{{latex_escape(caption)}}}",
+        rf"\label{{{label}}}",
+        r"\begin{tabular}{l" + "c" * (n - 1) + "}",
+        r"\toprule",
+        " & ".join(latex_escape(h) for h in columns.values()) + r" \\",
+        r"\midrule",
+    ]
+    current = None
+    for _, row in frame.iterrows():
+        if group is not None and row[group] != current:
+            if current is not None:
+                lines.append(r"\midrule")
+            current = row[group]
+            lines.append(rf"\multicolumn{{{n}}}{{l}}{{\textit{{{latex_escape(current)}}}}} \\")
+        lines.append(" & ".join(latex_escape(row[c]) for c in columns) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if notes:
+        lines.append(r"\par\smallskip{\footnotesize " + " ".join(latex_escape(x) for x in notes) + "}")
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_csv(path: str | Path, frame: pd.DataFrame) -> None:
+    with atomic_path(path, ".csv") as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6g")
+
+
+def synthetic_prefix(synthetic: bool) -> str:
+    return "SYNTHETIC demo data: " if synthetic else ""
+
+
+def threshold_sentence(rule: str) -> str:
+    if rule == "fixed":
+        return (
+            "Accuracy at probability 0.5 (risk-only Cox methods: cut at the fold's median validation risk)."
+        )
+    return (
+        "Accuracy at the cut maximising balanced accuracy on each fold's validation part "
+        "(chosen without the test part)."
+    )
+
+
+TABLE1_COLUMNS = {
+    "label": "Method",
+    "accuracy": "Accuracy",
+    "balanced_accuracy": "Balanced acc.",
+    "majority_accuracy": "Majority acc.",
+    "auc": "AUC",
+    "auc_ci": "Pooled AUC [95% CI]",
+    "n_labelled": "n",
+}
+
+TABLE2_COLUMNS = {
+    "setting": "Setting",
+    "metric": "Metric",
+    "with": "w (with detach)",
+    "without": "w/o (no detach)",
+}
+
+
+def table1_notes(rule: str, k: int, n_boot: int, synthetic: bool) -> list[str]:
+    notes = [
+        f"Mean ± sample SD over {k} cross-validation test folds. {threshold_sentence(rule)}",
+        "Majority acc.: share of the fold's labelled test patients in its larger class (a constant "
+        "predictor's best accuracy); balanced acc.: mean of sensitivity and specificity.",
+        f"Pooled AUC: all folds' out-of-fold test predictions together, 95% CI by {n_boot} patient-level "
+        "bootstrap resamples. n: test patients with a binary label, pooled over folds.",
+    ]
+    if synthetic:
+        notes.insert(0, "SYNTHETIC DEMO DATA: these numbers say nothing about real patients.")
+    return notes
+
+
+def table2_long(table2: pd.DataFrame) -> pd.DataFrame:
+    """Paper layout: two rows (Accuracy, AUC) per setting."""
+    rows = []
+    for _, r in table2.iterrows():
+        for metric, name in (("accuracy", "Accuracy"), ("auc", "AUC")):
+            rows.append(
+                dict(
+                    setting=r["setting"],
+                    metric=name,
+                    **{"with": r[f"{metric}_detach"], "without": r[f"{metric}_nodetach"]},
+                )
+            )
+    return pd.DataFrame.from_records(rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# PARACHUTE Table 5
+# --------------------------------------------------------------------------------------------------
+METRIC_NAMES = {"cindex": "C-index (Harrell)", "auc": "AUC", "accuracy": "Accuracy"}
+
+
+def build_table5(
+    agg: pd.DataFrame, p_values: list[float], metrics: tuple[str, ...] = ("cindex", "auc")
+) -> pd.DataFrame:
+    """Table 5 rows for each metric (see :func:`haf.eval.robustness.degradation_table`)."""
+    from haf.eval.robustness import degradation_table
+
+    return pd.concat([degradation_table(agg, m, p_values) for m in metrics], ignore_index=True)
+
+
+def _signed(value: float) -> str:
+    return "–" if value is None or np.isnan(value) else f"{value:+.3f}"
+
+
+def format_table5(table5: pd.DataFrame, p_values: list[float]) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Display frame and column headings: averages, Delta(a -> b) and Speed(a -> b) per 10%."""
+    from itertools import combinations
+
+    from haf.eval.robustness import percent_label
+
+    ps = sorted(float(p) for p in p_values)
+    display = pd.DataFrame({"label": table5["label"], "metric_name": table5["metric"].map(METRIC_NAMES)})
+    columns = {"label": "Method"}
+    for p in ps:
+        key = f"avg_{percent_label(p)}"
+        display[key] = table5[key].map(lambda v: "–" if np.isnan(v) else f"{v:.3f}")
+        columns[key] = f"Avg {percent_label(p)}%"
+    pairs = [f"{percent_label(a)}_{percent_label(b)}" for a, b in combinations(ps, 2)]
+    for kind, head in (("delta", "Δ"), ("slope", "Speed")):
+        for pair in pairs:
+            a, b = pair.split("_")
+            display[f"{kind}_{pair}"] = table5[f"{kind}_{pair}"].map(_signed)
+            columns[f"{kind}_{pair}"] = f"{head}({a}→{b})"
+    return display, columns
+
+
+def table5_notes(p_values: list[float], synthetic: bool) -> list[str]:
+    notes = [
+        "Avg p%: the metric averaged over the three missing-modality scenarios (pathology group missing, "
+        "tabular group missing, mixed) at drop probability p. Δ(a→b) = Avg b% − Avg a%; "
+        "Speed = Δ per 10 percentage points of missingness (Δ / ((b − a) / 10)). Negative = degradation.",
+    ]
+    if synthetic:
+        notes.insert(0, "SYNTHETIC DEMO DATA: these numbers say nothing about real patients.")
+    return notes
+
+
+# --------------------------------------------------------------------------------------------------
+# Survival table
+# --------------------------------------------------------------------------------------------------
+SURVIVAL_COLUMNS = {
+    "label": "Method",
+    "harrell": "Harrell's C (pooled)",
+    "harrell_folds": "Harrell's C (folds)",
+    "uno": "Uno's C (pooled)",
+    "uno_folds": "Uno's C (folds)",
+    "td_auc": "Mean AUC(t)",
+    "km": "Log-rank p",
+    "n": "n / deaths",
+}
+
+
+def _num(value: float, digits: int = 3) -> str:
+    return "–" if value is None or np.isnan(value) else f"{value:.{digits}f}"
+
+
+def format_survival_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Display strings of the survival table."""
+    return pd.DataFrame(
+        dict(
+            label=table["label"],
+            harrell=table["harrell_c_pooled"].map(_num),
+            harrell_folds=[
+                fmt_mean_std(m, s)
+                for m, s in zip(table["harrell_c_fold_mean"], table["harrell_c_fold_std"], strict=True)
+            ],
+            uno=table["uno_c_pooled"].map(_num),
+            uno_folds=[
+                fmt_mean_std(m, s)
+                for m, s in zip(table["uno_c_fold_mean"], table["uno_c_fold_std"], strict=True)
+            ],
+            td_auc=table["td_auc_mean_pooled"].map(_num),
+            km=table["logrank_p"].map(lambda p: "–" if np.isnan(p) else f"{p:.3g}"),
+            n=[f"{n} / {e}" for n, e in zip(table["n"], table["n_events"], strict=True)],
+        )
+    )
+
+
+def survival_notes(grid: Any, k: int, synthetic: bool) -> list[str]:
+    notes = [
+        "C-index: probability that of two comparable patients the one who died earlier had the higher "
+        "predicted risk (0.5 = chance). Pooled: all out-of-fold test predictions together; folds: mean ± SD "
+        f"over {k} folds. Uno's C weights pairs by inverse probability of censoring (censoring estimated on "
+        f"the training part; pooled: the whole cohort) and is truncated at tau = {grid.hi:.0f} days.",
+        f"Mean AUC(t): cumulative/dynamic AUC averaged over {len(grid.times)} times between "
+        f"{grid.times.min() if len(grid.times) else float('nan'):.0f} and "
+        f"{grid.times.max() if len(grid.times) else float('nan'):.0f} days (inside every fold's training and "
+        "test follow-up). Log-rank p: high vs low predicted risk, split at each fold's median validation risk.",
+    ]
+    if synthetic:
+        notes.insert(0, "SYNTHETIC DEMO DATA: these numbers say nothing about real patients.")
+    return notes

@@ -1,0 +1,511 @@
+"""Evaluation library: aggregation against hand-computed values, thresholds, bootstrap, masking
+protocol, Table 5 slopes, survival metrics (risk sign, grid clamping), embeddings and figure files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from haf.errors import HafInputError
+from haf.eval import binary, robustness, survival, tables
+from haf.eval.data import load_masked, load_predictions, read_cohort_survival
+from haf.eval.fake import write_fake_results
+from haf.predictions import make_predictions, write_predictions
+
+
+def _logit(p):
+    p = np.asarray(p, dtype=float)
+    return np.log(p / (1 - p))
+
+
+def _fold(fold, ids, parts, prob, label, event, cox=False, method="m"):
+    prob = np.asarray(prob, dtype=float)
+    return make_predictions(
+        method=method,
+        seed=0,
+        fold=fold,
+        part=np.array(parts),
+        patient_id=np.array(ids),
+        risk=_logit(prob),
+        prob=None if cox else prob,
+        label=np.array(label, dtype=float),
+        time=np.arange(len(ids), dtype=float) * 100 + 50,
+        event=np.array(event),
+    )
+
+
+def hand_made_predictions(method="m", cox=False) -> pd.DataFrame:
+    """Two folds whose metrics are computed by hand in the test below."""
+    f0 = _fold(
+        0,
+        ["010", "011", "001", "002", "003", "004", "005"],
+        ["val", "val", "test", "test", "test", "test", "test"],
+        [0.3, 0.7, 0.9, 0.6, 0.4, 0.2, 0.7],
+        [0, 1, 1, 0, 1, 0, np.nan],
+        [0, 1, 1, 0, 1, 0, 0],
+        cox,
+        method,
+    )
+    f1 = _fold(
+        1,
+        ["012", "013", "006", "007", "008", "009"],
+        ["val", "val", "test", "test", "test", "test"],
+        [0.2, 0.8, 0.8, 0.3, 0.1, 0.55],
+        [0, 1, 1, 0, 0, 0],
+        [0, 1, 1, 0, 0, 1],
+        cox,
+        method,
+    )
+    return pd.concat([f0, f1], ignore_index=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# aggregation against hand-computed values
+# ---------------------------------------------------------------------------------------------
+def test_fold_metrics_match_hand_computed_values(tmp_path):
+    for fold, rows in hand_made_predictions().groupby("fold"):
+        write_predictions(tmp_path / f"p{fold}.tsv", rows)
+    preds = load_predictions([tmp_path / "p0.tsv", tmp_path / "p1.tsv"])
+    per_fold = binary.fold_metrics(preds, "fixed").set_index("fold")
+    # fold 0: labelled test 001-004, predictions (prob >= .5) 1,1,0,0 vs labels 1,0,1,0
+    assert per_fold.loc[0, "n_test"] == 5 and per_fold.loc[0, "n_labelled"] == 4
+    assert per_fold.loc[0, "n_events"] == 2 and per_fold.loc[0, "n_label_positive"] == 2
+    assert per_fold.loc[0, "accuracy"] == pytest.approx(0.5)
+    assert per_fold.loc[0, "balanced_accuracy"] == pytest.approx(0.5)
+    assert per_fold.loc[0, "auc"] == pytest.approx(0.75)  # 3 of 4 positive-negative pairs ordered
+    assert per_fold.loc[0, "majority_accuracy"] == pytest.approx(0.5)
+    # fold 1: predictions 1,0,0,1 vs labels 1,0,0,0
+    assert per_fold.loc[1, "n_test"] == 4 and per_fold.loc[1, "n_events"] == 2
+    assert per_fold.loc[1, "accuracy"] == pytest.approx(0.75)
+    assert per_fold.loc[1, "balanced_accuracy"] == pytest.approx((1 + 2 / 3) / 2)
+    assert per_fold.loc[1, "auc"] == pytest.approx(1.0)
+    assert per_fold.loc[1, "majority_accuracy"] == pytest.approx(0.75)
+    summary = binary.summarise_folds(per_fold, ("accuracy", "auc", "majority_accuracy"))
+    assert summary["accuracy_mean"] == pytest.approx(0.625)
+    assert summary["accuracy_std"] == pytest.approx(0.25 / np.sqrt(2))  # sample SD, ddof 1
+    assert summary["auc_mean"] == pytest.approx(0.875)
+    assert summary["majority_accuracy_mean"] == pytest.approx(0.625)
+
+
+def test_table1_groups_counts_and_paired_tests():
+    methods = {
+        "wsi_clam": dict(family="clam", label="WSI-CLAM", pathology_model="wsi"),
+        "haf": dict(family="fusion", label="HAF", detach=True),
+        "haf_nodetach": dict(family="fusion", label="HAF nd", detach=False),
+        "mfmf": dict(family="mfmf", label="MFMF"),
+        "parachute": dict(family="parachute", label="PARACHUTE", task_loss="cox"),
+    }
+    preds = pd.concat([hand_made_predictions(m, cox=(m == "parachute")) for m in methods], ignore_index=True)
+    result = tables.build_table1(preds, methods, rule="fixed", n_boot=50, seed=1)
+    assert list(result.table["method"]) == ["wsi_clam", "haf", "mfmf", "parachute"]
+    assert result.excluded == ["haf_nodetach"]
+    assert list(result.table["group"]) == [
+        tables.GROUPS[0],
+        tables.GROUPS[1],
+        tables.GROUPS[2],
+        tables.GROUPS[3],
+    ]
+    row = result.table.set_index("method").loc["haf"]
+    assert row["n_labelled"] == 8 and row["n_test"] == 9 and row["n_events"] == 4
+    assert row["accuracy"] == f"0.625 ± {0.25 / np.sqrt(2):.3f}"
+    # identical predictions: every paired test says "no difference"
+    assert set(result.tests["method"]) == {"wsi_clam", "mfmf", "parachute"}
+    same = result.tests.set_index("method").loc["mfmf"]
+    assert same["delta"] == 0 and same["p_value"] == 1
+    per_fold = result.per_fold
+    assert set(per_fold.loc[per_fold["method"] == "parachute", "threshold_column"]) == {"risk"}
+    md = tables.markdown_table(result.table, tables.TABLE1_COLUMNS, title="T", notes=["n"], group="group")
+    assert "*Pathology-only baselines*" in md and "| HAF |" in md
+    tex = tables.latex_table(
+        result.table, tables.TABLE1_COLUMNS, caption="T_1 & 2", label="t", notes=[], group="group"
+    )
+    assert r"\pm" in tex and r"T\_1 \& 2" in tex and r"\multicolumn{7}" in tex
+
+
+def test_table2_pairs_detach_and_nodetach():
+    methods = {
+        "haf": dict(family="fusion", detach=True),
+        "haf_nodetach": dict(family="fusion", detach=False),
+        "ga": dict(family="fusion", detach=True),  # no partner: skipped
+    }
+    preds = pd.concat([hand_made_predictions(m) for m in methods], ignore_index=True)
+    table = tables.build_table2(preds, methods, rule="fixed")
+    assert list(table["setting"]) == ["HAF"]
+    assert table.loc[0, "auc_detach_mean"] == pytest.approx(0.875)
+    long = tables.table2_long(table)
+    assert list(long["metric"]) == ["Accuracy", "AUC"]
+    with pytest.raises(ValueError, match="at least one pair"):
+        tables.build_table2(preds, {"ga": methods["ga"]}, rule="fixed")
+
+
+# ---------------------------------------------------------------------------------------------
+# thresholds
+# ---------------------------------------------------------------------------------------------
+def _val(risk, label, cox=False):
+    risk = np.asarray(risk, dtype=float)
+    return pd.DataFrame(
+        dict(risk=risk, prob=np.nan if cox else 1 / (1 + np.exp(-risk)), label=np.asarray(label, dtype=float))
+    )
+
+
+def test_fixed_threshold_is_prob_half_or_median_validation_risk_for_cox():
+    thr = binary.choose_threshold(_val([-1, 2], [0, 1]), "fixed")
+    assert (thr.column, thr.value) == ("prob", 0.5)
+    cox = binary.choose_threshold(_val([1, 2, 4], [0, 1, np.nan], cox=True), "fixed")
+    assert (cox.column, cox.value) == ("risk", 2.0)
+    assert "median" in cox.note
+    test = pd.DataFrame(dict(risk=[1.9, 2.0, 3.0], prob=np.nan))
+    assert cox.predict(test).tolist() == [0, 1, 1]
+
+
+def test_val_threshold_maximises_balanced_accuracy_on_validation():
+    thr = binary.choose_threshold(_val([-2, -1, 0.5, 1, 3], [0, 0, 1, 0, 1]), "val")
+    assert thr.column == "risk" and thr.value == pytest.approx(-0.25)  # balanced accuracy 5/6
+    # ties (-2 and 3 both give 0.75) go to the cut closest to the fixed rule's cut (logit 0)
+    tie = binary.choose_threshold(_val([-3, -1, 1, 5], [0, 1, 0, 1]), "val")
+    assert tie.value == pytest.approx(-2.0)
+    # validation part with one class: fall back to the fixed rule and say so
+    fallback = binary.choose_threshold(_val([-1, 1], [0, 0]), "val")
+    assert fallback.rule == "fixed" and "lacks a class" in fallback.note
+    with pytest.raises(ValueError):
+        binary.choose_threshold(_val([0], [1]), "youden")
+
+
+def test_val_rule_changes_accuracy_only_through_validation_predictions():
+    preds = hand_made_predictions()
+    a = binary.fold_metrics(preds, "val")
+    moved = preds.copy()
+    moved.loc[moved["part"] == "test", "label"] = moved.loc[moved["part"] == "test", "label"].map(
+        lambda v: 1 - v if not np.isnan(v) else v
+    )
+    b = binary.fold_metrics(moved, "val")
+    assert (a["threshold"].to_numpy() == b["threshold"].to_numpy()).all()  # test labels never used
+
+
+# ---------------------------------------------------------------------------------------------
+# bootstrap
+# ---------------------------------------------------------------------------------------------
+def test_batched_auc_equals_sklearn_with_ties():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, size=(20, 30)).astype(float)
+    s = rng.integers(0, 5, size=(20, 30)).astype(float)  # many ties
+    expected = [roc_auc_score(y[i], s[i]) for i in range(20)]
+    assert np.allclose(binary.batched_auc(y, s), expected)
+    assert np.isnan(binary.batched_auc(np.ones((1, 4)), np.arange(4.0)[None]))[0]
+
+
+def _pooled(label, risk):
+    label = np.asarray(label, dtype=int)
+    return pd.DataFrame(
+        dict(
+            patient_id=[f"{i:03d}" for i in range(len(label))],
+            fold=0,
+            label=label,
+            risk=np.asarray(risk, float),
+            pred=(np.asarray(risk) >= 0).astype(int),
+        )
+    )
+
+
+def test_paired_bootstrap_identical_methods_gives_p_one_and_zero_delta():
+    rng = np.random.default_rng(1)
+    label = rng.integers(0, 2, 80)
+    a = _pooled(label, label + rng.normal(size=80))
+    result = binary.paired_bootstrap(a, a.copy(), n_boot=200, seed=3)
+    assert result["delta"] == 0 and result["p_value"] == 1.0
+    assert result["delta_ci_low"] == 0 and result["delta_ci_high"] == 0
+
+
+def test_paired_bootstrap_detects_a_clearly_better_method():
+    rng = np.random.default_rng(2)
+    label = rng.integers(0, 2, 200)
+    good = _pooled(label, 3 * label + rng.normal(size=200))
+    bad = _pooled(label, rng.normal(size=200))
+    result = binary.paired_bootstrap(good, bad, n_boot=500, seed=3)
+    assert result["delta"] > 0.3 and result["delta_ci_low"] > 0.2
+    assert result["p_value"] < 0.01
+    reverse = binary.paired_bootstrap(bad, good, n_boot=500, seed=3)
+    assert reverse["delta"] == pytest.approx(-result["delta"]) and reverse["p_value"] < 0.01
+
+
+def test_bootstrap_ci_brackets_the_pooled_estimate_and_is_seeded():
+    rng = np.random.default_rng(4)
+    label = rng.integers(0, 2, 100)
+    pooled = _pooled(label, label + rng.normal(size=100))
+    ci = binary.bootstrap_ci(pooled, 300, seed=5)
+    assert ci["auc_ci_low"] < ci["auc_pooled"] < ci["auc_ci_high"]
+    assert ci["accuracy_ci_low"] < ci["accuracy_pooled"] < ci["accuracy_ci_high"]
+    assert ci == binary.bootstrap_ci(pooled, 300, seed=5)
+    assert ci != binary.bootstrap_ci(pooled, 300, seed=6)
+
+
+# ---------------------------------------------------------------------------------------------
+# masking protocol
+# ---------------------------------------------------------------------------------------------
+METHODS = {
+    "haf": dict(family="fusion", detach=True),
+    "parachute": dict(family="parachute", task_loss="cox"),
+}
+EVAL = dict(dropout_p=[0.0, 0.3], parachute_p=[0.05, 0.15, 0.30], repeats=4, mask_seed=7)
+
+
+@pytest.fixture(scope="module")
+def fake_tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fake")
+    write_fake_results(root, METHODS, n=40, k=2, evaluation=EVAL)
+    return root
+
+
+def _load(root, methods=METHODS, k=2):
+    preds = load_predictions(
+        [root / "methods" / m / f"fold_{f}" / "predictions.tsv" for m in methods for f in range(k)]
+    )
+    masked = load_masked(
+        [root / "methods" / m / f"fold_{f}" / "masked.tsv.gz" for m in methods for f in range(k)]
+    )
+    return preds, masked
+
+
+def test_masked_metrics_have_the_configured_repeats_and_keep_a_modality(fake_tree):
+    preds, masked = _load(fake_tree)
+    assert (masked["n_present"] >= 1).all()
+    metrics = robustness.masked_metrics(masked, preds, rule="fixed", with_cindex=True)
+    protocols = {
+        "dropout": EVAL["dropout_p"],
+        **{s: EVAL["parachute_p"] for s in robustness.PARACHUTE_SCENARIOS},
+    }
+    robustness.check_protocol(metrics, protocols, EVAL["repeats"])
+    counts = metrics.groupby(["method", "fold", "scenario", "p"])["repeat"].nunique()
+    assert (counts.xs(0.0, level="p") == 1).all()
+    assert (counts[counts.index.get_level_values("p") > 0] == EVAL["repeats"]).all()
+    assert len(counts) == 2 * 2 * (2 + 3 * 3)  # methods x folds x (dropout p + 3 scenarios x 3 p)
+    # the masks do not depend on the method: same patients lose the same modalities
+    key = ["fold", "scenario", "p", "repeat", "patient_id"]
+    a = masked[masked["method"] == "haf"].set_index(key)["n_present"]
+    b = masked[masked["method"] == "parachute"].set_index(key)["n_present"]
+    assert a.sort_index().equals(b.sort_index())
+    with pytest.raises(HafInputError, match="repeats"):
+        robustness.check_protocol(metrics[metrics["repeat"] != 3], protocols, EVAL["repeats"])
+    with pytest.raises(HafInputError, match="p="):
+        robustness.check_protocol(metrics, {**protocols, "dropout": [0.0, 0.3, 0.6]}, EVAL["repeats"])
+
+
+def test_masks_are_seeded(tmp_path, fake_tree):
+    other = tmp_path / "again"
+    write_fake_results(other, METHODS, n=40, k=2, evaluation=EVAL)
+    _, first = _load(fake_tree)
+    _, again = _load(other)
+    pd.testing.assert_frame_equal(first, again)
+    reseeded = tmp_path / "reseeded"
+    write_fake_results(reseeded, METHODS, n=40, k=2, evaluation={**EVAL, "mask_seed": 8})
+    _, changed = _load(reseeded)
+    assert not first["n_present"].equals(changed["n_present"])
+
+
+def test_masked_row_of_an_unknown_patient_is_an_error(fake_tree):
+    preds, masked = _load(fake_tree)
+    masked = masked.copy()
+    masked.loc[0, "patient_id"] = "999"
+    with pytest.raises(HafInputError, match="999"):
+        robustness.masked_metrics(masked, preds, rule="fixed")
+
+
+def test_aggregate_means_repeats_within_fold_then_folds():
+    metrics = pd.DataFrame(
+        dict(
+            method="m",
+            scenario="s",
+            p=0.1,
+            fold=[0, 0, 1, 1],
+            repeat=[0, 1, 0, 1],
+            auc=[0.6, 0.8, 0.5, 0.7],
+        )
+    )
+    agg = robustness.aggregate(metrics, ("auc",))
+    assert agg.loc[0, "auc_mean"] == pytest.approx(0.65)
+    assert agg.loc[0, "auc_std"] == pytest.approx(np.std([0.7, 0.6], ddof=1))
+    assert agg.loc[0, "n_repeats"] == 2 and agg.loc[0, "auc_n_folds"] == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Table 5: deltas and per-10% slopes
+# ---------------------------------------------------------------------------------------------
+def _agg(values: dict[float, list[float]], method="m"):
+    rows = []
+    for p, per_scenario in values.items():
+        for s, v in zip(robustness.PARACHUTE_SCENARIOS, per_scenario, strict=True):
+            rows.append(dict(method=method, scenario=s, p=p, cindex_mean=v))
+    return pd.DataFrame(rows)
+
+
+def test_degradation_deltas_and_slopes_hand_computed():
+    agg = _agg({0.05: [0.70, 0.68, 0.66], 0.15: [0.66, 0.64, 0.62], 0.30: [0.60, 0.565, 0.53]})
+    row = robustness.degradation_table(agg, "cindex", [0.05, 0.15, 0.30]).iloc[0]
+    assert row["avg_5"] == pytest.approx(0.68) and row["avg_15"] == pytest.approx(0.64)
+    assert row["avg_30"] == pytest.approx(0.565)
+    assert row["delta_5_15"] == pytest.approx(-0.04) and row["slope_5_15"] == pytest.approx(-0.04)
+    assert row["delta_5_30"] == pytest.approx(-0.115) and row["slope_5_30"] == pytest.approx(-0.046)
+    assert row["delta_15_30"] == pytest.approx(-0.075) and row["slope_15_30"] == pytest.approx(-0.05)
+
+
+def test_slopes_reproduce_parachute_table5_row():
+    # PARACHUTE on CPTAC-PDA (seed 004, Table 5): deltas -0.064, -0.145, -0.081 -> speeds -0.064, -0.058, -0.054
+    agg = _agg({0.05: [0.7] * 3, 0.15: [0.7 - 0.064] * 3, 0.30: [0.7 - 0.145] * 3})
+    row = robustness.degradation_table(agg, "cindex", [0.30, 0.05, 0.15]).iloc[0]
+    assert round(row["slope_5_15"], 3) == -0.064
+    assert round(row["slope_5_30"], 3) == -0.058
+    assert round(row["slope_15_30"], 3) == -0.054
+    display, columns = tables.format_table5(row.to_frame().T.assign(label="m"), [0.05, 0.15, 0.30])
+    assert columns["slope_5_30"] == "Speed(5→30)" and display["delta_5_30"].iloc[0] == "-0.145"
+
+
+def test_degradation_needs_every_scenario():
+    agg = _agg({0.05: [0.7] * 3, 0.15: [0.6] * 3})
+    agg = agg[~((agg["scenario"] == "mixed") & (agg["p"] == 0.15))]
+    with pytest.raises(HafInputError, match="mixed"):
+        robustness.degradation_table(agg, "cindex", [0.05, 0.15])
+
+
+# ---------------------------------------------------------------------------------------------
+# survival metrics
+# ---------------------------------------------------------------------------------------------
+def test_cindex_risk_sign_higher_risk_earlier_death():
+    time = np.arange(1, 21, dtype=float) * 30
+    event = np.ones(20, dtype=int)
+    event[::4] = 0
+    assert survival.harrell_c(time, event, -time) == pytest.approx(1.0)
+    assert survival.harrell_c(time, event, time) == pytest.approx(0.0)
+    uno = survival.uno_c(time, event, time, event, -time, tau=time.max())
+    assert uno == pytest.approx(1.0)
+    auc, mean = survival.td_auc(time, event, time, event, -time, np.array([150.0, 300.0]))
+    assert (auc > 0.99).all() and mean > 0.99
+
+
+def test_time_grid_clamped_inside_train_and_test_follow_up():
+    assert survival.follow_up_window([10, 300], [20, 250]) == (20.0, 250.0)
+    grid = survival.clamp_times([50, 100, 150, 200, 250], [(80, 220), (60, 200)])
+    assert grid.tolist() == [100.0, 150.0]
+
+
+def test_td_auc_survives_test_deaths_beyond_training_follow_up():
+    from sksurv.metrics import cumulative_dynamic_auc
+
+    train_t = np.array([10, 20, 30, 40, 50, 60, 70, 100.0])
+    train_e = np.array([1, 0, 1, 1, 0, 1, 0, 0])  # last training time censored: G(t) = 0 after 100
+    test_t = np.array([15, 25, 35, 45, 55, 150.0])
+    test_e = np.array([1, 1, 0, 1, 0, 1])
+    risk = -test_t
+    with pytest.raises(ValueError, match="censoring survival"):
+        cumulative_dynamic_auc(survival.surv(train_e, train_t), survival.surv(test_e, test_t), risk, [30.0])
+    auc, _ = survival.td_auc(train_t, train_e, test_t, test_e, risk, np.array([30.0, 50.0]))
+    assert np.isfinite(auc).all()
+
+
+def test_cohort_grid_and_survival_metrics_on_fake_results(fake_tree):
+    from haf.eval import survival_tables as st
+
+    cohort = read_cohort_survival(fake_tree / "cohort" / "folds.tsv", fake_tree / "cohort" / "targets.tsv")
+    grid = st.cohort_grid(cohort, 10)
+    for fold, (lo, hi) in grid.windows.items():
+        assert ((grid.times >= lo) & (grid.times < hi)).all(), fold
+    preds, _ = _load(fake_tree)
+    summary, per_fold, curves = st.survival_metrics(preds[preds["method"] == "haf"], grid)
+    assert len(per_fold) == 2 and summary["n"] == 40
+    assert summary["harrell_c_pooled"] > 0.5  # the fake risk drives death
+    assert set(curves["scope"]) == {"fold_0", "fold_1", "pooled"}
+    groups = st.risk_groups(preds[preds["method"] == "parachute"])
+    assert set(groups["group"]) == {"high", "low"} and len(groups) == 40
+    km = st.km_summary(groups)
+    assert 0 <= km["logrank_p"] <= 1 and km["n_high"] + km["n_low"] == 40
+    bins, calib = st.calibration_table(preds[preds["method"] == "parachute"], grid, [730.0], 4, 1825.0)
+    assert calib.loc[0, "status"].startswith("Breslow baseline on the val part")
+    # folds whose validation part has no death before the horizon get no Breslow baseline: counted, not hidden
+    assert bins["n"].sum() == calib.loc[0, "n"] <= 40 and bins["predicted_mean"].between(0, 1).all()
+    _, binary_calib = st.calibration_table(preds[preds["method"] == "haf"], grid, [730.0], 4, 1825.0)
+    assert binary_calib.loc[0, "status"].startswith("not defined")
+
+
+def test_breslow_probability_increases_with_risk():
+    rng = np.random.default_rng(0)
+    risk = rng.normal(size=50)
+    time = rng.exponential(1000 * np.exp(-risk))
+    event = rng.random(50) < 0.7
+    p = survival.breslow_event_probability(risk, time, event, np.array([-1.0, 0.0, 1.0]), 500.0)
+    assert np.all(np.diff(p) > 0) and ((p > 0) & (p < 1)).all()
+    assert survival.breslow_event_probability(risk, time, event, np.zeros(2), time.max() + 1) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# embeddings and figures
+# ---------------------------------------------------------------------------------------------
+def test_representative_patient_and_aligned_checks(tmp_path, fake_tree):
+    from haf.eval import embeddings
+
+    aligned = embeddings.read_aligned(fake_tree / "stage2" / "ga" / "fold_0" / "aligned.npz")
+    pid = embeddings.representative_patient(aligned, "test")
+    test = aligned.part == "test"
+    counts = aligned.present[test].sum(axis=1)
+    best = sorted(aligned.patient_id[test][counts == counts.max()])
+    assert pid == best[0]
+    pre, post, mods = embeddings.patient_matrix(aligned, pid)
+    assert pre.shape == post.shape == (len(mods), 128)
+    x_pre, _, modality, _ = embeddings.stack(aligned, "test")
+    assert len(modality) == aligned.present[test].sum() == len(x_pre)
+    with np.load(fake_tree / "stage2" / "ga" / "fold_0" / "aligned.npz") as data:
+        arrays = {k: data[k] for k in data.files if k != "u_icd"}
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(HafInputError, match="u_icd"):
+        embeddings.read_aligned(tmp_path / "bad.npz")
+
+
+def _is_pdf_and_png(pdf, png):
+    return pdf.read_bytes()[:4] == b"%PDF" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_figure_functions_write_pdf_and_png(tmp_path, fake_tree):
+    from haf.eval import embeddings, figures
+    from haf.eval import survival_tables as st
+
+    preds, masked = _load(fake_tree)
+    labels = {"haf": "HAF", "parachute": "PARACHUTE"}
+    metrics = robustness.masked_metrics(masked, preds, rule="fixed", scenarios=("dropout",))
+    agg = robustness.aggregate(metrics, ("auc", "accuracy"))
+    out = {}
+    for name in ("dropout", "tsne", "heatmap", "td_auc", "calibration", "km"):
+        out[name] = (tmp_path / f"{name}.pdf", tmp_path / f"{name}.png")
+    figures.plot_dropout(agg, labels, *out["dropout"], title="t")
+    aligned = embeddings.read_aligned(fake_tree / "stage2" / "ga" / "fold_0" / "aligned.npz")
+    pre, post, modality, _ = embeddings.stack(aligned)
+    figures.plot_tsne(
+        embeddings.tsne_2d(pre, 0), embeddings.tsne_2d(post, 0), modality, *out["tsne"], title="t"
+    )
+    a, b, mods = embeddings.patient_matrix(aligned, embeddings.representative_patient(aligned))
+    figures.plot_heatmap(a, b, mods, *out["heatmap"], title="t")
+    cohort = read_cohort_survival(fake_tree / "cohort" / "folds.tsv", fake_tree / "cohort" / "targets.tsv")
+    grid = st.cohort_grid(cohort, 5)
+    curves = pd.concat(
+        [st.survival_metrics(preds[preds["method"] == m], grid)[2].assign(method=m) for m in labels]
+    )
+    figures.plot_td_auc(curves, labels, *out["td_auc"], title="t")
+    bins = pd.concat(
+        [
+            st.calibration_table(preds[preds["method"] == m], grid, [730.0, 1825.0], 3, 1825.0)[0]
+            for m in labels
+        ]
+    )
+    figures.plot_calibration(bins, [730.0, 1825.0], labels, *out["calibration"], title="t")
+    groups = {m: st.risk_groups(preds[preds["method"] == m]) for m in labels}
+    figures.plot_km(groups, {m: st.km_summary(g) for m, g in groups.items()}, labels, *out["km"], title="t")
+    for name, (pdf, png) in out.items():
+        assert _is_pdf_and_png(pdf, png), name
+    assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+
+
+def test_palette_is_keyed_by_name():
+    from haf.eval.palette import method_color, method_colors
+
+    assert method_colors(["haf", "ga"])["haf"] == method_colors(["ga", "late_fusion", "haf"])["haf"]
+    assert method_color("some_new_method") == method_color("some_new_method")
+    assert len({method_color(m) for m in ("haf", "ga", "drop", "clip", "parachute")}) == 5

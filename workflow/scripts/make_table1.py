@@ -1,0 +1,53 @@
+"""Rule table1: Table 1 (accuracy, AUC, majority and balanced accuracy, pooled CIs), fold table, tests."""
+
+from haf.eval.data import check_coverage, load_predictions
+from haf.eval.tables import (
+    TABLE1_COLUMNS,
+    build_table1,
+    latex_table,
+    markdown_table,
+    synthetic_prefix,
+    table1_notes,
+    write_csv,
+    write_text,
+)
+from haf.logs import setup_logging
+
+log = setup_logging(snakemake.log[0], "table1")
+ev = snakemake.params.evaluation
+predictions = load_predictions(snakemake.input.predictions)
+missing = check_coverage(predictions, snakemake.input.folds)
+log.info("test patients of folds.tsv without a test prediction, per method: %s", missing)
+result = build_table1(
+    predictions,
+    dict(snakemake.params.methods),
+    rule=ev["threshold"],
+    n_boot=int(ev["bootstrap"]),
+    seed=int(ev["bootstrap_seed"]),
+    reference=ev["reference_method"],
+)
+title = f"{synthetic_prefix(snakemake.params.synthetic)}Table 1: cross-validated accuracy and AUC"
+notes = table1_notes(
+    ev["threshold"], int(snakemake.params.k), int(ev["bootstrap"]), snakemake.params.synthetic
+)
+write_csv(snakemake.output.csv, result.table)
+write_text(
+    snakemake.output.md, markdown_table(result.table, TABLE1_COLUMNS, title=title, notes=notes, group="group")
+)
+write_text(
+    snakemake.output.tex,
+    latex_table(result.table, TABLE1_COLUMNS, caption=title, label="tab:table1", notes=notes, group="group"),
+)
+write_csv(snakemake.output.tests, result.tests)
+write_csv(snakemake.output.per_fold, result.per_fold)
+for _, row in result.table.iterrows():
+    log.info(
+        "%-28s acc %s  AUC %s  pooled AUC %s  n=%d",
+        row["method"],
+        row["accuracy"],
+        row["auc"],
+        row["auc_ci"],
+        row["n_labelled"],
+    )
+if result.excluded:
+    log.info("left out of Table 1 (no-detach ablations, see Table 2): %s", ", ".join(result.excluded))
