@@ -272,3 +272,34 @@ def test_method_outputs_written_and_masked_values_zeroed(tmp_path, default_confi
     assert set(masked["scenario"]) == {"dropout", "pathology", "tabular", "mixed"}
     # 10 dropout p (p=0 once) + 3 scenarios x 3 p, 3 repeats, 1 test patient
     assert len(masked) == 1 + 9 * 3 + 3 * 3 * 3
+
+
+def test_batched_masked_table_equals_unbatched():
+    rng = np.random.default_rng(3)
+    present = rng.random((7, 7)) < 0.8
+    present[:, 2] = True
+    weights = rng.normal(size=7)
+
+    def predict(mask):
+        score = mask.astype(float) @ weights
+        return score, 1 / (1 + np.exp(-score))
+
+    kwargs = dict(method="m", fold=1, seed=5, protocols={"dropout": [0.0, 0.4], "mixed": [0.3]}, n_repeats=5)
+    ids = [f"{i:03d}" for i in range(7)]
+    a = masked_prediction_table(predict, present, ids, **kwargs)
+    b = masked_prediction_table(predict, present, ids, batched=True, **kwargs)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_atomic_outputs_follow_umask(tmp_path):
+    import os
+    import stat
+
+    from haf.io_utils import write_json
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "x.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "x.json").stat().st_mode) == 0o644

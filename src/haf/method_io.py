@@ -155,7 +155,8 @@ def write_method_outputs(
     test = inputs.index("test")
 
     def predict_masked(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        score = predict_scores(score_fn, tensors, test, present=mask)
+        # masks arrive stacked repeat-major: row r * n + i is test patient i under repeat r
+        score = predict_scores(score_fn, tensors, np.resize(test, len(mask)), present=mask, batch_size=8192)
         return score, to_prob(score)
 
     masked = masked_prediction_table(
@@ -167,6 +168,7 @@ def write_method_outputs(
         seed=int(evaluation["mask_seed"]),
         protocols=masking_protocols(evaluation),
         n_repeats=int(evaluation["repeats"]),
+        batched=True,
     )
     write_tsv(outputs["masked"], masked, float_format="%.6g")
     write_tsv(outputs["train_log"], history, float_format="%.6g")

@@ -17,7 +17,6 @@ from haf.config import (  # noqa: E402
     folds,
 )
 
-
 validate(config, schema="../../config/schema.yaml")
 check_data_root(config)
 
@@ -31,7 +30,9 @@ TMA_INDEX = f"{RES}/features/tma/{ENCODER}/index.tsv"
 
 CLAM_METHODS = [m for m, d in METHODS.items() if d["family"] == "clam"]
 FUSION_METHODS = [m for m, d in METHODS.items() if d["family"] == "fusion"]
-COMPARATOR_METHODS = [m for m, d in METHODS.items() if d["family"] in COMPARATOR_FAMILIES]
+COMPARATOR_METHODS = [
+    m for m, d in METHODS.items() if d["family"] in COMPARATOR_FAMILIES
+]
 MASKED_METHODS = FUSION_METHODS + COMPARATOR_METHODS
 
 
@@ -47,13 +48,27 @@ def name_pattern(names):
 
 
 def raw_inputs(wildcards=None):
-    """The raw cohort files a rule reads: the demo's completion record, or the real files."""
+    """Raw cohort files the cohort rules read: the demo's completion record, or the real files."""
     if config["demo"]["enabled"]:
         return [f"{DATA}/demo_cohort.json"]
-    return [
-        str(data_path(config, key))
-        for key in ("clinical", "pathological")
-    ]
+    return [str(data_path(config, key)) for key in ("clinical", "pathological")]
+
+
+def fusion_inputs(wildcards):
+    decl = METHODS[wildcards.method]
+    inputs = {"fold_inputs": f"{RES}/fold_inputs/fold_{wildcards.fold}.npz"}
+    if decl["detach"] and decl["align"] != "none":
+        inputs["projectors"] = (
+            f"{RES}/stage2/{decl['align']}/fold_{wildcards.fold}/projectors.pt"
+        )
+    if not decl["detach"]:
+        # joint training (Eq. 12) re-trains the Stage 1 encoders, so it reads the bags
+        inputs.update(
+            manifest=f"{RES}/cohort/manifest.tsv",
+            folds=f"{RES}/cohort/folds.tsv",
+            tma_index=TMA_INDEX,
+        )
+    return inputs
 
 
 def stage1_dir(pmod, fold):

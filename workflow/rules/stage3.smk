@@ -3,23 +3,6 @@
 # synchronisation); the no-detach ablations also train the CLAM encoders on the bags: two threads.
 
 
-def fusion_inputs(wildcards):
-    decl = METHODS[wildcards.method]
-    inputs = {"fold_inputs": f"{RES}/fold_inputs/fold_{wildcards.fold}.npz"}
-    if decl["detach"] and decl["align"] != "none":
-        inputs["projectors"] = (
-            f"{RES}/stage2/{decl['align']}/fold_{wildcards.fold}/projectors.pt"
-        )
-    if not decl["detach"]:
-        # joint training (Eq. 12) re-trains the Stage 1 encoders, so it reads the bags
-        inputs.update(
-            manifest=f"{RES}/cohort/manifest.tsv",
-            folds=f"{RES}/cohort/folds.tsv",
-            tma_index=TMA_INDEX,
-        )
-    return inputs
-
-
 rule fusion:
     input:
         unpack(fusion_inputs),

@@ -67,11 +67,15 @@ def masked_prediction_table(
     seed: int,
     protocols: dict[str, Sequence[float]],
     n_repeats: int,
+    batched: bool = False,
 ) -> pd.DataFrame:
     """Run ``predict`` under every (scenario, p, repeat) mask; one row per patient and mask.
 
     ``protocols`` maps scenario -> drop probabilities, e.g. ``{"dropout": [0, .1, ..., .9],
     "pathology": [.05, .15, .3], ...}``.  p = 0 is evaluated once (repeat 0): it has no randomness.
+    With ``batched``, ``predict`` is called once per (scenario, p) with the repeats stacked
+    repeat-major, a (repeats * n, 7) mask (row ``r * n + i`` = patient ``i`` under repeat ``r``):
+    one large forward pass instead of many small ones.
     """
     frames = []
     ids = np.asarray(patient_id, dtype=object)
@@ -79,8 +83,16 @@ def masked_prediction_table(
         for p in probabilities:
             repeats = 1 if p == 0 else n_repeats
             masks = draw_masks(present_test, float(p), repeats, scenario, seed, fold)
+            if batched:
+                n = len(ids)
+                risk_all, prob_all = predict(masks.reshape(repeats * n, len(MODALITIES)))
+                risk_all = np.asarray(risk_all, dtype=float).reshape(repeats, n)
+                prob_all = None if prob_all is None else np.asarray(prob_all, dtype=float).reshape(repeats, n)
             for r in range(repeats):
-                risk, prob = predict(masks[r])
+                if batched:
+                    risk, prob = risk_all[r], None if prob_all is None else prob_all[r]
+                else:
+                    risk, prob = predict(masks[r])
                 frames.append(
                     pd.DataFrame(
                         {
