@@ -10,16 +10,10 @@ rule comparator:
         predictions=f"{RES}/methods/{{method}}/fold_{{fold}}/predictions.tsv",
         masked=f"{RES}/methods/{{method}}/fold_{{fold}}/masked.tsv.gz",
         train_log=f"{RES}/methods/{{method}}/fold_{{fold}}/train_log.tsv",
-    wildcard_constraints:
-        method=name_pattern(COMPARATOR_METHODS),
-    params:
-        declaration=lambda wildcards: METHODS[wildcards.method],
-        stage3=config["stage3"],
-        parachute=config["parachute"],
-        evaluation=config["evaluation"],
-        device=config["device"],
     log:
         f"{LOGS}/methods/{{method}}/fold_{{fold}}.log",
+    wildcard_constraints:
+        method=name_pattern(COMPARATOR_METHODS),
     conda:
         "../../envs/train.yaml"
     threads: 2
@@ -27,5 +21,11 @@ rule comparator:
         gpu=1,
         mem_mb=8000,
         runtime=60,
+    params:
+        declaration=lambda wildcards: METHODS[wildcards.method],
+        stage3=config["stage3"],
+        parachute=config["parachute"],
+        evaluation=config["evaluation"],
+        device=config["device"],
     script:
         "../scripts/train_comparator.py"

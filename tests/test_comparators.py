@@ -1,0 +1,288 @@
+"""Comparators: forward under missing modalities, Cox loss with ties, end-to-end training on planted signal."""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from haf.comparators import COMPARATORS, build_model, load_model, run_comparator
+from haf.config import method_declaration
+from haf.data.fold_inputs import FoldInputs
+from haf.eval.scores import auc_or_nan, cindex_or_nan
+from haf.losses import cox_partial_likelihood
+from haf.modalities import MODALITIES
+from haf.predictions import read_predictions
+
+DIMS = {"wsi": 12, "tma": 12, "cell": 6, "clin": 5, "path": 7, "blood": 8, "icd": 9}
+FAMILIES = list(COMPARATORS)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def synthetic_fold(n: int = 400, seed: int = 0, dims: dict[str, int] | None = None) -> FoldInputs:
+    """Latent risk r seen by every modality (strongest in WSI and path), ~25% of each modality missing."""
+    dims = dims or DIMS
+    rng = np.random.default_rng(seed)
+    risk = rng.normal(size=n)
+    strength = {"wsi": 1.5, "tma": 0.8, "cell": 0.4, "clin": 0.6, "path": 1.2, "blood": 0.0, "icd": 0.3}
+    present = rng.random((n, len(MODALITIES))) < 0.75
+    present[~present.any(axis=1), MODALITIES.index("clin")] = True
+    features = {}
+    for j, m in enumerate(MODALITIES):
+        w = rng.normal(size=dims[m])
+        w /= np.linalg.norm(w)
+        x = strength[m] * risk[:, None] * w[None, :] + rng.normal(size=(n, dims[m]))
+        features[m] = np.where(present[:, [j]], x, 0.0).astype(np.float32)
+    t_event = rng.exponential(2000.0 * np.exp(-2.5 * risk))
+    censor = rng.uniform(300, 5000, size=n)
+    time_ = np.minimum(t_event, censor).round() + 1
+    event = (t_event <= censor).astype(np.int64)
+    label = np.where(event.astype(bool) & (time_ <= 1825), 1.0, np.where(time_ > 1825, 0.0, np.nan))
+    part = np.array(["train"] * n, dtype=object)
+    order = rng.permutation(n)
+    part[order[: n // 4]] = "test"
+    part[order[n // 4 : n // 2]] = "val"
+    return FoldInputs(
+        fold=0,
+        patient_id=np.array([f"{i:03d}" for i in range(n)], dtype=object),
+        part=part,
+        label=label,
+        time=time_.astype(float),
+        event=event,
+        present=present,
+        features=features,
+    ).validate()
+
+
+def _sections(config: dict, fast: bool = True) -> dict[str, dict]:
+    stage3 = dict(config["stage3"])
+    parachute = dict(config["parachute"])
+    if fast:
+        stage3.update(hidden=32, dropout=0.25, lr=1e-3, max_epochs=60, es_patience=20, batch_size=32)
+        parachute.update(d=32, d_int=32, max_epochs=25, es_patience=12, batch_size=16, lr=2e-3, t_max=25)
+    return {"stage3": stage3, "parachute": parachute}
+
+
+def _decl(family: str, **extra) -> dict:
+    return method_declaration(family, {"family": family, **extra})
+
+
+def _batch(n: int = 7, seed: int = 1) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = {m: torch.randn(n, d, generator=g) for m, d in DIMS.items()}
+    present = torch.rand(n, len(MODALITIES), generator=g) < 0.6
+    present[0] = True  # everything
+    present[1] = False
+    present[1, MODALITIES.index("clin")] = True  # one tabular modality only
+    present[2] = False
+    present[2, MODALITIES.index("wsi")] = True  # the value modality only
+    present[3, MODALITIES.index("wsi")] = False  # no value modality
+    present[3, MODALITIES.index("path")] = True
+    present[~present.any(dim=1), 0] = True
+    return x, present
+
+
+DECLS = [
+    ("late_fusion", {}),
+    ("attention_fusion", {}),
+    ("mfmf", {}),
+    ("mfmf", {"value_modality": "path"}),
+    ("feature_interaction", {"rank": 4}),
+    ("parachute", {}),
+    ("parachute", {"modalities": ["cell", "clin", "path"]}),
+    ("late_fusion", {"modalities": ["wsi", "path"]}),
+]
+
+
+@pytest.mark.parametrize("family, extra", DECLS)
+def test_forward_shapes_masks_and_batch_independence(family, extra, default_config):
+    torch.manual_seed(0)
+    decl = _decl(family, **extra)
+    model = build_model(decl, DIMS, _sections(default_config)[COMPARATORS[family].section]).eval()
+    x, present = _batch()
+    out = model(x, present)
+    assert out.shape == (7,) and torch.isfinite(out).all()
+
+    # a masked modality's values cannot change the output (raw model call, no method_io zeroing)
+    g = torch.Generator().manual_seed(5)
+    x_changed = {m: v.clone() for m, v in x.items()}
+    for j, m in enumerate(MODALITIES):
+        absent = ~present[:, j]
+        x_changed[m][absent] = torch.randn(int(absent.sum()), DIMS[m], generator=g) * 1e3
+    assert torch.equal(model(x_changed, present), out)
+
+    # ...while a present modality's values do change it (the check above is not vacuous)
+    used = decl["modalities"][0]
+    j = MODALITIES.index(used)
+    row = int(torch.nonzero(present[:, j])[0])
+    x_moved = {m: v.clone() for m, v in x.items()}
+    x_moved[used][row] += 3.0
+    assert not torch.isclose(model(x_moved, present)[row], out[row])
+
+    # a patient's score does not depend on the rest of the batch
+    part = model({m: v[2:5] for m, v in x.items()}, present[2:5])
+    torch.testing.assert_close(part, out[2:5], rtol=1e-5, atol=1e-5)
+    single = model({m: v[3:4] for m, v in x.items()}, present[3:4])
+    torch.testing.assert_close(single, out[3:4], rtol=1e-5, atol=1e-5)
+
+    # gradients flow in training mode
+    model.train()
+    model(x, present).sum().backward()
+    assert any(p.grad is not None and torch.count_nonzero(p.grad) > 0 for p in model.parameters())
+
+
+def test_patient_without_any_method_modality_gets_a_constant(default_config):
+    decl = _decl("late_fusion", modalities=["wsi", "tma"])
+    model = build_model(decl, DIMS, _sections(default_config)["stage3"]).eval()
+    x, present = _batch()
+    present[:] = False
+    present[:, MODALITIES.index("clin")] = True
+    out = model(x, present)
+    assert torch.isfinite(out).all() and torch.unique(out).numel() == 1
+
+
+def test_late_fusion_averages_present_modality_logits(default_config):
+    model = build_model(_decl("late_fusion"), DIMS, _sections(default_config)["stage3"]).eval()
+    x, present = _batch()
+    logits, mask = model.modality_logits(x, present)
+    expected = (logits * mask).sum(1) / mask.sum(1)  # weights start equal: the plain mean
+    torch.testing.assert_close(model(x, present), expected)
+
+
+def test_mfmf_value_modality_must_be_used():
+    from haf.comparators.models import MFMF
+    from haf.errors import HafConfigError
+
+    with pytest.raises(ValueError, match="value modality"):
+        MFMF(DIMS, ["clin", "path"], "wsi", 16, 4, 0.0)
+    with pytest.raises(HafConfigError, match="value_modality"):
+        _decl("mfmf", modalities=["clin", "path"], value_modality="wsi")
+
+
+def _cox_by_hand(risk, time_, event, ties):
+    """Negative log partial likelihood / number of events, written out event time by event time."""
+    e = np.exp(risk)
+    ll = 0.0
+    for t in np.unique(time_[event == 1]):
+        dead = np.flatnonzero((time_ == t) & (event == 1))
+        at_risk = e[time_ >= t].sum()
+        tied = e[dead].sum()
+        for k, i in enumerate(dead):
+            denominator = at_risk - (k / len(dead)) * tied if ties == "efron" else at_risk
+            ll += risk[i] - np.log(denominator)
+    return -ll / event.sum()
+
+
+@pytest.mark.parametrize("ties", ["breslow", "efron"])
+def test_cox_loss_matches_hand_computation_with_ties(ties):
+    # a three-way tie at t=2 (with a censored patient at the same time, who stays in the risk set),
+    # a two-way tie at t=5, censoring in between
+    risk = np.array([0.4, -0.3, 1.1, 0.2, -0.8, 0.5, 0.0, -0.1])
+    time_ = np.array([2.0, 2.0, 2.0, 2.0, 3.0, 5.0, 5.0, 7.0])
+    event = np.array([1, 1, 1, 0, 0, 1, 1, 1])
+    expected = _cox_by_hand(risk, time_, event, ties)
+    r = torch.tensor(risk, requires_grad=True)
+    # shuffle the input order: the loss must not depend on it
+    perm = torch.tensor([5, 2, 7, 0, 3, 6, 1, 4])
+    loss = cox_partial_likelihood(r[perm], torch.tensor(time_)[perm], torch.tensor(event)[perm], ties)
+    assert loss.item() == pytest.approx(expected, rel=1e-10)
+    loss.backward()
+    assert torch.isfinite(r.grad).all()
+
+
+def test_cox_breslow_and_efron_differ_on_ties():
+    risk = torch.tensor([0.4, -0.3, 1.1, 0.2])
+    time_ = torch.tensor([2.0, 2.0, 2.0, 4.0])
+    event = torch.tensor([1, 1, 1, 1])
+    b = cox_partial_likelihood(risk, time_, event, "breslow").item()
+    e = cox_partial_likelihood(risk, time_, event, "efron").item()
+    assert e < b  # Efron's denominators are smaller for the second and third tied deaths
+
+
+def _test_metric(predictions: pd.DataFrame, family: str) -> float:
+    test = predictions[predictions["part"] == "test"]
+    if COMPARATORS[family].task_loss == "cox":
+        return cindex_or_nan(test["time"].to_numpy(), test["event"].to_numpy(), test["risk"].to_numpy())
+    return auc_or_nan(test["label"].to_numpy(), test["prob"].to_numpy())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_end_to_end_training_beats_chance_and_writes_contract_outputs(family, tmp_path, default_config):
+    inputs = synthetic_fold()
+    evaluation = dict(default_config["evaluation"], repeats=2, dropout_p=[0.0, 0.5], parachute_p=[0.3])
+    outputs = {
+        "model": tmp_path / "model.pt",
+        "predictions": tmp_path / "predictions.tsv",
+        "masked": tmp_path / "masked.tsv.gz",
+        "train_log": tmp_path / "train_log.tsv",
+    }
+    start = time.perf_counter()
+    preds = run_comparator(
+        inputs,
+        _decl(family),
+        _sections(default_config),
+        evaluation,
+        outputs,
+        method=family,
+        device=torch.device("cpu"),
+    )
+    elapsed = time.perf_counter() - start
+    back = read_predictions(outputs["predictions"])
+    assert set(back["part"]) == {"val", "test"} and len(back) == len(preds)
+    assert (back["method"] == family).all()
+    if COMPARATORS[family].task_loss == "cox":
+        assert back["prob"].isna().all()
+    else:
+        assert back["prob"].between(0, 1).all()
+    masked = pd.read_csv(outputs["masked"], sep="\t", dtype={"patient_id": str})
+    assert {"scenario", "p", "repeat", "risk"} <= set(masked.columns)
+    assert set(masked["scenario"]) == {"dropout", "pathology", "tabular", "mixed"}
+    log = pd.read_csv(outputs["train_log"], sep="\t")
+    assert {"epoch", "train_loss", "val_loss", "val_score", "lr", "best"} <= set(log.columns)
+    assert log["best"].sum() == 1
+
+    # the checkpoint rebuilds the same model
+    checkpoint = torch.load(outputs["model"], weights_only=False)
+    model = load_model(checkpoint)
+    from haf.method_io import FoldTensors, predict_scores
+
+    tensors = FoldTensors.from_inputs(inputs, torch.device("cpu"))
+    test = inputs.index("test")
+    np.testing.assert_allclose(
+        predict_scores(model, tensors, test),
+        back.loc[back["part"] == "test", "risk"].to_numpy(),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+
+    metric = _test_metric(back, family)
+    print(
+        f"{family}: test {'C-index' if family == 'parachute' else 'AUC'} {metric:.3f} "
+        f"({len(log)} epochs, {elapsed:.1f} s)"
+    )
+    assert metric > 0.65, f"{family} is not clearly above chance on planted signal: {metric:.3f}"
+
+
+def test_training_is_reproducible(default_config):
+    from haf.comparators import train_comparator
+
+    inputs = synthetic_fold(n=120)
+    sections = _sections(default_config)
+    sections["parachute"].update(max_epochs=3)
+    runs = [
+        train_comparator(inputs, _decl("parachute"), copy.deepcopy(sections), torch.device("cpu"))
+        for _ in range(2)
+    ]
+    for a, b in zip(runs[0].model.state_dict().values(), runs[1].model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
