@@ -1,4 +1,8 @@
 # UNI (or another registered encoder) patch embeddings from the TMA core images: the GPU rule.
+# The per-patient h5 files are not declared outputs: they survive a failed or killed job, and a rerun
+# redoes only the patients whose h5 is missing or was made with other settings (resume).
+# threads: DataLoader workers decode and tile the cores (PNG decoding is the CPU-bound part on real
+# HANCOCK cores); on CUDA threads - 1 of them decode, on CPU half decode and half run the encoder.
 
 
 rule extract_tma:
@@ -6,18 +10,18 @@ rule extract_tma:
         manifest=f"{RES}/cohort/manifest.tsv",
     output:
         index=TMA_INDEX,
-    params:
-        extract=config["extract"],
-        device=config["device"],
-        h5_dir=f"{RES}/features/tma/{ENCODER}/h5",
     log:
         f"{LOGS}/extract_tma.log",
     conda:
         "../../envs/extract.yaml"
-    threads: 4
+    threads: 8
     resources:
         gpu=1,
         mem_mb=16000,
         runtime=240,
+    params:
+        extract=config["extract"],
+        device=config["device"],
+        h5_dir=f"{RES}/features/tma/{ENCODER}/h5",
     script:
         "../scripts/extract_tma_features.py"

@@ -1,0 +1,20 @@
+"""Rule ``extract_tma``: TMA core images -> one h5 bag of tile embeddings per patient, and the index."""
+
+from haf.logs import setup_logging
+
+log = setup_logging(snakemake.log[0], "extract_tma")
+
+from haf.extract.extraction import extract_tma_features  # noqa: E402
+from haf.torch_utils import resolve_device  # noqa: E402
+
+device = resolve_device(snakemake.params.device)
+log.info("extract_tma on %s with %d thread(s)", device, snakemake.threads)
+extract_tma_features(
+    manifest=snakemake.input.manifest,
+    index_path=snakemake.output.index,
+    h5_dir=snakemake.params.h5_dir,
+    section=dict(snakemake.params.extract),
+    device=device,
+    threads=snakemake.threads,
+    progress=True,
+)
