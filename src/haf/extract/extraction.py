@@ -251,7 +251,7 @@ class CoreDataset(torch.utils.data.Dataset):
         t = self.settings.tile_px
         try:
             rgb, mode = read_core(self.paths[i])
-            tiles = tile_core(rgb, self.settings)
+            tiles = tile_core(rgb, self.settings, grayscale=mode.startswith("gray"))
         except HafInputError as exc:
             return {
                 "i": i,

@@ -155,7 +155,8 @@ class TextureEncoder(nn.Module):
         """(B, M, H, W) maps -> (B, M, BINS): share of pixels above each of BINS thresholds per map.
 
         A BINS + 1 bin histogram over the map's range with linear interpolation between neighbouring
-        bins (so the shares are continuous in the pixel values), then one minus its running sum.
+        bins (so the shares are continuous in the pixel values), summed from the top (exactly 0 where no
+        pixel is above a threshold).
         """
         b, m = maps.shape[:2]
         values = maps.reshape(b, m, -1)
@@ -168,7 +169,8 @@ class TextureEncoder(nn.Module):
         hist = torch.zeros(b, m, BINS + 1, dtype=values.dtype, device=values.device)
         hist.scatter_add_(2, i0, 1.0 - w1)
         hist.scatter_add_(2, i0 + 1, w1)
-        return (1.0 - hist.cumsum(-1)[..., :BINS] / values.shape[-1]).clamp_min(0)
+        above = hist.flip(-1).cumsum(-1).flip(-1)[..., 1:]  # mass in the bins above each threshold
+        return above / values.shape[-1]
 
     def _features(self, rgb: torch.Tensor) -> torch.Tensor:
         parts = []
@@ -176,7 +178,7 @@ class TextureEncoder(nn.Module):
             x = F.avg_pool2d(rgb, s) if s > 1 else rgb
             parts.append(self.exceedance(self.maps(x)))
         exceed = torch.stack(parts, dim=1)  # (B, scales, maps, thresholds)
-        return 4.0 * exceed.sqrt().reshape(rgb.shape[0], DIM)
+        return 4.0 * exceed.clamp_min(0).sqrt().reshape(rgb.shape[0], DIM)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] < max(SCALES) or x.shape[-2] < max(SCALES):

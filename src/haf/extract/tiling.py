@@ -7,7 +7,9 @@
 * Resolution: the core (``core_mpp`` um/px) is resized by ``core_mpp / tile_mpp`` (antialiased
   bilinear) so a tile of ``tile_px`` pixels covers ``tile_px * tile_mpp`` um.
 * Tissue mask: a pixel is tissue when its HSV saturation is >= ``tissue_saturation_min`` and its value
-  (brightness) <= ``tissue_value_max``: white and grey glass are neither saturated nor dark.
+  (brightness) <= ``tissue_value_max``: white and grey glass, black debris are not saturated. A
+  grayscale core has no saturation: there tissue is what is darker than Otsu's threshold of its grey
+  levels (and <= ``tissue_value_max``).
 * Grid: non-overlapping tiles, the grid centred on the image; a tile is kept when its tissue fraction
   is >= ``min_tissue_fraction`` (and > 0). The fraction is measured on a regular subsample of the mask
   (at least 32 x 32 points per tile), which makes the mask ~50x cheaper on real-size cores.
@@ -22,14 +24,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2.functional import resize
+
+try:  # deprecated since torchvision 0.29 (TorchCodec); Pillow takes over where it is gone
+    from torchvision.io import ImageReadMode, decode_image
+except ImportError:  # pragma: no cover
+    ImageReadMode = decode_image = None
 
 from haf.errors import HafConfigError, HafInputError
 
@@ -47,7 +54,7 @@ class TilingSettings:
     tile_mpp: float = 0.5
     core_mpp: float = 0.25
     tissue_saturation_min: float = 0.07
-    tissue_value_max: float = 0.92
+    tissue_value_max: float = 0.99
     min_tissue_fraction: float = 0.25
 
     @classmethod
@@ -108,7 +115,13 @@ def read_core(path: str | Path) -> tuple[torch.Tensor, str]:
 
 
 def _decode_torchvision(data: bytes) -> tuple[torch.Tensor, str]:
-    image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.UNCHANGED)
+    if decode_image is None:
+        raise RuntimeError("torchvision image decoding is not available")
+    with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders in favour of TorchCodec
+        warnings.simplefilter("ignore", DeprecationWarning)
+        image = decode_image(
+            torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.UNCHANGED
+        )
     bits = ""
     if image.dtype != torch.uint8:  # 16-bit PNG
         if image.dtype != torch.uint16:
@@ -174,6 +187,30 @@ def tissue_mask(rgb: torch.Tensor, saturation_min: float, value_max: float) -> t
     return saturated & not_bright
 
 
+def gray_tissue_mask(rgb: torch.Tensor, value_max: float, min_contrast: int = 10) -> torch.Tensor:
+    """Tissue of a grayscale core (no saturation to go by): darker than Otsu's threshold of its grey levels.
+
+    A core without two distinct grey populations (class means < ``min_contrast`` levels apart) has none.
+    """
+    grey = rgb[0]
+    counts = torch.bincount(grey.reshape(-1).to(torch.int64), minlength=256).to(torch.float64)
+    levels = torch.arange(256, dtype=torch.float64)
+    w0 = counts.cumsum(0)
+    m0 = (counts * levels).cumsum(0)
+    total, mean_all = w0[-1], m0[-1]
+    w1 = total - w0
+    valid = (w0 > 0) & (w1 > 0)
+    if not bool(valid.any()):
+        return torch.zeros_like(grey, dtype=torch.bool)
+    mu0 = m0 / w0.clamp_min(1)
+    mu1 = (mean_all - m0) / w1.clamp_min(1)
+    between = torch.where(valid, w0 * w1 * (mu0 - mu1) ** 2, torch.zeros_like(w0))
+    k = int(torch.argmax(between))
+    if float(mu1[k] - mu0[k]) < min_contrast:
+        return torch.zeros_like(grey, dtype=torch.bool)
+    return (grey <= k) & (grey.to(torch.int32) * 10000 <= int(round(value_max * 255 * 10000)))
+
+
 def resize_core(rgb: torch.Tensor, scale: float) -> torch.Tensor:
     """Resize (3, H, W) uint8 by ``scale`` (antialiased bilinear); identity when scale is ~1."""
     if abs(scale - 1.0) < 1e-6:
@@ -204,8 +241,11 @@ class CoreTiles:
         return int(self.tiles.shape[0])
 
 
-def tile_core(rgb: torch.Tensor, settings: TilingSettings) -> CoreTiles:
-    """Tiles with enough tissue from a decoded core (3, H, W) uint8 (see the module docstring)."""
+def tile_core(rgb: torch.Tensor, settings: TilingSettings, grayscale: bool = False) -> CoreTiles:
+    """Tiles with enough tissue from a decoded core (3, H, W) uint8 (see the module docstring).
+
+    ``grayscale``: the core was a grayscale image (no colour): tissue by :func:`gray_tissue_mask`.
+    """
     t = int(settings.tile_px)
     core_shape = (int(rgb.shape[-2]), int(rgb.shape[-1]))
     image = resize_core(rgb, settings.scale)
@@ -216,7 +256,11 @@ def tile_core(rgb: torch.Tensor, settings: TilingSettings) -> CoreTiles:
     oy, ox = (h - gh * t) // 2, (w - gw * t) // 2
     region = image[:, oy : oy + gh * t, ox : ox + gw * t]
     step = _mask_step(t)
-    mask = tissue_mask(region[:, ::step, ::step], settings.tissue_saturation_min, settings.tissue_value_max)
+    sample = region[:, ::step, ::step]
+    if grayscale:
+        mask = gray_tissue_mask(sample, settings.tissue_value_max)
+    else:
+        mask = tissue_mask(sample, settings.tissue_saturation_min, settings.tissue_value_max)
     per = t // step
     fraction = mask.reshape(gh, per, gw, per).to(torch.float32).mean(dim=(1, 3))
     keep = (fraction >= settings.min_tissue_fraction) & (fraction > 0)
