@@ -9,7 +9,7 @@
 * ``demo-texture`` (1024-d): weight-free colour/texture statistics for the SYNTHETIC demo cores only
   (:mod:`haf.extract.texture`); 1024-d so the demo's TMA bags pool with its 1024-d WSI bags.
 
-Weights. A local file (config ``extract.weights``: a ``torch.save`` state dict or ``.safetensors``) is
+Weights. A local file (config ``extract.weights``: a ``torch.save`` state dict like UNI's ``pytorch_model.bin``) is
 loaded strictly: the error names the missing and unexpected keys and the shape mismatches, so a
 checkpoint of another architecture is refused with a message saying so. With no local file the hub
 encoders download ``pytorch_model.bin`` through ``huggingface_hub`` (gated repositories: the token comes
@@ -301,17 +301,12 @@ def build_model(name: str, device: str | None = None):
 
 
 def read_state_dict(path: str | Path) -> dict:
-    """A checkpoint's state dict (``torch.load`` with ``weights_only``, or safetensors); errors name the file."""
+    """A checkpoint's state dict (``torch.load`` with ``weights_only``: no code runs); errors name the file."""
     path = Path(path)
     import torch
 
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise HafInputError(
             path, f"cannot load as a PyTorch checkpoint: {type(exc).__name__}: {exc}"
