@@ -1,8 +1,9 @@
 # UNI (or another registered encoder) patch embeddings from the TMA core images: the GPU rule.
 # The per-patient h5 files are not declared outputs: they survive a failed or killed job, and a rerun
 # redoes only the patients whose h5 is missing or was made with other settings (resume).
-# threads: DataLoader workers decode and tile the cores (PNG decoding is the CPU-bound part on real
-# HANCOCK cores); on CUDA threads - 1 of them decode, on CPU half decode and half run the encoder.
+# threads: DataLoader workers decode and tile the cores. PNG decoding is the CPU-bound part on real
+# HANCOCK cores (~1-2 s per 7,600-px core), so the rule asks for 16 (Snakemake caps it at --cores);
+# on CUDA threads - 1 of them decode, on CPU half decode and half run the encoder.
 
 
 rule extract_tma:
@@ -14,7 +15,7 @@ rule extract_tma:
         f"{LOGS}/extract_tma.log",
     conda:
         "../../envs/extract.yaml"
-    threads: 8
+    threads: 16
     resources:
         gpu=1,
         mem_mb=16000,

@@ -511,7 +511,7 @@ def _extract(
         shuffle=False,
         num_workers=workers,
         pin_memory=pin,
-        prefetch_factor=4 if workers else None,
+        prefetch_factor=2 if workers else None,  # 2 decoded cores per worker in shared memory
         worker_init_fn=_worker_init if workers else None,
     )
     log.info(
