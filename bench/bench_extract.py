@@ -16,7 +16,7 @@ Printed: tiles, seconds and tiles/s end to end (decode, tile, encode, write) for
 (b)/(a), the largest feature difference between the two (fp32 on CPU: ~1e-6; bf16 on CUDA: ~1e-2),
 and the single-process decode+tile rate (the CPU bound of a worker). Both arms get one warm-up first.
 
-CPU (tiny encoder, ~30-40 s including generation):
+CPU (tiny encoder; ~21 s including generation on a 2-core machine):
     python bench/bench_extract.py
 H100 (UNI architecture with random weights, HANCOCK-like core size; see docs/helpers/extract.md):
     python bench/bench_extract.py --device cuda --encoder uni --random-weights --n-cores 400 \\
