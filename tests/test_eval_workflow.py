@@ -103,10 +103,14 @@ def test_dry_run_of_one_target_schedules_only_its_methods(dry_workflow, target, 
     jobs = _planned(result.stdout)
     rules = [r for r, _ in jobs]
     assert target in rules, result.stdout[-2000:]
-    assert {w["method"] for r, w in jobs if r == "fusion"} == fusion
+    assert {w["method"] for r, w in jobs if r in ("fusion", "fusion_joint")} == fusion
     assert {w["method"] for r, w in jobs if r == "comparator"} == comparator
     for method in fusion | comparator:
-        folds = {w["fold"] for r, w in jobs if r in ("fusion", "comparator") and w["method"] == method}
+        folds = {
+            w["fold"]
+            for r, w in jobs
+            if r in ("fusion", "fusion_joint", "comparator") and w["method"] == method
+        }
         assert folds == {"0", "1", "2"}
     evaluation = [r for r in rules if r in EVAL_RULES]
     assert evaluation == [target]  # no other table or figure

@@ -82,6 +82,14 @@ def test_align_and_fusion_rules_run_under_snakemake(tmp_path, repo_root):
             LOGS = config["logs"]
             METHODS = active_methods(config)
             FUSION_METHODS = list(METHODS)
+            DETACHED_FUSION_METHODS = [m for m in METHODS if METHODS[m]["detach"]]
+            JOINT_FUSION_METHODS = [m for m in METHODS if not METHODS[m]["detach"]]
+            def fusion_inputs(wildcards):
+                align = METHODS[wildcards.method]["align"]
+                inputs = {{"fold_inputs": f"{{RES}}/fold_inputs/fold_{{wildcards.fold}}.npz"}}
+                if align != "none":
+                    inputs["projectors"] = f"{{RES}}/stage2/{{align}}/fold_{{wildcards.fold}}/projectors.pt"
+                return inputs
             TMA_INDEX = f"{{RES}}/features/tma/index.tsv"
             def name_pattern(names):
                 return "|".join(re.escape(n) for n in names) if names else "(?!x)x"

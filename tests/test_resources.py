@@ -26,7 +26,7 @@ _spec.loader.exec_module(list_rules)
 
 # The rules that run a model on the accelerator (SPEC sections 4-8). A new GPU rule is added here on
 # purpose, so the profile's GPU partition mapping (profiles/slurm) is updated with it.
-GPU_RULES = {"extract_tma", "stage1", "fusion", "comparator"}
+GPU_RULES = {"extract_tma", "stage1", "fusion", "fusion_joint", "comparator"}
 
 
 @pytest.fixture(scope="module")

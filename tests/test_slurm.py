@@ -48,7 +48,7 @@ def slurm(tmp_path_factory):
         install_s = cluster.ensure_installed()
     except cluster.Unavailable as exc:
         _unavailable(str(exc))
-    cpus, mem_mb = cluster.default_size(max_cpus=8, max_mem_mb=32000)
+    cpus, mem_mb = cluster.default_size(max_cpus=32, max_mem_mb=32000)  # extract_tma asks for 16 threads
     node = cluster.Cluster(tmp_path_factory.mktemp("slurm"), cpus=cpus, mem_mb=mem_mb)
     start = time.monotonic()
     try:

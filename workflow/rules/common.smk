@@ -30,6 +30,8 @@ TMA_INDEX = f"{RES}/features/tma/{ENCODER}/index.tsv"
 
 CLAM_METHODS = [m for m, d in METHODS.items() if d["family"] == "clam"]
 FUSION_METHODS = [m for m, d in METHODS.items() if d["family"] == "fusion"]
+DETACHED_FUSION_METHODS = [m for m in FUSION_METHODS if METHODS[m]["detach"]]
+JOINT_FUSION_METHODS = [m for m in FUSION_METHODS if not METHODS[m]["detach"]]
 COMPARATOR_METHODS = [
     m for m, d in METHODS.items() if d["family"] in COMPARATOR_FAMILIES
 ]
@@ -55,18 +57,12 @@ def raw_inputs(wildcards=None):
 
 
 def fusion_inputs(wildcards):
-    decl = METHODS[wildcards.method]
+    """Detached fusion methods read the fold inputs, plus the frozen Stage 2 projectors if they align."""
+    align = METHODS[wildcards.method]["align"]
     inputs = {"fold_inputs": f"{RES}/fold_inputs/fold_{wildcards.fold}.npz"}
-    if decl["detach"] and decl["align"] != "none":
+    if align != "none":
         inputs["projectors"] = (
-            f"{RES}/stage2/{decl['align']}/fold_{wildcards.fold}/projectors.pt"
-        )
-    if not decl["detach"]:
-        # joint training (Eq. 12) re-trains the Stage 1 encoders, so it reads the bags
-        inputs.update(
-            manifest=f"{RES}/cohort/manifest.tsv",
-            folds=f"{RES}/cohort/folds.tsv",
-            tma_index=TMA_INDEX,
+            f"{RES}/stage2/{align}/fold_{wildcards.fold}/projectors.pt"
         )
     return inputs
 

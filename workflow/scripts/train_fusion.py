@@ -1,4 +1,4 @@
-"""Rule ``fusion``: train one fusion method (HAF, a variant or an ablation) on one fold; write its outputs."""
+"""Rules ``fusion`` and ``fusion_joint``: train one fusion method (HAF, a variant or an ablation) on one fold; write its outputs."""
 
 from haf.fusion.jobs import train_method, write_run
 from haf.logs import setup_logging
@@ -16,7 +16,7 @@ params = {
 inputs = snakemake.input
 bags = None
 if "manifest" in inputs.keys():  # no-detach methods re-train the Stage 1 encoders from the bags
-    bags = {"manifest": inputs.manifest, "folds": inputs.folds, "tma_index": inputs.tma_index}
+    bags = {"manifest": inputs.manifest, "tma_index": inputs.tma_index}
 run = train_method(
     method,
     snakemake.params.declaration,

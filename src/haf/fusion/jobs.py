@@ -33,7 +33,7 @@ def train_method(
 
     ``params`` holds the config sections ``stage1``, ``stage2``, ``stage3``; ``projectors`` is the
     fold's Stage 2 ``projectors.pt`` (detached aligned methods); ``bags`` the bag sources of the
-    no-detach methods (``manifest``, ``folds``, ``tma_index`` paths).
+    no-detach methods (``manifest`` and ``tma_index`` paths).
     """
     spec = MethodSpec.from_declaration(name, declaration)
     inputs = FoldInputs.load(fold_inputs)  # validates: NaN/inf errors name the modality and the patient
@@ -42,7 +42,7 @@ def train_method(
         from haf.fusion.joint import train_joint
 
         if bags is None:
-            raise ValueError(f"{name}: detach false needs the bags (manifest, folds, tma_index)")
+            raise ValueError(f"{name}: detach false needs the bags (manifest, tma_index)")
         return train_joint(inputs, spec, params, device, bags=bags, progress=progress)
     bank, meta = (None, None)
     if spec.uses_stage2:
