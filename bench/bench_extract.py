@@ -18,7 +18,7 @@ and the single-process decode+tile rate (the CPU bound of a worker). Both arms g
 
 CPU (tiny encoder; ~21 s including generation on a 2-core machine):
     python bench/bench_extract.py
-H100 (UNI architecture with random weights, HANCOCK-like core size; see docs/helpers/extract.md):
+H100 (UNI architecture with random weights, HANCOCK-like core size; see docs/extract.md):
     python bench/bench_extract.py --device cuda --encoder uni --random-weights --n-cores 400 \\
         --core-px 3072 --batch-size 512 --threads 16 --compile
 """

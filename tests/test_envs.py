@@ -9,7 +9,7 @@ script job, so a package missing from the env may still import from the host env
 workstation and fail only where the host lacks it: hence an explicit check instead of a trial run.
 
 `snakemake` itself is not part of any env: the script preamble puts the running Snakemake's install on
-sys.path (see docs/helpers/cluster.md), so it is accepted as provided implicitly.
+sys.path (see docs/cluster.md), so it is accepted as provided implicitly.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ _spec = importlib.util.spec_from_file_location(
 list_rules = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(list_rules)
 
-# Provided by Snakemake's script preamble, not by the env (docs/helpers/cluster.md).
+# Provided by Snakemake's script preamble, not by the env (docs/cluster.md).
 IMPLICIT = "<snakemake preamble>"
 
 # Import name -> distribution name. Every third-party import must be listed here: an unknown one fails

@@ -17,7 +17,7 @@ and ``hazard`` (hazard net, parameters vartheta):
 So SAM's ascent decides *where* the gradient is taken and GCS decides *how* the encoder's share of
 it is shaped.  With ``rho = 0`` and ``gamma = 0`` the step is exactly a plain gradient step.
 
-Choices where the seed is open (also in ``docs/helpers/comparators.md``):
+Choices where the seed is open (also in ``docs/comparators.md``):
 
 * Curvature (line 11).  As printed, ``(g^T r - g^T(-r)) / (2 eps)`` equals ``g^T r / eps``, a
   directional slope, not a curvature.  We implement the intended finite-difference Hutchinson

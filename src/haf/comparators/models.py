@@ -11,7 +11,7 @@
 
 All take ``(x, present)`` and return one logit per patient; :meth:`ComparatorModel.loss` is the
 training loss the shared trainer minimises.  The design choices the descriptions leave open are
-listed in each class docstring and in ``docs/helpers/comparators.md``.
+listed in each class docstring and in ``docs/comparators.md``.
 """
 
 from __future__ import annotations

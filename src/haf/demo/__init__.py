@@ -2,7 +2,7 @@
 
 ``generate_demo_cohort`` writes every file the pipeline reads (structured JSONs, ICD texts, the QuPath
 cell-density CSV, TMA maps and core PNGs, UNI-shaped WSI h5 bags, split JSONs) from a seed, with a
-latent risk planted in each modality at a configurable strength. See ``docs/helpers/demo.md``.
+latent risk planted in each modality at a configurable strength. See ``docs/demo.md``.
 """
 
 from haf.demo.common import DEFAULT_PATHS, DEFAULT_SIGNAL, README_MARKER, SYNTHETIC_NOTE

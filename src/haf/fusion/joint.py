@@ -6,7 +6,7 @@ CLIP loss; ``none``: no alignment term) and the fusion loss (Eq. 11 with ``drop`
 are optimised together by one Adam optimiser; nothing is detached, so the fusion and alignment
 gradients reach the CLAM encoders.
 
-Choices (documented in ``docs/helpers/fusion.md``):
+Choices (documented in ``docs/fusion.md``):
 
 * the CLAM encoders start **from scratch** (seeded, the Stage 1 architecture and ``stage1`` sizes), not
   from the fold's Stage 1 weights: this is end-to-end optimisation across all stages as the paper's

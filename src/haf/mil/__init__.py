@@ -1,4 +1,4 @@
-"""Stage 1: CLAM gated-attention MIL over WSI/TMA bags, batched (see ``docs/helpers/stage1.md``).
+"""Stage 1: CLAM gated-attention MIL over WSI/TMA bags, batched (see ``docs/stage1.md``).
 
 * :mod:`haf.mil.clam`: :class:`~haf.mil.clam.GatedAttentionMIL` (batched, masked forward) and
   :func:`~haf.mil.clam.clam_loss` (Eq. 3).
