@@ -211,6 +211,10 @@ def _same_h5(a: Path, b: Path) -> list[str]:
         if set(fa) != set(fb) or dict(fa.attrs).keys() != dict(fb.attrs).keys():
             return [f"{a.name}: different datasets/attributes"]
         for key in fa.attrs:
+            if (
+                key == "sources_digest"
+            ):  # resume bookkeeping: hashes the core files' paths and mtimes, run-specific
+                continue
             if not np.array_equal(np.asarray(fa.attrs[key]), np.asarray(fb.attrs[key])):
                 problems.append(f"{a.name}: attribute {key} differs")
         for key in fa:
