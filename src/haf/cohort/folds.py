@@ -19,6 +19,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
 from haf.errors import HafInputError
+from haf.io.tables import read_patient_table
 from haf.predictions import PARTS
 
 log = logging.getLogger(__name__)
@@ -181,24 +182,12 @@ def make_folds(
 
 def read_folds(path: str | Path) -> pd.DataFrame:
     """Read ``folds.tsv`` with string ids; checks columns, parts and one row per (patient, fold)."""
-    frame = pd.read_csv(path, sep="\t", dtype={"patient_id": str, "part": str})
-    missing = [c for c in FOLD_COLUMNS if c not in frame.columns]
-    if missing:
-        raise HafInputError(path, "column missing", field=missing[0])
+    frame = read_patient_table(path, FOLD_COLUMNS, dtype={"part": str}, what="folds table")
     bad = ~frame["part"].isin(PARTS)
     if bad.any():
         pos = int(np.flatnonzero(bad.to_numpy())[0])
         raise HafInputError(
             path, f"part {frame['part'].iloc[pos]!r} not in {PARTS}", where=f"line {pos + 2}", field="part"
-        )
-    bad = ~frame["patient_id"].str.fullmatch(r"[0-9]{3}").fillna(False)
-    if bad.any():
-        pos = int(np.flatnonzero(bad.to_numpy())[0])
-        raise HafInputError(
-            path,
-            f"invalid patient id {frame['patient_id'].iloc[pos]!r}",
-            where=f"line {pos + 2}",
-            field="patient_id",
         )
     if frame.duplicated(["patient_id", "fold"]).any():
         pos = int(np.flatnonzero(frame.duplicated(["patient_id", "fold"]).to_numpy())[0])

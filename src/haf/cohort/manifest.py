@@ -20,6 +20,7 @@ from haf.cohort.sources import TabularSources, load_tabular_sources, source_path
 from haf.errors import HafInputError
 from haf.io.blood import blood_range_flags
 from haf.io.records import PATIENT_ID_RE
+from haf.io.tables import read_patient_table
 from haf.io.tma import list_tma_cores, read_tma_maps
 from haf.io.wsi import check_bag_header, list_wsi_h5
 from haf.modalities import MODALITIES, TABULAR
@@ -183,19 +184,8 @@ def _log_blood_ranges(sources: TabularSources, counts: dict[str, Any]) -> None:
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
     """Read ``manifest.tsv`` with string ids and checked columns."""
-    frame = pd.read_csv(path, sep="\t", dtype={"patient_id": str}, keep_default_na=False)
-    missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns and c != "icd_file"]
-    if missing:
-        raise HafInputError(path, "column missing", field=missing[0])
-    bad = ~frame["patient_id"].str.fullmatch(r"[0-9]{3}")
-    if bad.any():
-        pos = int(np.flatnonzero(bad.to_numpy())[0])
-        raise HafInputError(
-            path,
-            f"invalid patient id {frame['patient_id'].iloc[pos]!r}",
-            where=f"line {pos + 2}",
-            field="patient_id",
-        )
+    required = [c for c in MANIFEST_COLUMNS if c != "icd_file"]
+    frame = read_patient_table(path, required, keep_default_na=False, what="manifest")
     for m in MODALITIES:
         frame[f"has_{m}"] = frame[f"has_{m}"].astype(int)
     return frame

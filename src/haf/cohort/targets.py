@@ -20,10 +20,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from haf.errors import HafInputError
+from haf.io.tables import read_patient_table
 
 log = logging.getLogger(__name__)
 
@@ -132,19 +132,7 @@ def _label(rule: str, event: int, time: float, horizon: float, cause: str | None
 
 def read_targets(path: str | Path) -> pd.DataFrame:
     """Read ``targets.tsv``: string ids, float label (NaN = no binary label)."""
-    frame = pd.read_csv(path, sep="\t", dtype={"patient_id": str, "label_reason": str})
-    missing = [c for c in TARGET_COLUMNS if c not in frame.columns]
-    if missing:
-        raise HafInputError(path, "column missing", field=missing[0])
-    bad = ~frame["patient_id"].str.fullmatch(r"[0-9]{3}").fillna(False)
-    if bad.any():
-        pos = int(np.flatnonzero(bad.to_numpy())[0])
-        raise HafInputError(
-            path,
-            f"invalid patient id {frame['patient_id'].iloc[pos]!r}",
-            where=f"line {pos + 2}",
-            field="patient_id",
-        )
+    frame = read_patient_table(path, TARGET_COLUMNS, dtype={"label_reason": str}, what="targets table")
     frame["label"] = frame["label"].astype(float)
     frame["time"] = frame["time"].astype(float)
     frame["event"] = frame["event"].astype(int)

@@ -13,7 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from haf.cohort.folds import read_folds
+from haf.cohort.targets import read_targets
 from haf.errors import HafInputError
+from haf.io.tables import read_patient_table
 from haf.predictions import read_predictions
 
 log = logging.getLogger(__name__)
@@ -69,26 +72,13 @@ def is_risk_only(rows: pd.DataFrame) -> bool:
 
 def read_masked(path: str | Path) -> pd.DataFrame:
     """Read one ``masked.tsv.gz`` (made by :func:`haf.eval.masking.masked_prediction_table`)."""
-    try:
-        frame = pd.read_csv(path, sep="\t", dtype={"patient_id": str, "method": str, "scenario": str})
-    except (OSError, pd.errors.ParserError, EOFError) as exc:
-        raise HafInputError(path, f"cannot read masked prediction table: {exc}") from exc
-    missing = [c for c in MASKED_COLUMNS if c not in frame.columns]
-    if missing:
-        raise HafInputError(path, f"column missing; expected {', '.join(MASKED_COLUMNS)}", field=missing[0])
+    frame = read_patient_table(
+        path, MASKED_COLUMNS, dtype={"method": str, "scenario": str}, what="masked prediction table"
+    )
     risk = frame["risk"].to_numpy(dtype=float)
     if not np.isfinite(risk).all():
         pos = int(np.flatnonzero(~np.isfinite(risk))[0])
         raise HafInputError(path, "risk is not finite", where=f"line {pos + 2}", field="risk")
-    bad = ~frame["patient_id"].str.fullmatch(r"[0-9]{3}").fillna(False)
-    if bad.any():
-        pos = int(np.flatnonzero(bad.to_numpy())[0])
-        raise HafInputError(
-            path,
-            f"invalid patient id {frame['patient_id'].iloc[pos]!r}",
-            where=f"line {pos + 2}",
-            field="patient_id",
-        )
     if (frame["n_present"] < 1).any():
         pos = int(np.flatnonzero((frame["n_present"] < 1).to_numpy())[0])
         raise HafInputError(
@@ -125,18 +115,8 @@ def read_cohort_survival(folds_path: str | Path, targets_path: str | Path) -> pd
     (censoring distribution estimated on the training part), and prediction files hold only the
     validation and test parts.
     """
-    try:
-        folds = pd.read_csv(folds_path, sep="\t", dtype={"patient_id": str, "part": str})
-        targets = pd.read_csv(targets_path, sep="\t", dtype={"patient_id": str})
-    except (OSError, pd.errors.ParserError) as exc:
-        raise HafInputError(folds_path, f"cannot read the folds or targets table: {exc}") from exc
-    for path, frame, cols in (
-        (folds_path, folds, ("patient_id", "fold", "part")),
-        (targets_path, targets, ("patient_id", "time", "event", "label")),
-    ):
-        missing = [c for c in cols if c not in frame.columns]
-        if missing:
-            raise HafInputError(path, "column missing", field=missing[0])
+    folds = read_folds(folds_path)
+    targets = read_targets(targets_path)
     unknown = ~folds["patient_id"].isin(targets["patient_id"])
     if unknown.any():
         pos = int(np.flatnonzero(unknown.to_numpy())[0])
@@ -156,7 +136,7 @@ def read_cohort_survival(folds_path: str | Path, targets_path: str | Path) -> pd
 
 def check_coverage(predictions: pd.DataFrame, folds_path: str | Path) -> dict[str, int]:
     """Count, per method, the cohort's test patients that have no test prediction (logged, not dropped)."""
-    folds = pd.read_csv(folds_path, sep="\t", dtype={"patient_id": str, "part": str})
+    folds = read_folds(folds_path)
     test = folds[folds["part"] == "test"][["patient_id", "fold"]].astype({"fold": int})
     missing: dict[str, int] = {}
     for method, rows in predictions[predictions["part"] == "test"].groupby("method", sort=False):
