@@ -17,19 +17,48 @@ from haf.errors import HafInputError
 from haf.io_utils import atomic_path
 
 
-def read_bag(path: str | Path, expected_dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Read one h5 bag; errors name the file and the problem (missing key, wrong width, NaN row)."""
+def _open_bag(path: str | Path) -> h5py.File:
+    """Open an h5 bag and check it has a ``features`` dataset; errors name the file."""
     try:
         handle = h5py.File(path, "r")
     except OSError as exc:
         raise HafInputError(path, f"cannot open as HDF5: {exc}") from exc
-    with handle:
-        if "features" not in handle:
-            raise HafInputError(
-                path,
-                f"no 'features' dataset (found: {', '.join(handle.keys()) or 'nothing'})",
-                field="features",
-            )
+    if "features" not in handle or not isinstance(handle["features"], h5py.Dataset):
+        found = ", ".join(handle.keys()) or "nothing"
+        handle.close()
+        raise HafInputError(path, f"no 'features' dataset (found: {found})", field="features")
+    return handle
+
+
+def _check_width(path: str | Path, width: int, expected_dim: int | None) -> None:
+    if expected_dim is not None and width != expected_dim:
+        raise HafInputError(
+            path,
+            f"'features' are {width}-d but the config expects {expected_dim}-d "
+            "(was this bag made with another encoder?)",
+            field="features",
+        )
+
+
+def probe_bag(path: str | Path, expected_dim: int | None = None) -> tuple[int, int, dict[str, Any]]:
+    """``(n_instances, width, attrs)`` from the h5 header alone, without reading the features.
+
+    An empty ``features`` (HANCOTHON's form of a missing slide) gives ``(0, 0, attrs)``.
+    """
+    with _open_bag(path) as handle:
+        shape = handle["features"].shape
+        attrs = {k: handle.attrs[k] for k in handle.attrs}
+    if shape is None or (len(shape) == 1 and shape[0] == 0) or (len(shape) == 2 and shape[0] == 0):
+        return 0, 0, attrs
+    if len(shape) != 2:
+        raise HafInputError(path, f"'features' has shape {shape}, expected (N, D)", field="features")
+    _check_width(path, int(shape[1]), expected_dim)
+    return int(shape[0]), int(shape[1]), attrs
+
+
+def read_bag(path: str | Path, expected_dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read one h5 bag; errors name the file and the problem (missing key, wrong width, NaN row)."""
+    with _open_bag(path) as handle:
         features = np.asarray(handle["features"][()], dtype=np.float32)
         coords = (
             np.asarray(handle["coords"][()])
@@ -40,13 +69,8 @@ def read_bag(path: str | Path, expected_dim: int | None = None) -> tuple[np.ndar
         features = features.reshape(0, expected_dim or 0)
     if features.ndim != 2:
         raise HafInputError(path, f"'features' has shape {features.shape}, expected (N, D)", field="features")
-    if expected_dim is not None and features.shape[0] > 0 and features.shape[1] != expected_dim:
-        raise HafInputError(
-            path,
-            f"'features' are {features.shape[1]}-d but the config expects {expected_dim}-d "
-            "(was this bag made with another encoder?)",
-            field="features",
-        )
+    if features.shape[0] > 0:
+        _check_width(path, int(features.shape[1]), expected_dim)
     bad = ~np.isfinite(features).all(axis=1)
     if bad.any():
         raise HafInputError(

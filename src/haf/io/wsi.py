@@ -11,9 +11,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import h5py
-
 from haf.errors import HafInputError
+from haf.io.bags import probe_bag
 
 WSI_NAME_RE = re.compile(r"^PrimaryTumor_HE_([0-9]+)(?:_([a-z]))?\.h5$", re.IGNORECASE)
 
@@ -54,31 +53,7 @@ def list_wsi_h5(root: str | Path) -> dict[str, list[Path]]:
 
 
 def check_bag_header(path: str | Path, expected_dim: int | None) -> int:
-    """Number of instances of an h5 bag, checked from metadata: ``features`` exists, is 2-d, right width.
-
-    An empty ``features`` (the HANCOTHON form of a missing slide) gives 0.
+    """Number of instances of an h5 bag, checked from metadata: ``features`` exists, is 2-d and has the
+    width of config ``stage1.wsi_dim``. An empty ``features`` (HANCOTHON's missing slide) gives 0.
     """
-    try:
-        handle = h5py.File(path, "r")
-    except OSError as exc:
-        raise HafInputError(path, f"cannot open as HDF5: {exc}") from exc
-    with handle:
-        if "features" not in handle or not isinstance(handle["features"], h5py.Dataset):
-            raise HafInputError(
-                path,
-                f"no 'features' dataset (found: {', '.join(handle.keys()) or 'nothing'})",
-                field="features",
-            )
-        shape = handle["features"].shape
-    if shape is None or (len(shape) == 1 and shape[0] == 0) or (len(shape) == 2 and shape[0] == 0):
-        return 0
-    if len(shape) != 2:
-        raise HafInputError(path, f"'features' has shape {shape}, expected (N, D)", field="features")
-    if expected_dim is not None and shape[1] != expected_dim:
-        raise HafInputError(
-            path,
-            f"'features' are {shape[1]}-d but the config expects {expected_dim}-d (stage1.wsi_dim); "
-            "was this bag made with another encoder?",
-            field="features",
-        )
-    return int(shape[0])
+    return probe_bag(path, expected_dim)[0]

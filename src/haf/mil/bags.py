@@ -38,13 +38,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 import torch
 
 from haf.errors import HafInputError
-from haf.io.bags import read_bag, read_pooled_bag
+from haf.io.bags import probe_bag, read_bag, read_pooled_bag
 
 log = logging.getLogger(__name__)
 
@@ -75,28 +74,6 @@ class BagSource:
     @property
     def n(self) -> int:
         return int(sum(self.counts))
-
-
-def probe_bag(path: str | Path) -> tuple[int, int, dict]:
-    """``(n_instances, width, attrs)`` of an h5 bag from its header, without reading the features."""
-    try:
-        handle = h5py.File(path, "r")
-    except OSError as exc:
-        raise HafInputError(path, f"cannot open as HDF5: {exc}") from exc
-    with handle:
-        if "features" not in handle:
-            raise HafInputError(
-                path,
-                f"no 'features' dataset (found: {', '.join(handle.keys()) or 'nothing'})",
-                field="features",
-            )
-        shape = handle["features"].shape
-        attrs = {k: handle.attrs[k] for k in handle.attrs}
-    if len(shape) == 1 and shape[0] == 0:  # an empty slide written as an empty list
-        return 0, 0, attrs
-    if len(shape) != 2:
-        raise HafInputError(path, f"'features' has shape {shape}, expected (N, D)", field="features")
-    return int(shape[0]), int(shape[1]), attrs
 
 
 def _resolve(raw: str, bases: Sequence[Path], table: Path, row: int, field_name: str) -> Path:
