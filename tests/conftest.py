@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,3 +31,28 @@ def _default_config() -> dict:
 def default_config(_default_config) -> dict:
     """The shipped config.yaml, validated, defaults filled; a fresh copy per test."""
     return copy.deepcopy(_default_config)
+
+
+def run_snakemake(
+    workdir: Path, *args: str, override: dict | None = None, cores: int = 2, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """Run this repository's Snakefile in ``workdir`` with config.yaml plus ``workdir/override.yaml``.
+
+    ``override`` (if given) is written to ``override.yaml`` first; later calls reuse the file.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    override_file = workdir / "override.yaml"
+    if override is not None:
+        override_file.write_text(yaml.safe_dump(override))
+    configfiles = [str(REPO / "config" / "config.yaml")] + (
+        [str(override_file)] if override_file.exists() else []
+    )
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--cores", str(cores), "--resources", "gpu=1", "--configfile", *configfiles, *args]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def snakemake_cli():
+    """:func:`run_snakemake`, for tests that drive the real workflow through its command line."""
+    return run_snakemake

@@ -8,12 +8,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 _spec = importlib.util.spec_from_file_location(
     "hancock_mini_maker", Path(__file__).parent / "fixtures" / "hancock_mini" / "make_mini.py"
@@ -22,29 +20,11 @@ _maker = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_maker)
 
 
-def _snakemake(repo_root: Path, workdir: Path, config: dict, *targets: Path) -> subprocess.CompletedProcess:
-    cfg = workdir / "override.yaml"
-    cfg.write_text(yaml.safe_dump(config))
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(repo_root / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--cores",
-        "1",
-        "--configfile",
-        str(repo_root / "config" / "config.yaml"),
-        str(cfg),
-        "--",
-        *map(str, targets),
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+def _snakemake(snakemake_cli, workdir: Path, config: dict, *targets: Path) -> subprocess.CompletedProcess:
+    return snakemake_cli(workdir, "--", *map(str, targets), override=config, cores=1, timeout=240)
 
 
-def test_cohort_rules_on_real_format_files(tmp_path, repo_root):
+def test_cohort_rules_on_real_format_files(tmp_path, snakemake_cli):
     data = _maker.make_mini(tmp_path / "Hancock_Dataset")
     res, logs = tmp_path / "results", tmp_path / "logs"
     config = {
@@ -57,7 +37,7 @@ def test_cohort_rules_on_real_format_files(tmp_path, repo_root):
         "tabular": {"icd_min_df": 1},
     }
     run = _snakemake(
-        repo_root, tmp_path, config, res / "tabular" / "fold_0.npz", res / "tabular" / "fold_1.npz"
+        snakemake_cli, tmp_path, config, res / "tabular" / "fold_0.npz", res / "tabular" / "fold_1.npz"
     )
     assert run.returncode == 0, run.stderr[-4000:]
 
@@ -81,7 +61,7 @@ def test_cohort_rules_on_real_format_files(tmp_path, repo_root):
     # the official split: patients outside the file are counted in the log, not silently dropped
     config["cv"] = {"scheme": "official_in", "val_fraction": 0.3}
     config["results"], config["logs"] = str(tmp_path / "res2"), str(tmp_path / "logs2")
-    run = _snakemake(repo_root, tmp_path, config, tmp_path / "res2" / "cohort" / "folds.tsv")
+    run = _snakemake(snakemake_cli, tmp_path, config, tmp_path / "res2" / "cohort" / "folds.tsv")
     assert run.returncode == 0, run.stderr[-4000:]
     folds = pd.read_csv(tmp_path / "res2" / "cohort" / "folds.tsv", sep="\t", dtype={"patient_id": str})
     assert sorted(folds["patient_id"]) == ["001", "002", "003", "004", "005"]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import run_snakemake
 from snakemake.utils import update_config, validate
 
 from haf.config import check_data_root
@@ -17,11 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _dry_run(tmp_path: Path, override: dict) -> subprocess.CompletedProcess:
-    cfg = tmp_path / "override.yaml"
-    cfg.write_text(yaml.safe_dump(override))
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--dry-run",
-           "--configfile", str(REPO / "config" / "config.yaml"), str(cfg)]  # fmt: skip
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    return run_snakemake(tmp_path, "--dry-run", override=override, timeout=120)
 
 
 @pytest.mark.parametrize(

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from conftest import run_snakemake
 
 from haf.config import active_methods
 from haf.predictions import read_predictions
@@ -34,25 +34,8 @@ TINY = {
 }
 
 
-def _snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--cores",
-        "2",
-        "--resources",
-        "gpu=1",
-        "--configfile",
-        str(REPO / "config" / "config.yaml"),
-        str(workdir / "tiny.yaml"),
-        *args,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    return run_snakemake(workdir, *args, timeout=900)
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +47,7 @@ def pipeline(tmp_path_factory) -> Path:
         results=str(work / "results"),
         logs=str(work / "logs"),
     )
-    (work / "tiny.yaml").write_text(yaml.safe_dump(config))
-    run = _snakemake(work)
+    run = run_snakemake(work, override=config, timeout=900)
     assert run.returncode == 0, run.stderr[-6000:]
     return work
 

@@ -4,9 +4,6 @@ the rule script, then a forced rerun that resumes every patient. About 15 s (Sna
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pandas as pd
 import pytest
 import yaml
@@ -14,27 +11,8 @@ import yaml
 from haf.io.bags import read_bag
 
 
-def _snakemake(repo_root, workdir, *args):
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(repo_root / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--cores",
-        "2",
-        "--configfile",
-        str(repo_root / "config" / "config.yaml"),
-        str(workdir / "override.yaml"),
-        *args,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-
-
 @pytest.mark.e2e
-def test_extract_rule_from_demo_cores_to_bags_and_resume(tmp_path, repo_root):
+def test_extract_rule_from_demo_cores_to_bags_and_resume(tmp_path, snakemake_cli):
     config = {
         "data_root": str(tmp_path / "data"),
         "results": str(tmp_path / "results"),
@@ -44,7 +22,7 @@ def test_extract_rule_from_demo_cores_to_bags_and_resume(tmp_path, repo_root):
     }
     (tmp_path / "override.yaml").write_text(yaml.safe_dump(config))
     index_path = tmp_path / "results" / "features" / "tma" / "demo-texture" / "index.tsv"
-    run = _snakemake(repo_root, tmp_path, "--", str(index_path))
+    run = snakemake_cli(tmp_path, "--", str(index_path))
     assert run.returncode == 0, run.stderr[-4000:]
 
     manifest = pd.read_csv(
@@ -62,7 +40,7 @@ def test_extract_rule_from_demo_cores_to_bags_and_resume(tmp_path, repo_root):
     log = (tmp_path / "logs" / "extract_tma.log").read_text()
     assert f"{len(index)} TMA patient(s): 0 already done" in log and "extract_tma counts" in log
 
-    rerun = _snakemake(repo_root, tmp_path, "--forcerun", "extract_tma", "--", str(index_path))
+    rerun = snakemake_cli(tmp_path, "--forcerun", "extract_tma", "--", str(index_path))
     assert rerun.returncode == 0, rerun.stderr[-4000:]
     log = (tmp_path / "logs" / "extract_tma.log").read_text()
     assert f"{len(index)} TMA patient(s): {len(index)} already done" in log
