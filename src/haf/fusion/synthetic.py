@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from haf.data.fold_inputs import FoldInputs
+from haf.demo.common import DEFAULT_SIGNAL  # the demo's per-modality signal strengths
 from haf.modalities import MODALITIES
 
 # Availability in the real cohort (HANCOCK.md: WSI 705/763, blood 693, ICD 712, cell densities 736;
@@ -33,15 +34,6 @@ DEFAULT_DIMS: dict[str, int] = {
     "path": 30,
     "blood": 40,
     "icd": 40,
-}
-DEFAULT_SIGNAL: dict[str, float] = {
-    "wsi": 1.5,
-    "tma": 1.0,
-    "cell": 0.5,
-    "clin": 0.6,
-    "path": 1.2,
-    "blood": 0.0,
-    "icd": 0.3,
 }
 
 
