@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,17 @@ def _default_config() -> dict:
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     validate(config, str(REPO / "config" / "schema.yaml"))
     return config
+
+
+@pytest.fixture(scope="session")
+def workflow_rules() -> list[dict]:
+    """The Snakefile's rules as ``tests/workflows/list_rules.py`` reports them (loaded once per session)."""
+    spec = importlib.util.spec_from_file_location(
+        "_haf_list_rules", REPO / "tests" / "workflows" / "list_rules.py"
+    )
+    list_rules = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(list_rules)
+    return list_rules.workflow_rules(REPO / "Snakefile", REPO)
 
 
 @pytest.fixture()

@@ -31,12 +31,6 @@ ENV_DIR = REPO / "envs"
 LIB_NAME = "haf"
 LIB_ROOT = REPO / "src" / LIB_NAME
 
-_spec = importlib.util.spec_from_file_location(
-    "_haf_list_rules", REPO / "tests" / "workflows" / "list_rules.py"
-)
-list_rules = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(list_rules)
-
 # Provided by Snakemake's script preamble, not by the env (docs/cluster.md).
 IMPLICIT = "<snakemake preamble>"
 
@@ -310,8 +304,8 @@ def required_packages(found: set[Found]) -> tuple[dict[str, list[str]], list[str
 # the workflow's rules
 # --------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def rules() -> list[dict]:
-    return list_rules.workflow_rules(REPO / "Snakefile", REPO)
+def rules(workflow_rules) -> list[dict]:
+    return workflow_rules
 
 
 def executing(rules: list[dict]) -> list[dict]:

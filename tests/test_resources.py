@@ -5,7 +5,6 @@ run with and without the limit, so the check can fail).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -18,20 +17,14 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 GPU_LOCK = REPO / "tests" / "workflows" / "gpu_lock" / "Snakefile"
 
-_spec = importlib.util.spec_from_file_location(
-    "_haf_list_rules", REPO / "tests" / "workflows" / "list_rules.py"
-)
-list_rules = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(list_rules)
-
 # The rules that run a model on the accelerator (SPEC sections 4-8). A new GPU rule is added here on
 # purpose, so the profile's GPU partition mapping (profiles/slurm) is updated with it.
 GPU_RULES = {"extract_tma", "stage1", "fusion", "fusion_joint", "comparator"}
 
 
 @pytest.fixture(scope="module")
-def rules() -> list[dict]:
-    return list_rules.workflow_rules(REPO / "Snakefile", REPO)
+def rules(workflow_rules) -> list[dict]:
+    return workflow_rules
 
 
 def _positive_int(value) -> bool:
