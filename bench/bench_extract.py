@@ -34,18 +34,19 @@ import tempfile
 import time
 from pathlib import Path
 
+import _repo  # noqa: F401 (puts the checkout's src/ and tests/ first on sys.path)
 import h5py
 import numpy as np
 import pandas as pd
 import torch
+from fakes.extract import he_tile
 from PIL import Image
 
 from haf.extract.extraction import extract_tma_features
 from haf.extract.registry import load_encoder
-from haf.extract.synthetic import he_tile
 from haf.extract.tiling import TilingSettings, tile_core
 from haf.logs import setup_logging
-from haf.torch_utils import resolve_device
+from haf.runtime.device import resolve_device
 
 
 def sync(device: torch.device) -> None:

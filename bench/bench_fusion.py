@@ -16,28 +16,28 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import _repo  # noqa: F401 (puts the checkout's src/ and tests/ first on sys.path)
 import numpy as np
 import torch
 import yaml
+from _repo import REPO
+from fakes.fusion import synthetic_fold_inputs
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-
-from haf.config import active_methods  # noqa: E402
-from haf.eval.masking import draw_masks  # noqa: E402
-from haf.eval.scores import auc_or_nan  # noqa: E402
-from haf.fusion.jobs import write_run  # noqa: E402
-from haf.fusion.spec import MethodSpec  # noqa: E402
-from haf.fusion.stage2 import train_alignment  # noqa: E402
-from haf.fusion.synthetic import synthetic_fold_inputs  # noqa: E402
-from haf.fusion.trainer import train_fusion  # noqa: E402
-from haf.method_io import predict_scores  # noqa: E402
-from haf.torch_utils import resolve_device  # noqa: E402
+from haf.alignment.train import train_alignment
+from haf.config import active_methods
+from haf.eval.masking import draw_masks
+from haf.eval.scores import auc_or_nan
+from haf.fusion.spec import MethodSpec
+from haf.fusion.train import (
+    train_fusion,
+    write_run,
+)
+from haf.runtime.device import resolve_device
+from haf.runtime.tensors import predict_scores
 
 ELEVEN = [
     "fusion_mlp_wsi_tma",
@@ -163,7 +163,7 @@ def bench_demo(
                 continue
             stores = None
             if not spec.detach:
-                from haf.fusion.synthetic import synthetic_bags
+                from fakes.fusion import synthetic_bags
 
                 stores = synthetic_bags(inputs, outdir / f"bags_{name}_{fold}", seed=fold)
                 budget = config["stage1"]["cache_gb_gpu" if device.type == "cuda" else "cache_gb_cpu"] * 1e9

@@ -26,16 +26,17 @@ import tempfile
 import time
 from pathlib import Path
 
+import _repo  # noqa: F401 (puts the checkout's src/ and tests/ first on sys.path)
 import numpy as np
 import torch
+from fakes.mil import BagSpec, write_synthetic_cohort
 
 from haf.logs import setup_logging
 from haf.mil.bags import BagStore, CapReport
 from haf.mil.clam import GatedAttentionMIL, clam_loss
-from haf.mil.synthetic import BagSpec, write_synthetic_cohort
 from haf.mil.train import Stage1Settings, Stage1Trainer, fold_table
-from haf.torch_utils import autocast, resolve_device
-from haf.training import make_optimizer
+from haf.runtime.device import autocast, resolve_device
+from haf.runtime.fit import make_optimizer
 
 
 def sync(device: torch.device) -> None:

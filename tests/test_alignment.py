@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from fakes.fusion import synthetic_fold_inputs
 
-from haf.errors import HafInputError
-from haf.fusion.alignment import (
+from haf.alignment.losses import (
     clip_alignment_loss,
     direction_loss,
     dominant_direction,
@@ -19,8 +19,8 @@ from haf.fusion.alignment import (
     singular_value_loss,
     top_right_singular_vector,
 )
-from haf.fusion.stage2 import load_projectors, project_all, train_alignment, write_alignment_outputs
-from haf.fusion.synthetic import synthetic_fold_inputs
+from haf.alignment.train import load_projectors, project_all, train_alignment, write_alignment_outputs
+from haf.errors import HafInputError
 from haf.modalities import MODALITIES
 
 GA = dict(tau_sv=0.1, tau_pd=0.1, lambda_pd=0.01)
@@ -234,7 +234,7 @@ def test_nan_embedding_is_named_on_load(tmp_path):
     row = int(np.flatnonzero(inputs.present[:, 1])[2])
     inputs.features["tma"][row, 1] = np.nan
     inputs.save(tmp_path / "fold_0.npz")
-    from haf.data.fold_inputs import FoldInputs
+    from haf.artifacts.fold_inputs import FoldInputs
 
     with pytest.raises(HafInputError, match=rf"'tma'.*patient {inputs.patient_id[row]}"):
         FoldInputs.load(tmp_path / "fold_0.npz")

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from haf.artifacts.fold_inputs import FoldInputs
+from haf.artifacts.tabular import write_tabular_npz
 from haf.cohort.assemble import assemble_fold_inputs
-from haf.cohort.tabular import write_tabular_npz
-from haf.data.fold_inputs import FoldInputs
 from haf.errors import HafInputError
 from haf.modalities import MODALITIES, TABULAR
 

@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from haf.cohort.folds import make_folds, read_folds, stratified_holdout
+from haf.artifacts.files import write_tsv
+from haf.artifacts.folds import read_folds
+from haf.cohort.folds import make_folds, stratified_holdout
 from haf.errors import HafInputError
-from haf.io_utils import write_tsv
 
 
 def _targets(n=200, seed=0):

@@ -11,11 +11,13 @@ import h5py
 import numpy as np
 import pytest
 
-from haf.cohort.manifest import build_manifest, read_manifest
-from haf.cohort.targets import build_targets, read_targets
+from haf.artifacts.files import write_tsv
+from haf.artifacts.manifest import read_manifest
+from haf.artifacts.targets import read_targets
+from haf.cohort.manifest import build_manifest
+from haf.cohort.targets import build_targets
 from haf.errors import HafInputError
 from haf.io.clinical import read_clinical
-from haf.io_utils import write_tsv
 from haf.modalities import MODALITIES
 
 _spec = importlib.util.spec_from_file_location(

@@ -9,14 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from haf.artifacts.tabular import read_tabular_npz, write_tabular_npz
 from haf.cohort.features import ICD_COLUMN, PATH_SPEC, SPECS, stage_code
 from haf.cohort.sources import load_tabular_sources
-from haf.cohort.tabular import (
-    ModalityPreprocessor,
-    preprocess_fold,
-    read_tabular_npz,
-    write_tabular_npz,
-)
+from haf.cohort.tabular import ModalityPreprocessor, preprocess_fold
 from haf.errors import HafConfigError, HafInputError
 from haf.modalities import TABULAR
 

@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 import torch
 
+from haf.artifacts.fold_inputs import FoldInputs
+from haf.artifacts.predictions import read_predictions
 from haf.comparators import COMPARATORS, build_model, load_model, run_comparator
 from haf.config import method_declaration
-from haf.data.fold_inputs import FoldInputs
 from haf.eval.scores import auc_or_nan, cindex_or_nan
 from haf.losses import cox_partial_likelihood
 from haf.modalities import MODALITIES
-from haf.predictions import read_predictions
 
 DIMS = {"wsi": 12, "tma": 12, "cell": 6, "clin": 5, "path": 7, "blood": 8, "icd": 9}
 FAMILIES = list(COMPARATORS)
@@ -258,7 +258,7 @@ def test_end_to_end_training_beats_chance_and_writes_contract_outputs(family, tm
     # the checkpoint rebuilds the same model
     checkpoint = torch.load(outputs["model"], weights_only=False)
     model = load_model(checkpoint)
-    from haf.method_io import FoldTensors, predict_scores
+    from haf.runtime.tensors import FoldTensors, predict_scores
 
     tensors = FoldTensors.from_inputs(inputs, torch.device("cpu"))
     test = inputs.index("test")

@@ -7,14 +7,14 @@ import pandas as pd
 import pytest
 import torch
 
+from haf.artifacts.bags import read_bag, read_pooled_bag, write_bag
+from haf.artifacts.fold_inputs import FoldInputs
+from haf.artifacts.predictions import make_predictions, read_predictions, write_predictions
 from haf.config import active_methods, folds
-from haf.data.fold_inputs import FoldInputs
 from haf.errors import HafConfigError, HafInputError
 from haf.eval.masking import draw_masks, masked_prediction_table
-from haf.io.bags import read_bag, read_pooled_bag, write_bag
 from haf.losses import cox_partial_likelihood
 from haf.modalities import MODALITIES
-from haf.predictions import make_predictions, read_predictions, write_predictions
 
 
 def _predictions(**over):
@@ -207,7 +207,7 @@ def test_config_checks(default_config):
 
 
 def test_fit_restores_best_epoch():
-    from haf.training import TrainConfig, fit, make_optimizer
+    from haf.runtime.fit import TrainConfig, fit, make_optimizer
 
     model = torch.nn.Linear(1, 1)
     cfg = TrainConfig(lr=0.1, max_epochs=20, es_patience=3)
@@ -234,8 +234,9 @@ def test_fit_restores_best_epoch():
 
 
 def test_method_outputs_written_and_masked_values_zeroed(tmp_path, default_config):
-    from haf.method_io import FoldTensors, minibatches, predict_scores, training_rows, write_method_outputs
-    from haf.predictions import read_predictions
+    from haf.artifacts.predictions import read_predictions
+    from haf.runtime.outputs import write_method_outputs
+    from haf.runtime.tensors import FoldTensors, minibatches, predict_scores, training_rows
 
     inputs = _fold_inputs().validate()
     tensors = FoldTensors.from_inputs(inputs, torch.device("cpu"))
@@ -262,8 +263,17 @@ def test_method_outputs_written_and_masked_values_zeroed(tmp_path, default_confi
         score_fn=score_fn,
         task_loss="bce",
         evaluation=evaluation,
-        history=pd.DataFrame({"epoch": [0]}),
-        checkpoint={"state": {}},
+        history=pd.DataFrame(
+            {
+                "epoch": [0],
+                "train_loss": [0.7],
+                "val_loss": [0.69],
+                "val_score": [0.5],
+                "lr": [1e-4],
+                "best": [True],
+            }
+        ),
+        checkpoint={"declaration": {"family": "toy"}, "state_dict": {}},
     )
     assert preds["part"].tolist() == ["val", "test"]
     back = read_predictions(outputs["predictions"])
@@ -295,7 +305,7 @@ def test_atomic_outputs_follow_umask(tmp_path):
     import os
     import stat
 
-    from haf.io_utils import write_json
+    from haf.artifacts.files import write_json
 
     old = os.umask(0o022)
     try:

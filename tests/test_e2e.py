@@ -16,8 +16,8 @@ import pytest
 import yaml
 from conftest import run_snakemake
 
+from haf.artifacts.predictions import read_predictions
 from haf.config import active_methods
-from haf.predictions import read_predictions
 
 pytestmark = pytest.mark.e2e
 

@@ -6,13 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from fakes.evaluation import write_fake_results
 from sklearn.metrics import roc_auc_score
 
+from haf.artifacts.aligned import read_aligned
+from haf.artifacts.masked import load_masked
+from haf.artifacts.predictions import make_predictions, write_predictions
 from haf.errors import HafInputError
 from haf.eval import binary, robustness, survival, tables
-from haf.eval.data import load_masked, load_predictions, read_cohort_survival
-from haf.eval.fake import write_fake_results
-from haf.predictions import make_predictions, write_predictions
+from haf.eval.data import load_predictions, read_cohort_survival
 
 
 def _logit(p):
@@ -443,7 +445,7 @@ def test_breslow_probability_increases_with_risk():
 def test_representative_patient_and_aligned_checks(tmp_path, fake_tree):
     from haf.eval import embeddings
 
-    aligned = embeddings.read_aligned(fake_tree / "stage2" / "ga" / "fold_0" / "aligned.npz")
+    aligned = read_aligned(fake_tree / "stage2" / "ga" / "fold_0" / "aligned.npz")
     pid = embeddings.representative_patient(aligned, "test")
     test = aligned.part == "test"
     counts = aligned.present[test].sum(axis=1)
@@ -457,7 +459,7 @@ def test_representative_patient_and_aligned_checks(tmp_path, fake_tree):
         arrays = {k: data[k] for k in data.files if k != "u_icd"}
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(HafInputError, match="u_icd"):
-        embeddings.read_aligned(tmp_path / "bad.npz")
+        read_aligned(tmp_path / "bad.npz")
 
 
 def _is_pdf_and_png(pdf, png):
@@ -476,7 +478,7 @@ def test_figure_functions_write_pdf_and_png(tmp_path, fake_tree):
     for name in ("dropout", "tsne", "heatmap", "td_auc", "calibration", "km"):
         out[name] = (tmp_path / f"{name}.pdf", tmp_path / f"{name}.png")
     figures.plot_dropout(agg, labels, *out["dropout"], title="t")
-    aligned = embeddings.read_aligned(fake_tree / "stage2" / "ga" / "fold_0" / "aligned.npz")
+    aligned = read_aligned(fake_tree / "stage2" / "ga" / "fold_0" / "aligned.npz")
     pre, post, modality, _ = embeddings.stack(aligned)
     figures.plot_tsne(
         embeddings.tsne_2d(pre, 0), embeddings.tsne_2d(post, 0), modality, *out["tsne"], title="t"

@@ -120,8 +120,9 @@ def test_dry_run_of_one_target_schedules_only_its_methods(dry_workflow, target, 
 
 @pytest.mark.e2e
 def test_evaluation_rules_end_to_end_with_report(tmp_path):
+    from fakes.evaluation import write_fake_results
+
     from haf.config import active_methods
-    from haf.eval.fake import write_fake_results
 
     work = _copy_workflow(tmp_path)
     run_methods = ["wsi_clam", "haf", "haf_nodetach", "ga", "parachute", "haf_cox"]

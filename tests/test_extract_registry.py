@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from fakes.extract import he_tile
 
 from haf.errors import HafConfigError, HafInputError
 from haf.extract import registry
@@ -24,7 +25,6 @@ from haf.extract.registry import (
     load_encoder,
     resolve_weights,
 )
-from haf.extract.synthetic import he_tile
 from haf.extract.texture import DIM, TextureEncoder
 
 timm = pytest.importorskip("timm")

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from haf.io.bags import read_bag
+from haf.artifacts.bags import read_bag
 
 
 @pytest.mark.e2e

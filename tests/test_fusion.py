@@ -9,19 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fakes.fusion import synthetic_fold_inputs
 
+from haf.alignment.train import save_projectors, train_alignment
+from haf.artifacts.predictions import read_predictions
 from haf.config import active_methods
 from haf.errors import HafConfigError, HafInputError
 from haf.eval.scores import auc_or_nan, cindex_or_nan
-from haf.fusion.jobs import train_method, write_run
 from haf.fusion.model import FusionHead, draw_reduced, fusion_loss
 from haf.fusion.spec import MethodSpec
-from haf.fusion.stage2 import save_projectors, train_alignment
-from haf.fusion.synthetic import synthetic_fold_inputs
-from haf.fusion.trainer import load_fusion_model, train_fusion
-from haf.method_io import FoldTensors, predict_scores
+from haf.fusion.train import load_fusion_model, train_fusion, train_method, write_run
 from haf.modalities import MODALITIES
-from haf.predictions import read_predictions
+from haf.runtime.tensors import FoldTensors, predict_scores
 
 CPU = torch.device("cpu")
 SMALL_DIMS = {"wsi": 8, "tma": 8, "cell": 5, "clin": 4, "path": 6, "blood": 7, "icd": 5}
@@ -287,8 +286,9 @@ def test_nan_embedding_fails_through_the_job(tmp_path):
 
 
 def test_nodetach_trains_all_stages_jointly(tmp_path):
+    from fakes.fusion import synthetic_bags
+
     from haf.fusion.joint import train_joint
-    from haf.fusion.synthetic import synthetic_bags
 
     inputs = synthetic_fold_inputs(90, seed=24, dims=SMALL_DIMS)
     stores = synthetic_bags(inputs, tmp_path / "bags", seed=1, dim=12, sizes=(3, 9))
@@ -334,8 +334,9 @@ def test_nodetach_trains_all_stages_jointly(tmp_path):
 
 
 def test_nodetach_rejects_bags_that_disagree_with_fold_inputs(tmp_path):
+    from fakes.fusion import synthetic_bags
+
     from haf.fusion.joint import train_joint
-    from haf.fusion.synthetic import synthetic_bags
 
     inputs = synthetic_fold_inputs(30, seed=25, dims=SMALL_DIMS)
     stores = synthetic_bags(inputs, tmp_path / "bags", seed=1, dim=6, sizes=(2, 4))
@@ -348,7 +349,7 @@ def test_nodetach_rejects_bags_that_disagree_with_fold_inputs(tmp_path):
 
 
 def test_nodetach_job_reads_bags_from_manifest_and_tma_index(tmp_path):
-    from haf.fusion.synthetic import synthetic_bags
+    from fakes.fusion import synthetic_bags
 
     inputs = synthetic_fold_inputs(40, seed=26, dims=SMALL_DIMS)
     stores = synthetic_bags(inputs, tmp_path / "bags", seed=2, dim=6, sizes=(2, 5))

@@ -14,8 +14,7 @@ import textwrap
 import pandas as pd
 import pytest
 import yaml
-
-from haf.fusion.synthetic import synthetic_fold_inputs
+from fakes.fusion import synthetic_fold_inputs
 
 SMALL_DIMS = {"wsi": 6, "tma": 6, "cell": 4, "clin": 4, "path": 5, "blood": 4, "icd": 3}
 

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from haf.artifacts.bags import read_pooled_bag
 from haf.errors import HafInputError
-from haf.io.bags import read_pooled_bag
 from haf.io.blood import blood_range_flags, pivot_blood, read_blood, read_blood_reference
 from haf.io.cell_density import parse_image_name, read_cell_density
 from haf.io.clinical import read_clinical, read_pathological

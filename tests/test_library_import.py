@@ -28,7 +28,7 @@ try:
 except ImportError as exc:
     print("IMPORT-FAILED", exc)
     raise SystemExit(3)
-import haf.modalities, haf.errors, haf.io_utils
+import haf.modalities, haf.errors, haf.artifacts.files
 print("HAF-FILE", haf.__file__)
 """
 

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
+from haf.artifacts.bags import write_bag
 from haf.errors import HafInputError
-from haf.io.bags import write_bag
 from haf.mil.bags import BagStore, CapReport
 
 torch.set_num_threads(1)

@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fakes.mil import BagSpec, write_synthetic_cohort
 
+from haf.artifacts.predictions import read_predictions
 from haf.errors import HafInputError
 from haf.eval.scores import auc_or_nan
 from haf.mil.clam import GatedAttentionMIL
-from haf.mil.synthetic import BagSpec, write_synthetic_cohort
 from haf.mil.train import run_stage1
-from haf.predictions import read_predictions
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]

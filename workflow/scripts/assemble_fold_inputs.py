@@ -1,9 +1,9 @@
 """Rule fold_inputs: one fold's FoldInputs from targets, folds, tabular and Stage 1 embeddings (thin adapter)."""
 
+from haf.artifacts.folds import read_folds
+from haf.artifacts.manifest import read_manifest
+from haf.artifacts.targets import read_targets
 from haf.cohort.assemble import assemble_fold_inputs
-from haf.cohort.folds import read_folds
-from haf.cohort.manifest import read_manifest
-from haf.cohort.targets import read_targets
 from haf.logs import setup_logging
 
 log = setup_logging(snakemake.log[0], "haf.fold_inputs")

@@ -1,7 +1,7 @@
 """Rule manifest: patient x modality availability and file paths (thin adapter)."""
 
+from haf.artifacts.manifest import write_manifest
 from haf.cohort.manifest import build_manifest
-from haf.io_utils import write_json, write_tsv
 from haf.logs import setup_logging
 
 log = setup_logging(snakemake.log[0], "haf.manifest")
@@ -13,6 +13,5 @@ manifest, counts = build_manifest(
     wsi_dim=params.wsi_dim,
     blood_duplicates=params.tabular["blood_duplicates"],
 )
-write_tsv(snakemake.output.manifest, manifest)
-write_json(snakemake.output.counts, counts)
+write_manifest(snakemake.output.manifest, manifest, snakemake.output.counts, counts)
 log.info("wrote %s (%d patients) and %s", snakemake.output.manifest, len(manifest), snakemake.output.counts)

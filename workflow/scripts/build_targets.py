@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
-from haf.cohort.manifest import read_manifest
+from haf.artifacts.manifest import read_manifest
+from haf.artifacts.targets import write_targets
 from haf.cohort.targets import build_targets
 from haf.io.clinical import read_clinical
-from haf.io_utils import write_tsv
 from haf.logs import setup_logging
 
 log = setup_logging(snakemake.log[0], "haf.targets")
@@ -19,5 +19,5 @@ targets, counts = build_targets(
     horizon_days=params.target["horizon_days"],
     source=clinical_path,
 )
-write_tsv(snakemake.output[0], targets)
+write_targets(snakemake.output[0], targets)
 log.info("wrote %s: %s", snakemake.output[0], counts)

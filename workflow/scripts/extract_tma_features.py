@@ -5,7 +5,7 @@ from haf.logs import setup_logging
 log = setup_logging(snakemake.log[0], "extract_tma")
 
 from haf.extract.extraction import extract_tma_features  # noqa: E402
-from haf.torch_utils import resolve_device  # noqa: E402
+from haf.runtime.device import resolve_device  # noqa: E402
 
 device = resolve_device(snakemake.params.device)
 log.info("extract_tma on %s with %d thread(s)", device, snakemake.threads)

@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
+from haf.artifacts.folds import write_folds
+from haf.artifacts.targets import read_targets
 from haf.cohort.folds import make_folds
-from haf.cohort.targets import read_targets
 from haf.io.splits import SPLIT_FILES, read_split
-from haf.io_utils import write_tsv
 from haf.logs import setup_logging
 
 log = setup_logging(snakemake.log[0], "haf.folds")
@@ -27,5 +27,5 @@ folds, counts = make_folds(
     split=split,
     split_source=split_path or "split",
 )
-write_tsv(snakemake.output[0], folds)
+write_folds(snakemake.output[0], folds)
 log.info("wrote %s: %d rows, %d folds", snakemake.output[0], len(folds), folds["fold"].nunique())

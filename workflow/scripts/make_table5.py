@@ -1,6 +1,7 @@
 """Rule table5: the PARACHUTE protocol (masked C-index/AUC per scenario and p) and its Table 5."""
 
-from haf.eval.data import load_masked, load_predictions
+from haf.artifacts.masked import load_masked
+from haf.eval.data import load_predictions
 from haf.eval.robustness import PARACHUTE_SCENARIOS, aggregate, check_protocol, masked_metrics
 from haf.eval.tables import (
     build_table5,

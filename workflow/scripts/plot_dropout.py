@@ -1,6 +1,7 @@
 """Rule fig_dropout: Fig. 2, AUC and accuracy under test-time modality dropout (and its numbers)."""
 
-from haf.eval.data import load_masked, load_predictions
+from haf.artifacts.masked import load_masked
+from haf.eval.data import load_predictions
 from haf.eval.figures import plot_dropout, title_prefix
 from haf.eval.robustness import aggregate, check_protocol, masked_metrics
 from haf.eval.tables import write_csv

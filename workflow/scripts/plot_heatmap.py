@@ -2,12 +2,8 @@
 
 import pandas as pd
 
-from haf.eval.embeddings import (
-    mean_pairwise_correlation,
-    patient_matrix,
-    read_aligned,
-    representative_patient,
-)
+from haf.artifacts.aligned import read_aligned
+from haf.eval.embeddings import mean_pairwise_correlation, patient_matrix, representative_patient
 from haf.eval.figures import plot_heatmap, title_prefix
 from haf.eval.tables import write_csv
 from haf.logs import setup_logging

@@ -2,7 +2,8 @@
 
 import pandas as pd
 
-from haf.eval.embeddings import read_aligned, stack, tsne_2d
+from haf.artifacts.aligned import read_aligned
+from haf.eval.embeddings import stack, tsne_2d
 from haf.eval.figures import plot_tsne, title_prefix
 from haf.eval.tables import write_csv
 from haf.logs import setup_logging

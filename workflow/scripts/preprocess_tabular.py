@@ -1,9 +1,10 @@
 """Rule tabular: one fold's tabular matrices, every transform fitted on its training part (thin adapter)."""
 
-from haf.cohort.folds import read_folds
-from haf.cohort.manifest import read_manifest
+from haf.artifacts.folds import read_folds
+from haf.artifacts.manifest import read_manifest
+from haf.artifacts.tabular import write_tabular_npz
 from haf.cohort.sources import load_tabular_sources
-from haf.cohort.tabular import preprocess_fold, write_tabular_npz
+from haf.cohort.tabular import preprocess_fold
 from haf.errors import HafInputError
 from haf.logs import setup_logging
 from haf.modalities import TABULAR

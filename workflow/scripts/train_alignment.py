@@ -1,9 +1,9 @@
 """Rule ``align``: Stage 2 projectors (GA or CLIP) of one fold -> projectors.pt, aligned.npz, train_log.tsv."""
 
-from haf.data.fold_inputs import FoldInputs
-from haf.fusion.stage2 import train_alignment, write_alignment_outputs
+from haf.alignment.train import train_alignment, write_alignment_outputs
+from haf.artifacts.fold_inputs import FoldInputs
 from haf.logs import setup_logging
-from haf.torch_utils import resolve_device, set_torch_threads
+from haf.runtime.device import resolve_device, set_torch_threads
 
 log = setup_logging(snakemake.log[0], "align")
 set_torch_threads(snakemake.threads)

@@ -1,10 +1,10 @@
 """Rule ``comparator``: train one comparable method (late fusion, attention fusion, MFMF, feature
 interaction or PARACHUTE) on one fold and write its four outputs."""
 
+from haf.artifacts.fold_inputs import FoldInputs
 from haf.comparators import run_comparator
-from haf.data.fold_inputs import FoldInputs
 from haf.logs import setup_logging
-from haf.torch_utils import resolve_device, set_torch_threads
+from haf.runtime.device import resolve_device, set_torch_threads
 
 log = setup_logging(snakemake.log[0], "comparator")
 set_torch_threads(snakemake.threads)

@@ -1,8 +1,8 @@
 """Rules ``fusion`` and ``fusion_joint``: train one fusion method (HAF, a variant or an ablation) on one fold; write its outputs."""
 
-from haf.fusion.jobs import train_method, write_run
+from haf.fusion.train import train_method, write_run
 from haf.logs import setup_logging
-from haf.torch_utils import resolve_device, set_torch_threads
+from haf.runtime.device import resolve_device, set_torch_threads
 
 log = setup_logging(snakemake.log[0], "fusion")
 set_torch_threads(snakemake.threads)

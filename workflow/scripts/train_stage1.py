@@ -5,7 +5,7 @@ from haf.logs import setup_logging
 log = setup_logging(snakemake.log[0], "haf.stage1")
 
 from haf.mil.train import run_stage1  # noqa: E402
-from haf.torch_utils import resolve_device, set_torch_threads  # noqa: E402
+from haf.runtime.device import resolve_device, set_torch_threads  # noqa: E402
 
 set_torch_threads(snakemake.threads)
 device = resolve_device(snakemake.params.device)

@@ -15,38 +15,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from haf.cohort.tabular import read_tabular_npz
-from haf.data.fold_inputs import FoldInputs
+from haf.artifacts.embeddings import read_embeddings
+from haf.artifacts.fold_inputs import FoldInputs
+from haf.artifacts.predictions import PARTS
+from haf.artifacts.tabular import read_tabular_npz
 from haf.errors import HafInputError
 from haf.modalities import MODALITIES, PATHOLOGY, TABULAR
-from haf.predictions import PARTS
 
 log = logging.getLogger(__name__)
-
-
-def read_embeddings(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A Stage 1 ``embeddings.npz``: (patient_id, part, z) with checked shapes, ids and finiteness."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in ("patient_id", "part", "z") if k not in data.files]
-            if missing:
-                raise HafInputError(path, "array missing", field=missing[0])
-            ids = data["patient_id"].astype(str)
-            part = data["part"].astype(str)
-            z = np.asarray(data["z"], dtype=np.float32)
-    except (OSError, ValueError) as exc:
-        raise HafInputError(path, f"cannot read embeddings: {exc}") from exc
-    if z.ndim != 2 or z.shape[0] != len(ids) or len(part) != len(ids):
-        raise HafInputError(path, f"z has shape {z.shape} for {len(ids)} patient ids", field="z")
-    if len(set(ids.tolist())) != len(ids):
-        raise HafInputError(path, "a patient appears twice", field="patient_id")
-    bad = ~np.isfinite(z).all(axis=1)
-    if bad.any():
-        raise HafInputError(path, "NaN or inf", where=f"patient {ids[np.flatnonzero(bad)[0]]}", field="z")
-    unknown = ~np.isin(part, PARTS)
-    if unknown.any():
-        raise HafInputError(path, f"part {part[unknown][0]!r} not in {PARTS}", field="part")
-    return ids, part, z
 
 
 def assemble_fold_inputs(
@@ -98,7 +74,8 @@ def assemble_fold_inputs(
 
     for m in PATHOLOGY:
         path = embedding_paths[m]
-        e_ids, e_part, z = read_embeddings(path)
+        emb = read_embeddings(path)
+        e_ids, e_part, z = emb.patient_id, emb.part, emb.z
         x = np.zeros((n, z.shape[1]), dtype=np.float32)
         for pid, p, row in zip(e_ids, e_part, z, strict=True):
             if pid not in index:

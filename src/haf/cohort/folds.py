@@ -18,14 +18,12 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
+from haf.artifacts.predictions import PARTS
 from haf.errors import HafInputError
-from haf.io.tables import read_patient_table
-from haf.predictions import PARTS
 
 log = logging.getLogger(__name__)
 
 FOLD_SCHEMES: tuple[str, ...] = ("kfold", "official_in", "official_out", "oropharynx")
-FOLD_COLUMNS: tuple[str, ...] = ("patient_id", "fold", "part")
 
 
 def strata(label: pd.Series | np.ndarray) -> np.ndarray:
@@ -178,21 +176,3 @@ def make_folds(
         )
     counts["folds"] = summary
     return folds, counts
-
-
-def read_folds(path: str | Path) -> pd.DataFrame:
-    """Read ``folds.tsv`` with string ids; checks columns, parts and one row per (patient, fold)."""
-    frame = read_patient_table(path, FOLD_COLUMNS, dtype={"part": str}, what="folds table")
-    bad = ~frame["part"].isin(PARTS)
-    if bad.any():
-        pos = int(np.flatnonzero(bad.to_numpy())[0])
-        raise HafInputError(
-            path, f"part {frame['part'].iloc[pos]!r} not in {PARTS}", where=f"line {pos + 2}", field="part"
-        )
-    if frame.duplicated(["patient_id", "fold"]).any():
-        pos = int(np.flatnonzero(frame.duplicated(["patient_id", "fold"]).to_numpy())[0])
-        raise HafInputError(
-            path, "patient appears twice in one fold", where=f"line {pos + 2}", field="patient_id"
-        )
-    frame["fold"] = frame["fold"].astype(int)
-    return frame

@@ -16,25 +16,16 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from haf.artifacts.manifest import MANIFEST_COLUMNS
 from haf.cohort.sources import TabularSources, load_tabular_sources, source_path
 from haf.errors import HafInputError
 from haf.io.blood import blood_range_flags
 from haf.io.records import PATIENT_ID_RE
-from haf.io.tables import read_patient_table
 from haf.io.tma import list_tma_cores, read_tma_maps
 from haf.io.wsi import check_bag_header, list_wsi_h5
 from haf.modalities import MODALITIES, TABULAR
 
 log = logging.getLogger(__name__)
-
-MANIFEST_COLUMNS: tuple[str, ...] = (
-    "patient_id",
-    *(f"has_{m}" for m in MODALITIES),
-    "wsi_files",
-    "tma_files",
-    "icd_file",
-    "n_modalities",
-)
 
 
 def build_manifest(
@@ -180,12 +171,3 @@ def _log_blood_ranges(sources: TabularSources, counts: dict[str, Any]) -> None:
             "blood: fraction of values outside the sex-specific normal range: %s",
             ", ".join(f"{a} {v:.2f}" for a, v in outside.items()),
         )
-
-
-def read_manifest(path: str | Path) -> pd.DataFrame:
-    """Read ``manifest.tsv`` with string ids and checked columns."""
-    required = [c for c in MANIFEST_COLUMNS if c != "icd_file"]
-    frame = read_patient_table(path, required, keep_default_na=False, what="manifest")
-    for m in MODALITIES:
-        frame[f"has_{m}"] = frame[f"has_{m}"].astype(int)
-    return frame

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +25,6 @@ from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
 
 from haf.cohort.features import ICD_COLUMN, SPECS, ColumnSpec
 from haf.errors import HafConfigError, HafInputError
-from haf.io_utils import atomic_path
 from haf.modalities import TABULAR
 
 log = logging.getLogger(__name__)
@@ -311,35 +309,3 @@ def preprocess_fold(
             n_missing_values,
         )
     return arrays, fitted, counts
-
-
-def write_tabular_npz(path: str | Path, arrays: dict[str, np.ndarray], fold: int) -> None:
-    """The contract's ``tabular/fold_{k}.npz`` (no pickles), atomically."""
-    payload = {"fold": np.asarray(fold), **arrays}
-    with atomic_path(path, ".npz") as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **payload)
-
-
-def read_tabular_npz(path: str | Path) -> dict[str, np.ndarray]:
-    """Read and check a ``tabular/fold_{k}.npz``: every modality's arrays, matching row counts."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise HafInputError(path, f"cannot read tabular matrices: {exc}") from exc
-    if "patient_id" not in arrays:
-        raise HafInputError(path, "array missing", field="patient_id")
-    n = len(arrays["patient_id"])
-    for m in TABULAR:
-        for key in (f"x_{m}", f"present_{m}", f"columns_{m}"):
-            if key not in arrays:
-                raise HafInputError(path, "array missing", field=key)
-        x = arrays[f"x_{m}"]
-        if x.ndim != 2 or x.shape[0] != n or len(arrays[f"present_{m}"]) != n:
-            raise HafInputError(path, f"shape {x.shape} does not match {n} patients", field=f"x_{m}")
-        if x.shape[1] != len(arrays[f"columns_{m}"]):
-            raise HafInputError(path, "column names do not match the matrix width", field=f"columns_{m}")
-        if not np.isfinite(x).all():
-            raise HafInputError(path, "NaN or inf", field=f"x_{m}")
-    return arrays

@@ -22,13 +22,12 @@ from typing import Any
 
 import pandas as pd
 
+from haf.artifacts.targets import TARGET_COLUMNS
 from haf.errors import HafInputError
-from haf.io.tables import read_patient_table
 
 log = logging.getLogger(__name__)
 
 TARGET_RULES: tuple[str, ...] = ("horizon", "status", "status_tumor_specific")
-TARGET_COLUMNS: tuple[str, ...] = ("patient_id", "time", "event", "label", "label_reason")
 NON_TUMOUR_DEATH = "deceased not tumor specific"
 
 
@@ -128,12 +127,3 @@ def _label(rule: str, event: int, time: float, horizon: float, cause: str | None
     if rule == "status_tumor_specific" and cause is not None and cause.strip().lower() == NON_TUMOUR_DEATH:
         return math.nan, "non_tumour_death"
     return (1.0, "deceased") if event else (0.0, "living")
-
-
-def read_targets(path: str | Path) -> pd.DataFrame:
-    """Read ``targets.tsv``: string ids, float label (NaN = no binary label)."""
-    frame = read_patient_table(path, TARGET_COLUMNS, dtype={"label_reason": str}, what="targets table")
-    frame["label"] = frame["label"].astype(float)
-    frame["time"] = frame["time"].astype(float)
-    frame["event"] = frame["event"].astype(int)
-    return frame

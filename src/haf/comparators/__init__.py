@@ -7,7 +7,7 @@ MHCA fusion, Cox loss, SAM + Gradient Curvature Steering).  One trainer
 :data:`~haf.comparators.trainer.COMPARATORS` registry.
 """
 
-from haf.comparators.trainer import (
+from haf.comparators.train import (
     COMPARATORS,
     ComparatorResult,
     ComparatorSpec,

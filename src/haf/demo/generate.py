@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from haf.artifacts.files import atomic_path, write_json
 from haf.demo.blood import blood_records, reference_records
 from haf.demo.common import (
     DEFAULT_PATHS,
@@ -35,7 +36,6 @@ from haf.demo.structured import clinical_records, pathological_records
 from haf.demo.tma import Layout, tma_layout, write_cell_density, write_cores, write_maps
 from haf.demo.wsi import write_wsi_bags
 from haf.errors import HafConfigError
-from haf.io_utils import atomic_path, write_json
 
 log = logging.getLogger("haf.demo")
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from haf.artifacts.bags import write_bag
 from haf.demo.common import rng_for
-from haf.io.bags import write_bag
 
 DIM = 1024
 N_TISSUE_TYPES = 6

@@ -13,25 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from haf.cohort.folds import read_folds
-from haf.cohort.targets import read_targets
+from haf.artifacts.folds import read_folds
+from haf.artifacts.masked import MASKED_COLUMNS, load_masked, read_masked  # noqa: F401
+from haf.artifacts.predictions import read_predictions
+from haf.artifacts.targets import read_targets
 from haf.errors import HafInputError
-from haf.io.tables import read_patient_table
-from haf.predictions import read_predictions
 
 log = logging.getLogger(__name__)
-
-MASKED_COLUMNS: tuple[str, ...] = (
-    "method",
-    "fold",
-    "scenario",
-    "p",
-    "repeat",
-    "patient_id",
-    "n_present",
-    "risk",
-    "prob",
-)
 
 
 def load_predictions(paths: Iterable[str | Path]) -> pd.DataFrame:
@@ -68,44 +56,6 @@ def method_predictions(predictions: pd.DataFrame, method: str) -> pd.DataFrame:
 def is_risk_only(rows: pd.DataFrame) -> bool:
     """True for Cox methods: their ``prob`` column is empty everywhere."""
     return bool(rows["prob"].isna().all())
-
-
-def read_masked(path: str | Path) -> pd.DataFrame:
-    """Read one ``masked.tsv.gz`` (made by :func:`haf.eval.masking.masked_prediction_table`)."""
-    frame = read_patient_table(
-        path, MASKED_COLUMNS, dtype={"method": str, "scenario": str}, what="masked prediction table"
-    )
-    risk = frame["risk"].to_numpy(dtype=float)
-    if not np.isfinite(risk).all():
-        pos = int(np.flatnonzero(~np.isfinite(risk))[0])
-        raise HafInputError(path, "risk is not finite", where=f"line {pos + 2}", field="risk")
-    if (frame["n_present"] < 1).any():
-        pos = int(np.flatnonzero((frame["n_present"] < 1).to_numpy())[0])
-        raise HafInputError(
-            path, "a masked patient has no modality left", where=f"line {pos + 2}", field="n_present"
-        )
-    frame["fold"] = frame["fold"].astype(int)
-    frame["repeat"] = frame["repeat"].astype(int)
-    frame["p"] = frame["p"].astype(float).round(6)
-    return frame
-
-
-def load_masked(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """Concatenate masked tables; one (method, fold, scenario, p, repeat, patient) appears once."""
-    frames = [read_masked(path) for path in paths]
-    if not frames:
-        raise HafInputError(None, "no masked prediction table given")
-    frame = pd.concat(frames, ignore_index=True)
-    key = ["method", "fold", "scenario", "p", "repeat", "patient_id"]
-    if frame.duplicated(key).any():
-        row = frame[frame.duplicated(key)].iloc[0]
-        raise HafInputError(
-            None,
-            f"masked predictions of {row['method']} fold {row['fold']} list patient {row['patient_id']} "
-            f"twice under {row['scenario']} p={row['p']} repeat {row['repeat']}",
-            field="patient_id",
-        )
-    return frame
 
 
 def read_cohort_survival(folds_path: str | Path, targets_path: str | Path) -> pd.DataFrame:

@@ -7,52 +7,11 @@ are not pooled.  Only the modalities a patient has are shown (absent rows are pl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 
+from haf.artifacts.aligned import Aligned
 from haf.errors import HafInputError
 from haf.modalities import MODALITIES
-
-
-@dataclass
-class Aligned:
-    patient_id: np.ndarray
-    part: np.ndarray
-    present: np.ndarray  # (n, 7) bool
-    pre: dict[str, np.ndarray]  # modality -> (n, d)
-    post: dict[str, np.ndarray]
-
-
-def read_aligned(path: str | Path) -> Aligned:
-    """Read and check ``aligned.npz`` (keys named in docs/ARCHITECTURE.md)."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise HafInputError(path, f"cannot read aligned embeddings: {exc}") from exc
-    needed = ["patient_id", "part", "present"] + [f"{k}_{m}" for m in MODALITIES for k in ("u", "pre")]
-    for key in needed:
-        if key not in arrays:
-            raise HafInputError(path, "array missing", field=key)
-    n = len(arrays["patient_id"])
-    if arrays["present"].shape != (n, len(MODALITIES)):
-        raise HafInputError(
-            path, f"present has shape {arrays['present'].shape}, expected ({n}, 7)", field="present"
-        )
-    for key in needed[3:]:
-        if arrays[key].ndim != 2 or arrays[key].shape[0] != n:
-            raise HafInputError(path, f"shape {arrays[key].shape} does not have {n} rows", field=key)
-        if not np.isfinite(arrays[key]).all():
-            raise HafInputError(path, "embedding is not finite", field=key)
-    return Aligned(
-        patient_id=arrays["patient_id"].astype(str),
-        part=arrays["part"].astype(str),
-        present=arrays["present"].astype(bool),
-        pre={m: arrays[f"pre_{m}"].astype(float) for m in MODALITIES},
-        post={m: arrays[f"u_{m}"].astype(float) for m in MODALITIES},
-    )
 
 
 def stack(aligned: Aligned, part: str = "test") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

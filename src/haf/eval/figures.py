@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from haf.artifacts.files import atomic_path
 from haf.eval.palette import method_color, method_linestyle, modality_color
-from haf.io_utils import atomic_path
 from haf.modalities import MODALITY_NAMES
 
 DAYS_PER_YEAR = 365.25

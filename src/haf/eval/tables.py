@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from haf.artifacts.files import atomic_path
 from haf.eval.binary import bootstrap_ci, fold_metrics, paired_bootstrap, pooled_oof, summarise_folds
 from haf.eval.data import method_predictions
-from haf.io_utils import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -41,9 +41,11 @@ from typing import Any
 
 import h5py
 import numpy as np
-import pandas as pd
 import torch
 
+from haf.artifacts.bags import read_bag_attrs, write_bag
+from haf.artifacts.manifest import listed_files, read_manifest, resolve_listed
+from haf.artifacts.tma_index import write_tma_index
 from haf.errors import HafConfigError, HafInputError
 from haf.extract.registry import (
     LoadedEncoder,
@@ -62,14 +64,11 @@ from haf.extract.tiling import (
     read_core,
     tile_core,
 )
-from haf.io.bags import write_bag
 from haf.io.tma import CORE_NAME_RE, canonical_marker
-from haf.io_utils import write_tsv
-from haf.torch_utils import autocast
+from haf.runtime.device import autocast
 
 log = logging.getLogger(__name__)
 
-INDEX_COLUMNS = ["patient_id", "h5_path", "n_cores", "n_tiles", "n_empty_cores", "status", "n_failed_cores"]
 RESUME_KEYS = (
     "encoder",
     "weights_digest",
@@ -102,31 +101,15 @@ def read_manifest_cores(
 ) -> list[PatientCores]:
     """Patients with core images from the manifest; a core of another marker is left out and counted.
 
-    Paths are used as written (relative = to the working directory) or else relative to the manifest's
-    folder. Patients without ``tma_files`` are not TMA patients and are only counted.
+    Paths are resolved by :func:`haf.artifacts.manifest.resolve_listed`. Patients without ``tma_files``
+    are not TMA patients and are only counted.
     """
-    manifest = Path(manifest)
     counts = counts if counts is not None else Counter()
-    try:
-        frame = pd.read_csv(manifest, sep="\t", dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise HafInputError(manifest, f"cannot read the manifest: {exc}") from None
-    for column in ("patient_id", "tma_files"):
-        if column not in frame.columns:
-            raise HafInputError(manifest, f"missing column {column!r}", field=column)
+    frame = read_manifest(manifest, required=("patient_id", "tma_files"))
     wanted = {canonical_marker(m) for m in markers}
     patients: list[PatientCores] = []
-    seen: set[str] = set()
-    for row, rec in enumerate(frame.itertuples(index=False), start=2):  # line 1 = header
-        pid = str(rec.patient_id).strip()
-        if not pid:
-            raise HafInputError(manifest, "empty patient_id", where=f"line {row}", field="patient_id")
-        if pid in seen:
-            raise HafInputError(
-                manifest, f"patient {pid} listed twice", where=f"line {row}", field="patient_id"
-            )
-        seen.add(pid)
-        raw = [p.strip() for p in str(rec.tma_files).split(";") if p.strip()]
+    for rec in frame.itertuples(index=False):
+        raw = listed_files(rec.tma_files)
         if not raw:
             counts["patients_without_cores"] += 1
             continue
@@ -140,16 +123,9 @@ def read_manifest_cores(
         if not kept:
             counts["patients_only_other_markers"] += 1
             continue
-        paths = [_resolve(p, manifest.parent) for p in kept]
-        patients.append(PatientCores(pid, paths, kept, Path()))
+        paths = [resolve_listed(p, manifest) for p in kept]
+        patients.append(PatientCores(str(rec.patient_id), paths, kept, Path()))
     return patients
-
-
-def _resolve(raw: str, base: Path) -> Path:
-    path = Path(raw)
-    if path.is_absolute() or path.exists() or not (base / path).exists():
-        return path
-    return base / path
 
 
 def sources_digest(paths: Sequence[Path], raw: Sequence[str]) -> str:
@@ -167,27 +143,6 @@ def sources_digest(paths: Sequence[Path], raw: Sequence[str]) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # resume
-
-
-def _attr(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.ndarray):
-        return [_attr(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def read_bag_attrs(path: str | Path) -> dict[str, Any] | None:
-    """The attributes and feature shape of an existing bag, or None if it cannot be read."""
-    try:
-        with h5py.File(path, "r") as handle:
-            attrs = {k: _attr(v) for k, v in handle.attrs.items()}
-            attrs["_shape"] = tuple(handle["features"].shape)
-    except (OSError, KeyError):
-        return None
-    return attrs
 
 
 def resume_mismatch(attrs: dict[str, Any] | None, expected: dict[str, Any]) -> str | None:
@@ -473,8 +428,7 @@ def extract_tma_features(
             f"redoes only the affected patients. Fix or remove these files (or set extract.on_unreadable: "
             f"skip to leave them out): {listing}{more}",
         )
-    frame = pd.DataFrame([rows[p.patient_id] for p in patients], columns=INDEX_COLUMNS)
-    write_tsv(index_path, frame)
+    frame = write_tma_index(index_path, [rows[p.patient_id] for p in patients])
     log.info("wrote %s (%d patients)", index_path, len(frame))
     return dict(counts)
 
@@ -706,14 +660,12 @@ def _write(path: Path, features: np.ndarray, coords: np.ndarray, attrs: dict[str
 
 
 __all__ = [
-    "INDEX_COLUMNS",
     "STATUS_OK",
     "CoreDataset",
     "PatientCores",
     "TileEncoder",
     "extract_tma_features",
     "plan_workers",
-    "read_bag_attrs",
     "read_manifest_cores",
     "resume_mismatch",
     "sources_digest",

@@ -34,13 +34,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from haf.data.fold_inputs import FoldInputs
+from haf.alignment.losses import alignment_loss
+from haf.alignment.projectors import ProjectorBank
+from haf.artifacts.fold_inputs import FoldInputs
 from haf.errors import HafInputError
-from haf.fusion.alignment import alignment_loss
 from haf.fusion.model import FusionModel, fusion_loss, task_loss
-from haf.fusion.projectors import ProjectorBank
 from haf.fusion.spec import MethodSpec
-from haf.fusion.trainer import (
+from haf.fusion.train import (
     FusionRun,
     check_training_coverage,
     log_cohort,
@@ -49,11 +49,11 @@ from haf.fusion.trainer import (
     targets_of,
     validation_score,
 )
-from haf.io_utils import seed_everything
-from haf.method_io import FoldTensors, minibatches, training_rows
 from haf.modalities import MODALITIES, PATHOLOGY
-from haf.torch_utils import autocast
-from haf.training import TrainConfig, fit, make_optimizer
+from haf.runtime.device import autocast
+from haf.runtime.fit import TrainConfig, fit, make_optimizer
+from haf.runtime.seeds import seed_everything
+from haf.runtime.tensors import FoldTensors, minibatches, training_rows
 
 log = logging.getLogger(__name__)
 

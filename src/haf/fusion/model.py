@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from haf.fusion.projectors import ProjectorBank
+from haf.alignment.projectors import ProjectorBank
 from haf.losses import binary_loss, cox_partial_likelihood
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from haf.artifacts.bags import probe_bag
 from haf.errors import HafInputError
-from haf.io.bags import probe_bag
 
 WSI_NAME_RE = re.compile(r"^PrimaryTumor_HE_([0-9]+)(?:_([a-z]))?\.h5$", re.IGNORECASE)
 

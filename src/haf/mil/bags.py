@@ -39,11 +39,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
+from haf.artifacts.bags import probe_bag, read_bag, read_pooled_bag
+from haf.artifacts.manifest import listed_files, read_manifest, resolve_listed
+from haf.artifacts.tma_index import read_tma_index
 from haf.errors import HafInputError
-from haf.io.bags import probe_bag, read_bag, read_pooled_bag
 
 log = logging.getLogger(__name__)
 
@@ -76,58 +77,40 @@ class BagSource:
         return int(sum(self.counts))
 
 
-def _resolve(raw: str, bases: Sequence[Path], table: Path, row: int, field_name: str) -> Path:
-    """An input path as written, or relative to the table's folder; a missing file names the table row."""
-    path = Path(raw)
-    candidates = [path] if path.is_absolute() else [path, *[b / path for b in bases]]
-    for candidate in candidates:
-        if candidate.exists():
-            return candidate
-    raise HafInputError(table, f"file not found: {raw}", where=f"row {row}", field=field_name)
-
-
-def _read_table(path: str | Path, required: Sequence[str]) -> pd.DataFrame:
-    try:
-        frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise HafInputError(path, f"cannot read table: {exc}") from exc
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise HafInputError(path, f"missing column(s) {', '.join(missing)}", field=missing[0])
-    return frame
+def _existing(raw: str, table: Path, row: int, field_name: str) -> Path:
+    """A listed path resolved as the manifest's readers do; a missing file names the table row."""
+    path = resolve_listed(raw, table)
+    if not path.exists():
+        raise HafInputError(table, f"file not found: {raw}", where=f"row {row}", field=field_name)
+    return path
 
 
 def wsi_sources(manifest: str | Path) -> tuple[dict[str, list[Path]], Counter]:
     """Patient -> WSI h5 files from the manifest (``wsi_files``, ``;``-joined), widths checked later."""
     manifest = Path(manifest)
-    frame = _read_table(manifest, ["patient_id", "wsi_files"])
+    frame = read_manifest(manifest, required=("patient_id", "wsi_files"))
     counts: Counter = Counter()
     files: dict[str, list[Path]] = {}
     for i, rec in enumerate(frame.itertuples(index=False), start=2):  # row 1 = header
-        raw = [p for p in str(rec.wsi_files).split(";") if p.strip()]
+        raw = listed_files(rec.wsi_files)
         if not raw:
             counts["no_wsi_files"] += 1
             continue
-        files[rec.patient_id] = [
-            _resolve(p.strip(), [manifest.parent], manifest, i, "wsi_files") for p in raw
-        ]
+        files[rec.patient_id] = [_existing(p, manifest, i, "wsi_files") for p in raw]
     return files, counts
 
 
 def tma_sources(index: str | Path) -> tuple[dict[str, list[Path]], Counter]:
     """Patient -> TMA h5 file from the extraction index (rows with ``status == ok``)."""
     index = Path(index)
-    frame = _read_table(index, ["patient_id", "h5_path", "status"])
+    frame = read_tma_index(index)
     counts: Counter = Counter()
     files: dict[str, list[Path]] = {}
     for i, rec in enumerate(frame.itertuples(index=False), start=2):
-        status = str(rec.status).strip()
-        if status != "ok":
-            counts[f"status_{status or 'blank'}"] += 1
+        if rec.status != "ok":
+            counts[f"status_{rec.status or 'blank'}"] += 1
             continue
-        if not str(rec.h5_path).strip():
-            raise HafInputError(index, "status is ok but h5_path is empty", where=f"row {i}", field="h5_path")
-        files[rec.patient_id] = [_resolve(str(rec.h5_path).strip(), [index.parent], index, i, "h5_path")]
+        files[rec.patient_id] = [_existing(str(rec.h5_path).strip(), index, i, "h5_path")]
     return files, counts
 
 

@@ -146,7 +146,9 @@ class GatedAttentionMIL(nn.Module):
     def from_checkpoint(cls, payload: dict[str, Any] | str, map_location: str | torch.device = "cpu"):
         """Rebuild from :meth:`checkpoint`'s dict or a ``model.pt`` path."""
         if not isinstance(payload, dict):
-            payload = torch.load(payload, map_location=map_location, weights_only=True)
+            from haf.artifacts.stage1_model import read_stage1_model
+
+            payload = read_stage1_model(payload, map_location=map_location)
         model = cls(**payload["hparams"])
         model.load_state_dict(payload["state_dict"])
         return model

@@ -29,14 +29,21 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from haf.artifacts.embeddings import Stage1Embeddings, write_embeddings
+from haf.artifacts.files import atomic_path
+from haf.artifacts.folds import fold_table as artifact_fold_table
+from haf.artifacts.folds import read_folds
+from haf.artifacts.predictions import make_predictions, write_predictions
+from haf.artifacts.stage1_model import write_stage1_model
+from haf.artifacts.targets import read_targets
+from haf.artifacts.train_log import write_train_log
 from haf.errors import HafInputError
 from haf.eval.scores import auc_or_nan
-from haf.io_utils import atomic_path, seed_everything, write_tsv
 from haf.mil.bags import BagStore, CapReport
 from haf.mil.clam import GatedAttentionMIL, clam_loss
-from haf.predictions import make_predictions, write_predictions
-from haf.torch_utils import autocast
-from haf.training import TrainConfig, fit, make_optimizer
+from haf.runtime.device import autocast
+from haf.runtime.fit import TrainConfig, fit, make_optimizer
+from haf.runtime.seeds import seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -72,35 +79,9 @@ class Stage1Settings:
 
 def fold_table(targets: str | Path, folds: str | Path, fold: int) -> pd.DataFrame:
     """``patient_id, part, label, time, event`` of one fold (every patient of ``folds.tsv``)."""
-    try:
-        tg = pd.read_csv(targets, sep="\t", dtype={"patient_id": str})
-    except (OSError, pd.errors.ParserError) as exc:
-        raise HafInputError(targets, f"cannot read targets: {exc}") from exc
-    try:
-        fd = pd.read_csv(folds, sep="\t", dtype={"patient_id": str, "part": str})
-    except (OSError, pd.errors.ParserError) as exc:
-        raise HafInputError(folds, f"cannot read folds: {exc}") from exc
-    for frame, path, cols in (
-        (tg, targets, ("patient_id", "time", "event", "label")),
-        (fd, folds, ("patient_id", "fold", "part")),
-    ):
-        missing = [c for c in cols if c not in frame.columns]
-        if missing:
-            raise HafInputError(path, f"missing column(s) {', '.join(missing)}", field=missing[0])
-    fd = fd[fd["fold"].astype(int) == int(fold)]
-    if fd.empty:
-        raise HafInputError(folds, f"no rows for fold {fold}", field="fold")
-    table = fd[["patient_id", "part"]].merge(
-        tg[["patient_id", "label", "time", "event"]], on="patient_id", how="left"
+    return artifact_fold_table(
+        read_targets(targets), read_folds(folds), fold, targets_source=targets, folds_source=folds
     )
-    unknown = table["time"].isna() & table["event"].isna()
-    if unknown.any():
-        pid = table.loc[unknown, "patient_id"].iloc[0]
-        raise HafInputError(
-            targets, f"patient {pid} of fold {fold} has no row in targets", field="patient_id"
-        )
-    table["label"] = pd.to_numeric(table["label"], errors="coerce").astype(float)
-    return table.reset_index(drop=True)
 
 
 def _uniform_classes(labels: np.ndarray) -> list[int]:
@@ -378,14 +359,14 @@ def run_stage1(
             "in_dim": store.dim,
             "n_train": len(trainer.train_ids),
         }
-        with atomic_path(outputs["model"], ".pt") as tmp:
-            torch.save(trainer.model.cpu().checkpoint(**meta), tmp)
+        write_stage1_model(outputs["model"], trainer.model.cpu().checkpoint(**meta))
         trainer.model.to(device)
-        with atomic_path(outputs["embeddings"], ".npz") as tmp:
-            with open(tmp, "wb") as handle:
-                np.savez_compressed(handle, **embeddings)
+        write_embeddings(
+            outputs["embeddings"],
+            Stage1Embeddings(embeddings["patient_id"], embeddings["part"], embeddings["z"]),
+        )
         write_predictions(outputs["predictions"], predictions)
-        write_tsv(outputs["train_log"], history, float_format="%.6g")
+        write_train_log(outputs["train_log"], history)
         plot_loss_curve(history, outputs["loss_curve"], f"{pmod.upper()}-CLAM, fold {fold}")
         log.info("fold %d %s: outputs written in %.1f s", fold, pmod, result.seconds)
     return result

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from haf.artifacts.fold_inputs import FoldInputs
 from haf.comparators.blocks import presence
 from haf.comparators.gcs import GCSConfig, GCSStep
 from haf.comparators.models import (
@@ -35,12 +36,12 @@ from haf.comparators.models import (
     Targets,
 )
 from haf.comparators.parachute import Parachute
-from haf.data.fold_inputs import FoldInputs
 from haf.eval.masking import draw_masks
 from haf.eval.scores import auc_or_nan, cindex_or_nan
-from haf.io_utils import seed_everything
-from haf.method_io import FoldTensors, minibatches, predict_scores, training_rows, write_method_outputs
-from haf.training import TrainConfig, fit, make_optimizer
+from haf.runtime.fit import TrainConfig, fit, make_optimizer
+from haf.runtime.outputs import write_method_outputs
+from haf.runtime.seeds import seed_everything
+from haf.runtime.tensors import FoldTensors, minibatches, predict_scores, training_rows
 
 log = logging.getLogger(__name__)
 

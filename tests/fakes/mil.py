@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from haf.io.bags import write_bag
+from haf.artifacts.bags import write_bag
 
 
 @dataclass

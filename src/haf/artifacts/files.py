@@ -1,13 +1,12 @@
-"""Atomic writes and seeding: no half-written output ever, the same config gives the same numbers."""
+"""Writing files between rules: atomic (no half-written output ever) and byte-stable (same inputs, same bytes)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import random
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,14 +63,25 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def seed_everything(seed: int) -> np.random.Generator:
-    """Seed Python, NumPy and (if imported) torch; return a NumPy generator for explicit use."""
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
+def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write arrays as a compressed npz, atomically (no pickles: strings must be fixed-width unicode)."""
+    with atomic_path(path, ".npz") as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+
+
+def read_npz(
+    path: str | Path, required: Iterable[str] = (), *, what: str = "arrays"
+) -> dict[str, np.ndarray]:
+    """Read every array of an npz (no pickles); a missing file or a missing key names the file and key."""
+    from haf.errors import HafInputError
+
     try:
-        import torch
-    except ImportError:  # the data rules' env has no torch
-        pass
-    else:
-        torch.manual_seed(seed)
-    return np.random.default_rng(seed)
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise HafInputError(path, f"cannot read {what}: {exc}") from exc
+    for key in required:
+        if key not in arrays:
+            raise HafInputError(path, f"{what}: array missing", field=key)
+    return arrays

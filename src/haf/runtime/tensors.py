@@ -1,30 +1,20 @@
-"""What every per-fold method job shares: tensors from fold inputs, batched prediction, outputs.
+"""Fold inputs as tensors, the rows a loss may use, minibatches and batched prediction.
 
-Fusion methods (Stage 3) and comparators train differently but read the same :class:`FoldInputs`,
-predict through the same ``(x, present) -> score`` call and write the same four outputs
-(``model.pt``, ``predictions.tsv``, ``masked.tsv.gz``, ``train_log.tsv``).  Keeping that here means a
-masked evaluation or a prediction file cannot differ between methods by accident.
+Every per-fold trainer (Stage 2, Stage 3, comparators) reads :class:`~haf.artifacts.fold_inputs.FoldInputs`
+through :class:`FoldTensors` and scores patients through :func:`predict_scores`, so the zeroing of
+masked modalities and the batching cannot differ between methods.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
-from haf.data.fold_inputs import FoldInputs
-from haf.eval.masking import SCENARIOS, masked_prediction_table
-from haf.io_utils import atomic_path, write_tsv
+from haf.artifacts.fold_inputs import FoldInputs
 from haf.modalities import MODALITIES
-from haf.predictions import make_predictions, write_predictions
-
-log = logging.getLogger(__name__)
 
 ScoreFn = Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
 """``score_fn(x, present) -> (B,)``: a logit (binary methods) or a log hazard (Cox methods)."""
@@ -107,78 +97,3 @@ def predict_scores(
         x, m = tensors.rows(rows, mask)
         out.append(score_fn(x, m).float().reshape(-1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
-
-
-def masking_protocols(evaluation: dict[str, Any]) -> dict[str, list[float]]:
-    """Fig. 2 dropout grid plus the PARACHUTE group scenarios, from the ``evaluation`` config section."""
-    protocols = {"dropout": list(evaluation["dropout_p"])}
-    for scenario in SCENARIOS:
-        if scenario != "dropout":
-            protocols[scenario] = list(evaluation["parachute_p"])
-    return protocols
-
-
-def write_method_outputs(
-    outputs: dict[str, str | Path],
-    *,
-    method: str,
-    seed: int,
-    inputs: FoldInputs,
-    tensors: FoldTensors,
-    score_fn: ScoreFn,
-    task_loss: str,
-    evaluation: dict[str, Any],
-    history: pd.DataFrame,
-    checkpoint: dict[str, Any],
-) -> pd.DataFrame:
-    """Predict val and test, run the masked evaluation on test, write the four outputs; return predictions."""
-
-    def to_prob(score: np.ndarray) -> np.ndarray | None:
-        return 1.0 / (1.0 + np.exp(-score)) if task_loss == "bce" else None
-
-    idx = np.concatenate([inputs.index("val"), inputs.index("test")])
-    scores = predict_scores(score_fn, tensors, idx)
-    predictions = make_predictions(
-        method=method,
-        seed=seed,
-        fold=inputs.fold,
-        part=inputs.part[idx],
-        patient_id=inputs.patient_id[idx],
-        risk=scores,
-        prob=to_prob(scores),
-        label=inputs.label[idx],
-        time=inputs.time[idx],
-        event=inputs.event[idx],
-    )
-    write_predictions(outputs["predictions"], predictions)
-
-    test = inputs.index("test")
-
-    def predict_masked(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        # masks arrive stacked repeat-major: row r * n + i is test patient i under repeat r
-        score = predict_scores(score_fn, tensors, np.resize(test, len(mask)), present=mask, batch_size=8192)
-        return score, to_prob(score)
-
-    masked = masked_prediction_table(
-        predict_masked,
-        inputs.present[test],
-        inputs.patient_id[test],
-        method=method,
-        fold=inputs.fold,
-        seed=int(evaluation["mask_seed"]),
-        protocols=masking_protocols(evaluation),
-        n_repeats=int(evaluation["repeats"]),
-        batched=True,
-    )
-    write_tsv(outputs["masked"], masked, float_format="%.6g")
-    write_tsv(outputs["train_log"], history, float_format="%.6g")
-    with atomic_path(outputs["model"], ".pt") as tmp:
-        torch.save(checkpoint, tmp)
-    log.info(
-        "%s fold %d: wrote %d val/test predictions and %d masked predictions",
-        method,
-        inputs.fold,
-        len(predictions),
-        len(masked),
-    )
-    return predictions

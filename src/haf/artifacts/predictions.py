@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from haf.artifacts.files import write_tsv
 from haf.errors import HafInputError
-from haf.io_utils import write_tsv
 
 COLUMNS: tuple[str, ...] = (
     "method",

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from haf.artifacts.files import write_tsv
+from haf.artifacts.predictions import make_predictions, write_predictions
 from haf.eval.masking import SCENARIOS, masked_prediction_table
-from haf.io_utils import write_tsv
 from haf.modalities import MODALITIES
-from haf.predictions import make_predictions, write_predictions
 
 
 def fake_cohort(

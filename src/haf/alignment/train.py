@@ -19,13 +19,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from haf.data.fold_inputs import FoldInputs
-from haf.fusion.alignment import alignment_loss
-from haf.fusion.projectors import ProjectorBank
-from haf.io_utils import atomic_path, seed_everything, write_tsv
-from haf.method_io import FoldTensors, minibatches
+from haf.alignment.losses import alignment_loss
+from haf.alignment.projectors import ProjectorBank
+from haf.artifacts.aligned import write_aligned
+from haf.artifacts.fold_inputs import FoldInputs
+from haf.artifacts.projectors import read_projectors, write_projectors
+from haf.artifacts.train_log import write_train_log
+from haf.errors import HafInputError
 from haf.modalities import MODALITIES
-from haf.training import TrainConfig, fit, make_optimizer
+from haf.runtime.fit import TrainConfig, fit, make_optimizer
+from haf.runtime.seeds import seed_everything
+from haf.runtime.tensors import FoldTensors, minibatches
 
 log = logging.getLogger(__name__)
 
@@ -150,29 +154,29 @@ def project_all(bank: ProjectorBank, inputs: FoldInputs, device: torch.device) -
 
 
 def save_projectors(path: str | Path, result: AlignmentResult, fold: int) -> None:
-    payload = {
-        "align": result.align,
-        "fold": int(fold),
-        "spec": result.projectors.spec(),
-        "state_dict": {k: v.cpu() for k, v in result.projectors.state_dict().items()},
-        "trained": list(result.trained),
-        "untrained": list(result.untrained),
-    }
-    with atomic_path(path, ".pt") as tmp:
-        torch.save(payload, tmp)
+    """``projectors.pt`` of one fold (:mod:`haf.artifacts.aligned`)."""
+    write_projectors(
+        path,
+        {
+            "align": result.align,
+            "fold": int(fold),
+            "spec": result.projectors.spec(),
+            "state_dict": {k: v.cpu() for k, v in result.projectors.state_dict().items()},
+            "trained": list(result.trained),
+            "untrained": list(result.untrained),
+        },
+    )
 
 
 def load_projectors(
     path: str | Path, device: torch.device | str = "cpu"
 ) -> tuple[ProjectorBank, dict[str, Any]]:
     """Rebuild a Stage 2 bank (eval mode) from ``projectors.pt``; also return the saved metadata."""
-    from haf.errors import HafInputError
-
+    payload = read_projectors(path, map_location=device)
     try:
-        payload = torch.load(path, map_location=device, weights_only=True)
         bank = ProjectorBank.from_spec(payload["spec"])
         bank.load_state_dict(payload["state_dict"])
-    except (OSError, KeyError, RuntimeError) as exc:
+    except (KeyError, RuntimeError) as exc:
         raise HafInputError(path, f"cannot load Stage 2 projectors: {exc}") from exc
     bank.to(device).eval()
     return bank, {k: v for k, v in payload.items() if k != "state_dict"}
@@ -183,24 +187,19 @@ def write_alignment_outputs(
 ) -> None:
     """``projectors.pt``, ``aligned.npz`` (u_{m}, pre_{m} for every patient) and ``train_log.tsv``."""
     save_projectors(outputs["projectors"], result, inputs.fold)
-    aligned = project_all(result.projectors, inputs, device)
-    before = project_all(result.initial, inputs, device)
-    arrays: dict[str, np.ndarray] = {
-        "patient_id": inputs.patient_id.astype("U"),
-        "part": inputs.part.astype("U"),
-        "present": inputs.present.astype(bool),
-        "trained": np.asarray(result.trained, dtype="U"),
-    }
-    for j, m in enumerate(MODALITIES):
-        arrays[f"u_{m}"] = aligned[:, j]
-        arrays[f"pre_{m}"] = before[:, j]
-    with atomic_path(outputs["aligned"], ".npz") as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
+    write_aligned(
+        outputs["aligned"],
+        patient_id=inputs.patient_id,
+        part=inputs.part,
+        present=inputs.present,
+        trained=result.trained,
+        aligned=project_all(result.projectors, inputs, device),
+        before=project_all(result.initial, inputs, device),
+    )
     history = result.history.copy()
     history.insert(0, "align", result.align)
     history["untrained"] = ";".join(result.untrained)
-    write_tsv(outputs["train_log"], history, float_format="%.6g")
+    write_train_log(outputs["train_log"], history)
     log.info(
         "fold %d: wrote %s projectors (%d epochs, best %d) and aligned embeddings of %d patients",
         inputs.fold,

@@ -1,4 +1,4 @@
-"""Fold inputs: everything a fusion method or comparator needs for one fold, in one file.
+"""``fold_inputs/fold_{k}.npz`` (rule ``fold_inputs``): everything a fusion method or comparator needs for one fold.
 
 Written per fold by the ``fold_inputs`` rule from the fold's tabular matrices and its Stage 1
 embeddings; read by Stage 2, Stage 3, every comparator and the masked evaluation.  All patients of
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from haf.artifacts.files import read_npz, write_npz
+from haf.artifacts.predictions import PARTS
 from haf.errors import HafInputError
-from haf.io_utils import atomic_path
 from haf.modalities import MODALITIES
-from haf.predictions import PARTS
 
 
 @dataclass
@@ -122,26 +122,26 @@ class FoldInputs:
         for m in MODALITIES:
             arrays[f"x_{m}"] = self.features[m].astype(np.float32)
             arrays[f"columns_{m}"] = np.asarray(self.columns.get(m, []), dtype="U")
-        with atomic_path(path, ".npz") as tmp:
-            with open(tmp, "wb") as handle:
-                np.savez_compressed(handle, **arrays)
+        write_npz(path, arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> FoldInputs:
         """Read and validate."""
+        keys = ["fold", "patient_id", "part", "label", "time", "event", "present"]
+        keys += [f"{k}_{m}" for m in MODALITIES for k in ("x", "columns")]
+        data = read_npz(path, keys, what="fold inputs")
         try:
-            with np.load(path, allow_pickle=False) as data:
-                inputs = cls(
-                    fold=int(data["fold"]),
-                    patient_id=data["patient_id"].astype(object),
-                    part=data["part"].astype(object),
-                    label=data["label"],
-                    time=data["time"],
-                    event=data["event"],
-                    present=data["present"],
-                    features={m: data[f"x_{m}"] for m in MODALITIES},
-                    columns={m: data[f"columns_{m}"].tolist() for m in MODALITIES},
-                )
-        except (OSError, KeyError, ValueError) as exc:
+            inputs = cls(
+                fold=int(data["fold"]),
+                patient_id=data["patient_id"].astype(object),
+                part=data["part"].astype(object),
+                label=data["label"],
+                time=data["time"],
+                event=data["event"],
+                present=data["present"],
+                features={m: data[f"x_{m}"] for m in MODALITIES},
+                columns={m: data[f"columns_{m}"].tolist() for m in MODALITIES},
+            )
+        except (KeyError, ValueError) as exc:
             raise HafInputError(path, f"cannot read fold inputs: {exc}") from exc
         return inputs.validate(source=path)

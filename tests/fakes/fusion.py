@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from haf.data.fold_inputs import FoldInputs
+from haf.artifacts.fold_inputs import FoldInputs
 from haf.demo.common import DEFAULT_SIGNAL  # the demo's per-modality signal strengths
 from haf.modalities import MODALITIES
 
@@ -112,7 +112,7 @@ def synthetic_bags(
     its instances also carries a fixed random linear map of the patient's (synthetic) Stage 1 feature
     row, so an attention-MIL encoder can recover the planted signal.  For the no-detach tests/benchmark.
     """
-    from haf.io.bags import write_bag
+    from haf.artifacts.bags import write_bag
     from haf.mil.bags import BagStore
 
     rng = np.random.default_rng(seed)

@@ -13,8 +13,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from haf.artifacts.files import atomic_path
 from haf.errors import HafInputError
-from haf.io_utils import atomic_path
 
 
 def _open_bag(path: str | Path) -> h5py.File:
@@ -106,3 +106,24 @@ def write_bag(
             handle.create_dataset("coords", data=coords)
             for key, value in (attrs or {}).items():
                 handle.attrs[key] = value
+
+
+def _attr(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.ndarray):
+        return [_attr(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def read_bag_attrs(path: str | Path) -> dict[str, Any] | None:
+    """The attributes and feature shape of an existing bag, or None if it cannot be read."""
+    try:
+        with h5py.File(path, "r") as handle:
+            attrs = {k: _attr(v) for k, v in handle.attrs.items()}
+            attrs["_shape"] = tuple(handle["features"].shape)
+    except (OSError, KeyError):
+        return None
+    return attrs

@@ -1,1 +1,0 @@
-"""Data contracts shared by the stages (fold inputs for fusion methods)."""
