@@ -1,6 +1,6 @@
 """TMA feature extraction speed: a naive CLAM-style loop vs the ``extract_tma`` rule's path, end to end.
 
-Both arms read the same generated H&E-like core PNGs (``haf.extract.synthetic``: pink stroma, purple
+Both arms read the same generated H&E-like core PNGs (``tests/fakes/extract.py``: pink stroma, purple
 nuclei, a round core on white glass, HANCOCK file names), make the same tiles (same tissue mask and
 grid: ``haf.extract.tiling.tile_core``) with the same encoder object, and write one h5 per patient:
 

@@ -28,7 +28,6 @@ from _repo import REPO
 from fakes.fusion import synthetic_fold_inputs
 
 from haf.alignment.train import train_alignment
-from haf.config import active_methods
 from haf.eval.masking import draw_masks
 from haf.eval.scores import auc_or_nan
 from haf.fusion.spec import MethodSpec
@@ -36,6 +35,7 @@ from haf.fusion.train import (
     train_fusion,
     write_run,
 )
+from haf.methods import active_methods
 from haf.runtime.device import resolve_device
 from haf.runtime.tensors import predict_scores
 

@@ -12,6 +12,9 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+# rule scripts run in-process by some tests import their first module, _haf_rule, from their own
+# folder, which Snakemake appends to sys.path for a script job; do the same here
+sys.path.append(str(REPO / "workflow" / "scripts"))
 
 
 @pytest.fixture(scope="session")
@@ -59,8 +62,9 @@ def run_snakemake(
     configfiles = [str(REPO / "config" / "config.yaml")] + (
         [str(override_file)] if override_file.exists() else []
     )
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--cores", str(cores), "--resources", "gpu=1", "--configfile", *configfiles, *args]  # fmt: skip
+    # targets and options first: --configfile takes every following word as a file
+    cmd = [sys.executable, "-m", "snakemake", *args, "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--cores", str(cores), "--resources", "gpu=1", "--configfile", *configfiles]  # fmt: skip
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 

@@ -14,6 +14,12 @@ from haf.cohort.folds import make_folds, stratified_holdout
 from haf.errors import HafInputError
 
 
+def _cv(scheme: str, **keys):
+    from fakes.config import settings
+
+    return settings("cv", scheme=scheme, **keys)
+
+
 def _targets(n=200, seed=0):
     rng = np.random.default_rng(seed)
     label = rng.choice([0.0, 1.0, np.nan], size=n, p=[0.45, 0.25, 0.30])
@@ -30,7 +36,7 @@ def _targets(n=200, seed=0):
 
 def test_kfold_partitions_patients_and_stratifies(tmp_path):
     targets = _targets()
-    folds, counts = make_folds(targets, "kfold", k=5, seed=42, val_fraction=0.15)
+    folds, counts = make_folds(targets, _cv("kfold", k=5, seed=42, val_fraction=0.15))
     assert set(folds.columns) == {"patient_id", "fold", "part"}
     # every patient once per fold, in the test part of exactly one fold
     assert (folds.groupby("fold")["patient_id"].nunique() == len(targets)).all()
@@ -57,9 +63,9 @@ def test_kfold_partitions_patients_and_stratifies(tmp_path):
 
 def test_kfold_is_seeded_and_order_independent():
     targets = _targets()
-    a, _ = make_folds(targets, "kfold", k=5, seed=1, val_fraction=0.2)
-    b, _ = make_folds(targets.sample(frac=1.0, random_state=3), "kfold", k=5, seed=1, val_fraction=0.2)
-    c, _ = make_folds(targets, "kfold", k=5, seed=2, val_fraction=0.2)
+    a, _ = make_folds(targets, _cv("kfold", k=5, seed=1, val_fraction=0.2))
+    b, _ = make_folds(targets.sample(frac=1.0, random_state=3), _cv("kfold", k=5, seed=1, val_fraction=0.2))
+    c, _ = make_folds(targets, _cv("kfold", k=5, seed=2, val_fraction=0.2))
     pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
     assert not a["part"].equals(c["part"])
 
@@ -74,7 +80,7 @@ def test_holdout_keeps_both_classes_in_small_strata():
 
 def test_kfold_too_many_folds_for_the_cohort():
     with pytest.raises(HafInputError, match="cv.k"):
-        make_folds(_targets(n=12), "kfold", k=10, seed=0, val_fraction=0.15)
+        make_folds(_targets(n=12), _cv("kfold", k=10, seed=0, val_fraction=0.15))
 
 
 def test_official_split_counts_patients_outside_either_side(caplog):
@@ -90,7 +96,7 @@ def test_official_split_counts_patients_outside_either_side(caplog):
         "008": "training",
     }
     with caplog.at_level(logging.INFO, logger="haf"):
-        folds, counts = make_folds(targets, "official_in", seed=0, val_fraction=0.4, split=split)
+        folds, counts = make_folds(targets, _cv("official_in", seed=0, val_fraction=0.4), split=split)
     assert counts["cohort_not_in_split"] == 1 and counts["split_not_in_cohort"] == 1
     assert "006" in caplog.text and "left out of the folds" in caplog.text
     parts = folds.set_index("patient_id")["part"]

@@ -9,17 +9,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fakes.config import load_config
 
 from haf.artifacts.fold_inputs import FoldInputs
 from haf.artifacts.predictions import read_predictions
-from haf.comparators import COMPARATORS, build_model, load_model, run_comparator
-from haf.config import method_declaration
+from haf.comparators.train import build_model, load_model, run_comparator
 from haf.eval.scores import auc_or_nan, cindex_or_nan
 from haf.losses import cox_partial_likelihood
+from haf.methods import COMPARATOR_FAMILIES, method_declaration
+from haf.methods import METHOD_FAMILIES as COMPARATORS
 from haf.modalities import MODALITIES
 
 DIMS = {"wsi": 12, "tma": 12, "cell": 6, "clin": 5, "path": 7, "blood": 8, "icd": 9}
-FAMILIES = list(COMPARATORS)
+FAMILIES = list(COMPARATOR_FAMILIES)
 
 
 @pytest.fixture(autouse=True)
@@ -75,7 +77,8 @@ def _sections(config: dict, fast: bool = True) -> dict[str, dict]:
 
 
 def _decl(family: str, **extra) -> dict:
-    return method_declaration(family, {"family": family, **extra})
+    raw = load_config({"methods": {family: {"family": family, **extra}}})["methods"][family]
+    return method_declaration(family, raw)
 
 
 def _batch(n: int = 7, seed: int = 1) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -278,7 +281,7 @@ def test_end_to_end_training_beats_chance_and_writes_contract_outputs(family, tm
 
 
 def test_training_is_reproducible(default_config):
-    from haf.comparators import train_comparator
+    from haf.comparators.train import train_comparator
 
     inputs = synthetic_fold(n=120)
     sections = _sections(default_config)

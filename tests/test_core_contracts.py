@@ -10,10 +10,10 @@ import torch
 from haf.artifacts.bags import read_bag, read_pooled_bag, write_bag
 from haf.artifacts.fold_inputs import FoldInputs
 from haf.artifacts.predictions import make_predictions, read_predictions, write_predictions
-from haf.config import active_methods, folds
 from haf.errors import HafConfigError, HafInputError
 from haf.eval.masking import draw_masks, masked_prediction_table
 from haf.losses import cox_partial_likelihood
+from haf.methods import active_methods
 from haf.modalities import MODALITIES
 
 
@@ -195,7 +195,10 @@ def test_bag_round_trip_and_errors(tmp_path):
 
 
 def test_config_checks(default_config):
-    assert folds(default_config) == list(range(10))
+    from haf.cohort.folds import fold_ids
+    from haf.settings import CVSettings
+
+    assert fold_ids(CVSettings.from_config(default_config["cv"])) == list(range(10))
     methods = active_methods(default_config)
     assert methods["haf"]["modalities"] == list(MODALITIES)
     assert methods["wsi_tma_clam"]["modalities"] == ["wsi", "tma"]
@@ -203,14 +206,18 @@ def test_config_checks(default_config):
     with pytest.raises(HafConfigError, match="nope"):
         active_methods(default_config)
     default_config["cv"]["scheme"] = "official_in"
-    assert folds(default_config) == [0]
+    assert fold_ids(CVSettings.from_config(default_config["cv"])) == [0]
 
 
 def test_fit_restores_best_epoch():
-    from haf.runtime.fit import TrainConfig, fit, make_optimizer
+    from haf.runtime.fit import fit, make_optimizer
+    from haf.settings import TrainSettings
 
     model = torch.nn.Linear(1, 1)
-    cfg = TrainConfig(lr=0.1, max_epochs=20, es_patience=3)
+    cfg = TrainSettings(
+        lr=0.1, weight_decay=0.0, max_epochs=20, optimizer="adam", scheduler="plateau",
+        lr_patience=15, lr_factor=0.5, eta_min=0.0, t_max=1, es_patience=3,
+    )  # fmt: skip
     opt = make_optimizer(model.parameters(), cfg)
     scores = iter([0.5, 0.9, 0.6, 0.6, 0.6, 0.6, 0.6])
     snapshot = {}

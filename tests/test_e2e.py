@@ -17,7 +17,7 @@ import yaml
 from conftest import run_snakemake
 
 from haf.artifacts.predictions import read_predictions
-from haf.config import active_methods
+from haf.methods import active_methods
 
 pytestmark = pytest.mark.e2e
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from fakes.config import declare, load_config
 from fakes.evaluation import write_fake_results
 from sklearn.metrics import roc_auc_score
 
@@ -92,13 +93,15 @@ def test_fold_metrics_match_hand_computed_values(tmp_path):
 
 
 def test_table1_groups_counts_and_paired_tests():
-    methods = {
-        "wsi_clam": dict(family="clam", label="WSI-CLAM", pathology_model="wsi"),
-        "haf": dict(family="fusion", label="HAF", detach=True),
-        "haf_nodetach": dict(family="fusion", label="HAF nd", detach=False),
-        "mfmf": dict(family="mfmf", label="MFMF"),
-        "parachute": dict(family="parachute", label="PARACHUTE", task_loss="cox"),
-    }
+    methods = declare(
+        {
+            "wsi_clam": dict(family="clam", label="WSI-CLAM", pathology_model="wsi"),
+            "haf": dict(family="fusion", label="HAF", detach=True),
+            "haf_nodetach": dict(family="fusion", label="HAF nd", detach=False),
+            "mfmf": dict(family="mfmf", label="MFMF"),
+            "parachute": dict(family="parachute", label="PARACHUTE", task_loss="cox"),
+        }
+    )
     preds = pd.concat([hand_made_predictions(m, cox=(m == "parachute")) for m in methods], ignore_index=True)
     result = tables.build_table1(preds, methods, rule="fixed", n_boot=50, seed=1)
     assert list(result.table["method"]) == ["wsi_clam", "haf", "mfmf", "parachute"]
@@ -246,11 +249,13 @@ def test_bootstrap_ci_brackets_the_pooled_estimate_and_is_seeded():
 # ---------------------------------------------------------------------------------------------
 # masking protocol
 # ---------------------------------------------------------------------------------------------
-METHODS = {
-    "haf": dict(family="fusion", detach=True),
-    "parachute": dict(family="parachute", task_loss="cox"),
-}
-EVAL = dict(dropout_p=[0.0, 0.3], parachute_p=[0.05, 0.15, 0.30], repeats=4, mask_seed=7)
+METHODS = declare(
+    {
+        "haf": dict(family="fusion", detach=True),
+        "parachute": dict(family="parachute", task_loss="cox"),
+    }
+)
+EVAL = load_config({"evaluation": {"dropout_p": [0.0, 0.3], "repeats": 4}})["evaluation"]
 
 
 @pytest.fixture(scope="module")
@@ -353,7 +358,7 @@ def test_degradation_deltas_and_slopes_hand_computed():
 
 
 def test_slopes_reproduce_parachute_table5_row():
-    # PARACHUTE on CPTAC-PDA (seed 004, Table 5): deltas -0.064, -0.145, -0.081 -> speeds -0.064, -0.058, -0.054
+    # PARACHUTE on CPTAC-PDA (PARACHUTE paper, Table 5): deltas -0.064, -0.145, -0.081 -> speeds -0.064, -0.058, -0.054
     agg = _agg({0.05: [0.7] * 3, 0.15: [0.7 - 0.064] * 3, 0.30: [0.7 - 0.145] * 3})
     row = robustness.degradation_table(agg, "cindex", [0.30, 0.05, 0.15]).iloc[0]
     assert round(row["slope_5_15"], 3) == -0.064

@@ -4,7 +4,7 @@ ten named targets run end to end on fake inputs in the contract formats, with th
 The workflow is copied to a temporary folder so that the tests leave no `.snakemake` state in the
 repository. Rule scripts that do not exist yet (other stages under construction) get an empty
 placeholder in the copy: a dry run only needs the file to exist. The end-to-end test runs only the
-evaluation rules (`--allowed-rules`) on inputs written by `haf.eval.fake`.
+evaluation rules (`--allowed-rules`) on inputs written by `tests/fakes/evaluation.py`.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def test_dry_run_of_one_target_schedules_only_its_methods(dry_workflow, target, 
 def test_evaluation_rules_end_to_end_with_report(tmp_path):
     from fakes.evaluation import write_fake_results
 
-    from haf.config import active_methods
+    from haf.methods import active_methods
 
     work = _copy_workflow(tmp_path)
     run_methods = ["wsi_clam", "haf", "haf_nodetach", "ga", "parachute", "haf_cox"]

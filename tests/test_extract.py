@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fakes.config import settings
 from fakes.extract import he_tile
 from PIL import Image
 
@@ -48,8 +49,14 @@ SECTION = {
     "batch_size": 16,
     "num_workers": 0,
     "compile": False,
+    "channels_last": False,
     "on_unreadable": "fail",
 }
+
+
+def _tiling(**overrides) -> TilingSettings:
+    """Tiling settings: the schema's defaults with ``overrides``."""
+    return TilingSettings.from_section(settings("extract", **overrides))
 
 
 @pytest.fixture(autouse=True)
@@ -88,7 +95,7 @@ def test_grayscale_cores_use_an_otsu_mask():
     image = np.full((64, 64), 240, np.uint8)
     image[:, :32] = 120  # darker tissue on the left
     rgb = _chw(np.repeat(image[..., None], 3, axis=2))
-    settings = TilingSettings(tile_px=32, tile_mpp=0.25, core_mpp=0.25)
+    settings = _tiling(tile_px=32, tile_mpp=0.25, core_mpp=0.25)
     assert tile_core(rgb, settings).status == STATUS_NO_TISSUE  # no saturation at all
     tiles = tile_core(rgb, settings, grayscale=True)
     assert tiles.n == 2 and set(tiles.coords[:, 0].tolist()) == {0}
@@ -97,7 +104,7 @@ def test_grayscale_cores_use_an_otsu_mask():
 
 
 def test_tile_core_native_resolution_sizes_and_coords():
-    settings = TilingSettings(tile_px=32, tile_mpp=0.25, core_mpp=0.25)
+    settings = _tiling(tile_px=32, tile_mpp=0.25, core_mpp=0.25)
     core = _chw(_half_tissue(256))
     tiles = tile_core(core, settings)
     assert tiles.status == STATUS_OK and tiles.n_grid == 64 and tiles.n == 32
@@ -113,7 +120,7 @@ def test_tile_core_native_resolution_sizes_and_coords():
 
 
 def test_tile_core_resamples_to_tile_mpp_and_reports_core_pixels():
-    settings = TilingSettings(tile_px=32, tile_mpp=0.5, core_mpp=0.25)  # 2x downsampling
+    settings = _tiling(tile_px=32, tile_mpp=0.5, core_mpp=0.25)  # 2x downsampling
     assert settings.scale == 0.5 and settings.tile_px_core == 64
     tiles = tile_core(_chw(_half_tissue(256)), settings)
     assert tiles.n_grid == 16 and tiles.n == 8  # 128 px after resizing: 4 x 4 grid, left half kept
@@ -121,13 +128,13 @@ def test_tile_core_resamples_to_tile_mpp_and_reports_core_pixels():
     assert set(tiles.coords[:, 1].tolist()) == {0, 64, 128, 192}
     assert tiles.tiles.shape == (8, 3, 32, 32)
     # upsampling works the same way (core 1 um/px -> tiles 0.5 um/px)
-    up = tile_core(_chw(_half_tissue(64)), TilingSettings(tile_px=32, tile_mpp=0.5, core_mpp=1.0))
+    up = tile_core(_chw(_half_tissue(64)), _tiling(tile_px=32, tile_mpp=0.5, core_mpp=1.0))
     assert up.n_grid == 16 and up.n == 8 and set(up.coords[:, 0].tolist()) == {0, 16}
 
 
 def test_grid_is_centred_when_the_core_is_not_a_multiple_of_the_tile():
     image = np.full((100, 70, 3), PINK, np.uint8)
-    tiles = tile_core(_chw(image), TilingSettings(tile_px=32, tile_mpp=0.25, core_mpp=0.25))
+    tiles = tile_core(_chw(image), _tiling(tile_px=32, tile_mpp=0.25, core_mpp=0.25))
     assert tiles.n_grid == 6 and tiles.n == 6
     assert sorted(set(tiles.coords[:, 0].tolist())) == [3, 35]  # (70 - 64) / 2 = 3
     assert sorted(set(tiles.coords[:, 1].tolist())) == [2, 34, 66]  # (100 - 96) / 2 = 2
@@ -137,12 +144,12 @@ def test_min_tissue_fraction_decides_edge_tiles():
     image = np.full((32, 64, 3), WHITE, np.uint8)
     image[:, :8] = PINK  # first tile: 25 % tissue; second tile: none
     for fraction, expected in ((0.25, 1), (0.26, 0), (0.0, 1)):
-        settings = TilingSettings(tile_px=32, tile_mpp=0.25, core_mpp=0.25, min_tissue_fraction=fraction)
+        settings = _tiling(tile_px=32, tile_mpp=0.25, core_mpp=0.25, min_tissue_fraction=fraction)
         assert tile_core(_chw(image), settings).n == expected, fraction
 
 
 def test_empty_and_too_small_cores_give_empty_bags_not_errors():
-    settings = TilingSettings(tile_px=32, tile_mpp=0.25, core_mpp=0.25)
+    settings = _tiling(tile_px=32, tile_mpp=0.25, core_mpp=0.25)
     blank = tile_core(_chw(np.full((128, 128, 3), WHITE, np.uint8)), settings)
     assert blank.status == STATUS_NO_TISSUE and blank.n == 0 and blank.n_grid == 16
     assert blank.tiles.shape == (0, 3, 32, 32) and blank.coords.shape == (0, 2)
@@ -151,22 +158,22 @@ def test_empty_and_too_small_cores_give_empty_bags_not_errors():
     # HANCOTHON's stand-in for a missing core is a 1 x 1 image
     assert tile_core(_chw(np.full((1, 1, 3), PINK, np.uint8)), settings).status == STATUS_TOO_SMALL
     # big enough at its own resolution, too small after resampling to tile_mpp
-    coarse = TilingSettings(tile_px=32, tile_mpp=0.5, core_mpp=0.25)
+    coarse = _tiling(tile_px=32, tile_mpp=0.5, core_mpp=0.25)
     assert tile_core(_chw(np.full((60, 60, 3), PINK, np.uint8)), coarse).status == STATUS_TOO_SMALL
 
 
 def test_settings_digest_changes_with_any_tiling_setting():
-    base = TilingSettings()
-    assert base.digest() == TilingSettings().digest()
+    base = _tiling()
+    assert base.digest() == _tiling().digest()
     for change in (
         {"tile_px": 256},
         {"core_mpp": 0.26},
         {"tissue_saturation_min": 0.08},
         {"min_tissue_fraction": 0.5},
     ):
-        assert TilingSettings(**change).digest() != base.digest(), change
+        assert _tiling(**change).digest() != base.digest(), change
     with pytest.raises(HafConfigError, match="extract.min_tissue_fraction"):
-        TilingSettings.from_section({"min_tissue_fraction": 2})
+        TilingSettings.from_section(dict(SECTION, min_tissue_fraction=2))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from fakes.config import settings as config_settings
 from fakes.extract import he_tile
 
 from haf.errors import HafConfigError, HafInputError
@@ -281,7 +282,9 @@ def test_demo_texture_tracks_the_demo_cores_tma_view():
     torch.set_num_threads(1)
     rng = np.random.default_rng(5)
     enc = TextureEncoder()
-    settings = TilingSettings(tile_px=64, tile_mpp=0.25, core_mpp=0.25)
+    settings = TilingSettings.from_section(
+        config_settings("extract", tile_px=64, tile_mpp=0.25, core_mpp=0.25)
+    )
     views = np.tile(np.linspace(-2, 2, 10), 2)
     feats = []
     for view in views:

@@ -9,51 +9,64 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fakes.config import declare, load_config
 from fakes.fusion import synthetic_fold_inputs
 
 from haf.alignment.train import save_projectors, train_alignment
 from haf.artifacts.predictions import read_predictions
-from haf.config import active_methods
 from haf.errors import HafConfigError, HafInputError
 from haf.eval.scores import auc_or_nan, cindex_or_nan
 from haf.fusion.model import FusionHead, draw_reduced, fusion_loss
 from haf.fusion.spec import MethodSpec
 from haf.fusion.train import load_fusion_model, train_fusion, train_method, write_run
+from haf.methods import active_methods
 from haf.modalities import MODALITIES
 from haf.runtime.tensors import FoldTensors, predict_scores
+from haf.settings import Stage1Settings
 
 CPU = torch.device("cpu")
 SMALL_DIMS = {"wsi": 8, "tma": 8, "cell": 5, "clin": 4, "path": 6, "blood": 7, "icd": 5}
-STAGE2 = dict(
-    d_out=16,
-    hidden=32,
-    tau_sv=0.1,
-    tau_pd=0.1,
-    lambda_pd=0.01,
-    tau_clip=0.07,
-    lr=1e-3,
-    weight_decay=1e-5,
-    max_epochs=20,
-    batch_size=64,
-    es_patience=10,
-    lr_patience=15,
-    lr_factor=0.5,
-    seed=2,
-)
-STAGE3 = dict(
-    hidden=32,
-    dropout=0.1,
-    lambda_mofe=0.1,
-    lr=2e-3,
-    weight_decay=1e-5,
-    max_epochs=40,
-    batch_size=64,
-    lr_patience=15,
-    lr_factor=0.5,
-    es_patience=15,
-    seed=3,
-)
-EVALUATION = dict(dropout_p=[0.0, 0.5], parachute_p=[0.3], repeats=3, mask_seed=7)
+STAGE2 = load_config(
+    {
+        "stage2": dict(
+            d_out=16,
+            hidden=32,
+            tau_sv=0.1,
+            tau_pd=0.1,
+            lambda_pd=0.01,
+            tau_clip=0.07,
+            lr=1e-3,
+            weight_decay=1e-5,
+            max_epochs=20,
+            batch_size=64,
+            es_patience=10,
+            lr_patience=15,
+            lr_factor=0.5,
+            seed=2,
+        )
+    }
+)["stage2"]
+STAGE3 = load_config(
+    {
+        "stage3": dict(
+            hidden=32,
+            dropout=0.1,
+            lambda_mofe=0.1,
+            lr=2e-3,
+            weight_decay=1e-5,
+            max_epochs=40,
+            batch_size=64,
+            lr_patience=15,
+            lr_factor=0.5,
+            es_patience=15,
+            seed=3,
+        )
+    }
+)["stage3"]
+STAGE1 = load_config()["stage1"]
+EVALUATION = load_config({"evaluation": dict(dropout_p=[0.0, 0.5], parachute_p=[0.3], repeats=3)})[
+    "evaluation"
+]
 
 
 @pytest.fixture(autouse=True)
@@ -79,7 +92,7 @@ def ga_bank(cohort):
 
 
 def _spec(name, **decl):
-    return MethodSpec.from_declaration(name, {"family": "fusion", **decl})
+    return MethodSpec.from_declaration(name, declare({name: {"family": "fusion", **decl}})[name])
 
 
 def test_reduced_sets_are_uniform_proper_nonempty_subsets():
@@ -202,8 +215,10 @@ def test_single_modality_patients_and_modality_missing_in_training(cohort, caplo
 def test_haf_cox_and_outputs_round_trip(tmp_path, cohort, ga_bank):
     cohort.save(tmp_path / "fold_0.npz")
     save_projectors(tmp_path / "projectors.pt", ga_bank, cohort.fold)
-    params = {"stage1": {}, "stage2": STAGE2, "stage3": STAGE3}
-    decl = {"family": "fusion", "align": "ga", "drop": True, "task_loss": "cox"}
+    params = {"stage1": STAGE1, "stage2": STAGE2, "stage3": STAGE3}
+    decl = declare({"haf_cox": {"family": "fusion", "align": "ga", "drop": True, "task_loss": "cox"}})[
+        "haf_cox"
+    ]
     run = train_method(
         "haf_cox", decl, tmp_path / "fold_0.npz", params, CPU, projectors=tmp_path / "projectors.pt"
     )
@@ -238,7 +253,7 @@ def test_haf_cox_and_outputs_round_trip(tmp_path, cohort, ga_bank):
     with pytest.raises(ValueError, match="holds 'ga' projectors, clip needs 'clip'"):
         train_method(
             "clip",
-            {"family": "fusion", "align": "clip"},
+            declare({"clip": {"family": "fusion", "align": "clip"}})["clip"],
             tmp_path / "fold_0.npz",
             params,
             CPU,
@@ -278,9 +293,9 @@ def test_nan_embedding_fails_through_the_job(tmp_path):
     with pytest.raises(HafInputError, match=rf"'wsi'.*patient {inputs.patient_id[row]}"):
         train_method(
             "fusion_mlp_all",
-            {"family": "fusion"},
+            declare({"fusion_mlp_all": {"family": "fusion"}})["fusion_mlp_all"],
             tmp_path / "fold_3.npz",
-            {"stage1": {}, "stage2": STAGE2, "stage3": STAGE3},
+            {"stage1": STAGE1, "stage2": STAGE2, "stage3": STAGE3},
             CPU,
         )
 
@@ -292,7 +307,7 @@ def test_nodetach_trains_all_stages_jointly(tmp_path):
 
     inputs = synthetic_fold_inputs(90, seed=24, dims=SMALL_DIMS)
     stores = synthetic_bags(inputs, tmp_path / "bags", seed=1, dim=12, sizes=(3, 9))
-    stage1 = dict(d1=8, d2=4, dropout=0.0, bag_weight=0.7, k_sample=2, max_instances=6, batch_bags=8)
+    stage1 = dict(STAGE1, d1=8, d2=4, dropout=0.0, bag_weight=0.7, k_sample=2, max_instances=6, batch_bags=8)
     params = {"stage1": stage1, "stage2": STAGE2, "stage3": {**STAGE3, "max_epochs": 3}}
     spec = _spec("haf_nodetach", align="ga", drop=True, detach=False)
     torch.manual_seed(0)
@@ -322,7 +337,7 @@ def test_nodetach_trains_all_stages_jointly(tmp_path):
     # the fusion gradient reaches the CLAM encoders: one fusion-only backward gives them a gradient
     from haf.fusion.joint import JointPathology
 
-    pathology = JointPathology(stores, {**stage1})
+    pathology = JointPathology(stores, Stage1Settings.from_config(stage1))
     rows = inputs.index("train")[:16]
     z, _ = pathology.encode_batch(
         inputs.patient_id[rows].tolist(), torch.zeros(16), CPU, np.random.default_rng(0)
@@ -343,7 +358,11 @@ def test_nodetach_rejects_bags_that_disagree_with_fold_inputs(tmp_path):
     row = int(np.flatnonzero(inputs.present[:, 1])[0])
     del stores["tma"].sources[inputs.patient_id[row]]
     spec = _spec("drop_nodetach", drop=True, detach=False)
-    params = {"stage1": dict(d1=4, d2=2, max_instances=4, batch_bags=4), "stage2": STAGE2, "stage3": STAGE3}
+    params = {
+        "stage1": dict(STAGE1, d1=4, d2=2, max_instances=4, batch_bags=4),
+        "stage2": STAGE2,
+        "stage3": STAGE3,
+    }
     with pytest.raises(HafInputError, match=rf"patient {inputs.patient_id[row]} has a tma embedding"):
         train_joint(inputs, spec, params, CPU, bags=stores)
 
@@ -373,14 +392,16 @@ def test_nodetach_job_reads_bags_from_manifest_and_tma_index(tmp_path):
     index.to_csv(tmp_path / "index.tsv", sep="\t", index=False)
     inputs.save(tmp_path / "fold_0.npz")
     params = {
-        "stage1": dict(d1=4, d2=2, max_instances=4, batch_bags=4, wsi_dim=6, cache_gb_cpu=1, cache_gb_gpu=1),
+        "stage1": dict(
+            STAGE1, d1=4, d2=2, max_instances=4, batch_bags=4, wsi_dim=6, cache_gb_cpu=1, cache_gb_gpu=1
+        ),
         "stage2": STAGE2,
         "stage3": {**STAGE3, "max_epochs": 2},
     }
     bags = {"manifest": tmp_path / "manifest.tsv", "folds": None, "tma_index": tmp_path / "index.tsv"}
     run = train_method(
         "ga_nodetach",
-        {"family": "fusion", "align": "ga", "detach": False},
+        declare({"ga_nodetach": {"family": "fusion", "align": "ga", "detach": False}})["ga_nodetach"],
         tmp_path / "fold_0.npz",
         params,
         CPU,

@@ -74,7 +74,7 @@ def test_align_and_fusion_rules_run_under_snakemake(tmp_path, repo_root):
             f"""
             import re, sys
             sys.path.insert(0, {str(repo_root / "src")!r})
-            from haf.config import active_methods
+            from haf.methods import active_methods
             configfile: {str(tmp_path / "config.yaml")!r}
             config["run_methods"] = list(config["methods"])
             RES = config["results"]

@@ -174,7 +174,13 @@ def _plain_grads(model, x, present, targets):
 def test_gcs_step_without_steering_or_sam_is_a_plain_gradient_step():
     model, x, present, targets = _toy()
     reference = _plain_grads(copy.deepcopy(model), x, present, targets)
-    delta, _, _ = _sgd_step(model, GCSConfig(enabled=True, rho=0.0, gamma=0.0), x, present, targets)
+    delta, _, _ = _sgd_step(
+        model,
+        GCSConfig(enabled=True, rho=0.0, gamma=0.0, epsilon=0.01, missing_weight=1.0),
+        x,
+        present,
+        targets,
+    )
     for d, g in zip(delta, reference, strict=True):
         torch.testing.assert_close(d, -0.1 * g, rtol=1e-5, atol=1e-7)
 
@@ -192,7 +198,13 @@ def test_gcs_step_with_sam_uses_the_gradient_at_the_perturbed_point():
     g_sam = _plain_grads(probe, x, present, targets)
     with torch.no_grad():
         loss_before = float(model.loss(x, present, targets))
-    delta, loss, _ = _sgd_step(model, GCSConfig(enabled=False, rho=rho, gamma=0.0), x, present, targets)
+    delta, loss, _ = _sgd_step(
+        model,
+        GCSConfig(enabled=False, rho=rho, gamma=0.0, epsilon=0.01, missing_weight=1.0),
+        x,
+        present,
+        targets,
+    )
     for d, g in zip(delta, g_sam, strict=True):
         torch.testing.assert_close(d, -0.1 * g, rtol=1e-4, atol=1e-7)
     # the reported loss is the one at the unperturbed parameters
@@ -202,7 +214,14 @@ def test_gcs_step_with_sam_uses_the_gradient_at_the_perturbed_point():
 def test_parameters_are_restored_exactly_after_the_sam_ascent():
     model, x, present, targets = _toy()
     before = [p.detach().clone() for p in model.parameters()]
-    delta, _, _ = _sgd_step(model, GCSConfig(enabled=True, rho=0.5, gamma=1.0), x, present, targets, lr=0.0)
+    delta, _, _ = _sgd_step(
+        model,
+        GCSConfig(enabled=True, rho=0.5, gamma=1.0, epsilon=0.01, missing_weight=1.0),
+        x,
+        present,
+        targets,
+        lr=0.0,
+    )
     for p, b in zip(model.parameters(), before, strict=True):
         assert torch.equal(p.detach(), b)
 
@@ -212,10 +231,18 @@ def test_steering_shrinks_the_encoder_update_and_leaves_the_hazard_update_alone(
     hazard_ids = {id(p) for p in model.hazard_parameters()}
     is_hazard = [id(p) in hazard_ids for p in model.parameters()]
     plain, _, _ = _sgd_step(
-        copy.deepcopy(model), GCSConfig(enabled=True, rho=0.0, gamma=0.0), x, present, targets
+        copy.deepcopy(model),
+        GCSConfig(enabled=True, rho=0.0, gamma=0.0, epsilon=0.01, missing_weight=1.0),
+        x,
+        present,
+        targets,
     )
     steered, _, step = _sgd_step(
-        copy.deepcopy(model), GCSConfig(enabled=True, rho=0.0, gamma=1e4), x, present, targets
+        copy.deepcopy(model),
+        GCSConfig(enabled=True, rho=0.0, gamma=1e4, epsilon=0.01, missing_weight=1.0),
+        x,
+        present,
+        targets,
     )
     enc_plain = torch.sqrt(sum((d**2).sum() for d, h in zip(plain, is_hazard, strict=True) if not h))
     enc_steered = torch.sqrt(sum((d**2).sum() for d, h in zip(steered, is_hazard, strict=True) if not h))

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fakes.config import load_config
 from fakes.mil import BagSpec, write_synthetic_cohort
 
 from haf.artifacts.predictions import read_predictions
@@ -23,9 +24,13 @@ torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 DIM = 16
 # small and fast: lr 1e-3 instead of 1e-4 so a few dozen epochs of a 100-patient cohort learn
-SECTION = dict(
-    wsi_dim=DIM, lr=1e-3, max_epochs=40, es_patience=12, batch_bags=8, max_instances=20, k_sample=4
-)
+SECTION = load_config(
+    {
+        "stage1": dict(
+            wsi_dim=DIM, lr=1e-3, max_epochs=40, es_patience=12, batch_bags=8, max_instances=20, k_sample=4
+        )
+    }
+)["stage1"]
 OUTPUTS = {"model": "pt", "embeddings": "npz", "predictions": "tsv", "train_log": "tsv", "loss_curve": "png"}
 
 

@@ -2,7 +2,7 @@
 
 Writes what the evaluation rules read (docs/ARCHITECTURE.md): ``cohort/folds.tsv``,
 ``cohort/targets.tsv``, per method and fold ``predictions.tsv`` (through
-:func:`haf.predictions.make_predictions`) and ``masked.tsv.gz`` (through
+:func:`haf.artifacts.predictions.make_predictions`) and ``masked.tsv.gz`` (through
 :func:`haf.eval.masking.masked_prediction_table`), and ``stage2/ga/fold_k/aligned.npz``.  Nothing here
 is a model: each method's risk is a noisy copy of a latent patient risk that also drives survival,
 with a per-method signal strength, so a better method is known in advance.
@@ -16,9 +16,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from haf.artifacts.files import write_tsv
+from haf.artifacts.aligned import write_aligned
+from haf.artifacts.folds import write_folds
+from haf.artifacts.masked import write_masked
 from haf.artifacts.predictions import make_predictions, write_predictions
-from haf.eval.masking import SCENARIOS, masked_prediction_table
+from haf.artifacts.targets import write_targets
+from haf.eval.masking import masked_prediction_table, masking_protocols
 from haf.modalities import MODALITIES
 
 
@@ -57,13 +60,6 @@ def fake_cohort(
     return targets, pd.DataFrame(rows), z, present
 
 
-def _protocols(evaluation: dict[str, Any]) -> dict[str, list[float]]:
-    """The same protocol dictionary as ``haf.method_io.masking_protocols`` (which needs torch)."""
-    return {
-        s: list(evaluation["dropout_p"] if s == "dropout" else evaluation["parachute_p"]) for s in SCENARIOS
-    }
-
-
 def _risk(z: np.ndarray, noise: np.ndarray, strength: float, mask: np.ndarray) -> np.ndarray:
     """Risk under a presence mask: mean over present modalities of strength * z + modality noise."""
     contrib = strength * z[:, None] + noise
@@ -83,13 +79,14 @@ def write_fake_results(
 ) -> dict[str, Any]:
     """Write a results tree under ``root`` for ``methods`` (name -> declaration with family/task_loss)."""
     root = Path(root)
-    evaluation = evaluation or dict(
-        dropout_p=[0.0, 0.5], parachute_p=[0.05, 0.15, 0.30], repeats=3, mask_seed=7
-    )
+    if evaluation is None:
+        from fakes.config import load_config
+
+        evaluation = load_config({"evaluation": {"dropout_p": [0.0, 0.5], "repeats": 3}})["evaluation"]
     targets, folds, z, present = fake_cohort(n, k, seed)
     (root / "cohort").mkdir(parents=True, exist_ok=True)
-    write_tsv(root / "cohort" / "targets.tsv", targets)
-    write_tsv(root / "cohort" / "folds.tsv", folds)
+    write_targets(root / "cohort" / "targets.tsv", targets)
+    write_folds(root / "cohort" / "folds.tsv", folds)
     rng = np.random.default_rng(seed + 1)
     strengths = strengths or {}
     for name, decl in methods.items():
@@ -132,22 +129,25 @@ def write_fake_results(
                 method=name,
                 fold=fold,
                 seed=int(evaluation["mask_seed"]),
-                protocols=_protocols(evaluation),
+                protocols=masking_protocols(evaluation),
                 n_repeats=int(evaluation["repeats"]),
             )
-            write_tsv(out / "masked.tsv.gz", masked, float_format="%.6g")
+            write_masked(out / "masked.tsv.gz", masked)
     for fold in range(k):
         part = folds[folds["fold"] == fold].set_index("patient_id").loc[targets["patient_id"], "part"]
-        arrays: dict[str, np.ndarray] = {
-            "patient_id": targets["patient_id"].to_numpy().astype("U"),
-            "part": part.to_numpy().astype("U"),
-            "present": present,
-        }
         shared = rng.normal(size=(n, 128))
-        for j, m in enumerate(MODALITIES):
-            arrays[f"pre_{m}"] = (rng.normal(size=(n, 128)) + 4 * rng.normal(size=128)) * present[:, [j]]
-            arrays[f"u_{m}"] = (shared + 0.3 * rng.normal(size=(n, 128))) * present[:, [j]]
-        out = root / "stage2" / "ga" / f"fold_{fold}"
-        out.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(out / "aligned.npz", **arrays)
+        before = np.zeros((n, len(MODALITIES), 128))
+        after = np.zeros((n, len(MODALITIES), 128))
+        for j in range(len(MODALITIES)):
+            before[:, j] = (rng.normal(size=(n, 128)) + 4 * rng.normal(size=128)) * present[:, [j]]
+            after[:, j] = (shared + 0.3 * rng.normal(size=(n, 128))) * present[:, [j]]
+        write_aligned(
+            root / "stage2" / "ga" / f"fold_{fold}" / "aligned.npz",
+            patient_id=targets["patient_id"].to_numpy(),
+            part=part.to_numpy(),
+            present=present,
+            trained=list(MODALITIES),
+            aligned=after,
+            before=before,
+        )
     return dict(targets=targets, folds=folds, z=z, present=present)

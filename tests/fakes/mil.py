@@ -1,6 +1,6 @@
 """Synthetic Stage 1 cohorts in the pipeline's file contracts, for tests and ``bench/bench_stage1.py``.
 
-Writes h5 bags (:func:`haf.io.bags.write_bag`), ``manifest.tsv``, ``targets.tsv``, ``folds.tsv`` and a TMA
+Writes h5 bags (:func:`haf.artifacts.bags.write_bag`), ``manifest.tsv``, ``targets.tsv``, ``folds.tsv`` and a TMA
 ``index.tsv`` exactly as the cohort and extraction rules do.  Labels are Bernoulli(``positive_rate``);
 in a patient with label 1 a minority of instances (``signal_fraction``) is shifted by ``signal`` along
 one fixed unit direction, so an attention model can find them while the bag mean dilutes them.
@@ -16,6 +16,10 @@ import numpy as np
 import pandas as pd
 
 from haf.artifacts.bags import write_bag
+from haf.artifacts.files import write_tsv
+from haf.artifacts.folds import write_folds
+from haf.artifacts.targets import write_targets
+from haf.artifacts.tma_index import write_tma_index
 
 
 @dataclass
@@ -111,25 +115,20 @@ def write_synthetic_cohort(
             }
         )
     manifest = root / "manifest.tsv"
-    pd.DataFrame(manifest_rows).to_csv(manifest, sep="\t", index=False)
+    write_tsv(manifest, pd.DataFrame(manifest_rows))
     tma_index = root / "tma" / "index.tsv"
     tma_index.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(
-        index_rows, columns=["patient_id", "h5_path", "n_cores", "n_tiles", "n_empty_cores", "status"]
-    ).to_csv(tma_index, sep="\t", index=False)
+    write_tma_index(tma_index, [dict(r, n_failed_cores=0) for r in index_rows])
     targets = root / "targets.tsv"
     time = rng.uniform(100, 3000, n_patients).round()
-    pd.DataFrame(
-        {
-            "patient_id": pids,
-            "time": time,
-            "event": labels,
-            "label": labels,
-            "label_reason": "synthetic",
-        }
-    ).to_csv(targets, sep="\t", index=False)
+    write_targets(
+        targets,
+        pd.DataFrame(
+            {"patient_id": pids, "time": time, "event": labels, "label": labels, "label_reason": "synthetic"}
+        ),
+    )
     folds = root / "folds.tsv"
-    pd.DataFrame(stratified_folds(pids, labels, k, val_fraction, seed)).to_csv(folds, sep="\t", index=False)
+    write_folds(folds, pd.DataFrame(stratified_folds(pids, labels, k, val_fraction, seed)))
     return SyntheticCohort(root, manifest, targets, folds, tma_index, labels, pids)
 
 

@@ -6,16 +6,21 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
-# The library lives in src/haf; make it importable here even when it is not pip-installed.
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+# The library lives in src/haf of this checkout (two folders up from this file, which also holds when
+# the workflow is used as a Snakemake module from another folder); put it first so that another
+# clone's installed haf can never be the one imported here.
+sys.path.insert(0, str(Path(workflow.current_basedir).parents[1] / "src"))
 
-from haf.config import (  # noqa: E402
-    COMPARATOR_FAMILIES,
+from haf.cohort.folds import fold_ids  # noqa: E402
+from haf.config import check_data_root, data_path  # noqa: E402
+from haf.methods import (
     active_methods,
-    check_data_root,
-    data_path,
-    folds,
-)
+    evaluation_methods,
+    is_joint,
+    methods_of_kind,
+)  # noqa: E402
+from haf.modalities import PATHOLOGY_MODELS  # noqa: E402
+from haf.settings import CVSettings  # noqa: E402
 
 validate(config, schema="../../config/schema.yaml")
 check_data_root(config)
@@ -23,30 +28,36 @@ check_data_root(config)
 DATA = config["data_root"]
 RES = config["results"]
 LOGS = config["logs"]
-FOLDS = folds(config)
+FOLDS = fold_ids(CVSettings.from_config(config["cv"]))
 METHODS = active_methods(config)
 ENCODER = config["extract"]["encoder"]
 TMA_INDEX = f"{RES}/features/tma/{ENCODER}/index.tsv"
 
-CLAM_METHODS = [m for m, d in METHODS.items() if d["family"] == "clam"]
-FUSION_METHODS = [m for m, d in METHODS.items() if d["family"] == "fusion"]
-DETACHED_FUSION_METHODS = [m for m in FUSION_METHODS if METHODS[m]["detach"]]
-JOINT_FUSION_METHODS = [m for m in FUSION_METHODS if not METHODS[m]["detach"]]
-COMPARATOR_METHODS = [
-    m for m, d in METHODS.items() if d["family"] in COMPARATOR_FAMILIES
-]
-MASKED_METHODS = FUSION_METHODS + COMPARATOR_METHODS
-
-
-wildcard_constraints:
-    fold=r"\d+",
-    pmod="wsi|tma|wsi_tma",
-    align="ga|clip",
+CLAM_METHODS = methods_of_kind(METHODS, "clam")
+FUSION_METHODS = methods_of_kind(METHODS, "fusion")
+DETACHED_FUSION_METHODS = [m for m in FUSION_METHODS if not is_joint(METHODS[m])]
+JOINT_FUSION_METHODS = [m for m in FUSION_METHODS if is_joint(METHODS[m])]
+COMPARATOR_METHODS = methods_of_kind(METHODS, "comparator")
+# Stage 2 runs for the alignments the running fusion methods declare (registry: haf.alignment.losses),
+# and for GA, whose embeddings Fig. 3-4 show
+FIGURE_ALIGNMENT = "ga"
+ALIGNMENTS = sorted(
+    {METHODS[m]["align"] for m in FUSION_METHODS} - {"none"} | {FIGURE_ALIGNMENT}
+)
+# the method lists of every table and figure (haf.methods.evaluation_methods)
+EVAL_METHODS = evaluation_methods(METHODS, config["evaluation"])
+MASKED_METHODS = EVAL_METHODS["masked"]
 
 
 def name_pattern(names):
     """Wildcard regex matching exactly these names (and nothing when the list is empty)."""
     return "|".join(re.escape(n) for n in names) if names else "(?!x)x"
+
+
+wildcard_constraints:
+    fold=r"\d+",
+    pmod=name_pattern(PATHOLOGY_MODELS),
+    align=name_pattern(ALIGNMENTS),
 
 
 def raw_inputs(wildcards=None):
@@ -95,7 +106,7 @@ def all_targets():
     """Every table and figure of the evaluation (rules in evaluate.smk), for `rule all`.
 
     A table or figure whose methods are not in run_methods is left out (its rule would have nothing
-    to show). Uses the method lists that evaluate.smk defines; called after all includes.
+    to show).
     """
     targets = [
         f"{RES}/tables/table1.csv",
@@ -103,16 +114,40 @@ def all_targets():
         f"{RES}/figures/fig4_heatmap.pdf",
         f"{RES}/tables/survival_metrics.csv",
     ]
-    if TABLE2_METHODS:
+    if EVAL_METHODS["table2"]:
         targets.append(f"{RES}/tables/table2.csv")
-    if FIGURE_METHODS:
+    if EVAL_METHODS["figure"]:
         targets.append(f"{RES}/figures/fig2_dropout.pdf")
-    if PARACHUTE_METHODS:
+    if EVAL_METHODS["parachute"]:
         targets.append(f"{RES}/tables/table5_degradation.csv")
-    if SURVIVAL_FIGURE_METHODS:
+    if EVAL_METHODS["survival_figures"]:
         targets += [
             f"{RES}/figures/td_auc.pdf",
             f"{RES}/figures/calibration.pdf",
             f"{RES}/figures/km.pdf",
         ]
     return targets
+
+
+# ---- evaluation (evaluate.smk): what every table and figure needs
+EVAL = config["evaluation"]
+SYNTHETIC = config["demo"]["enabled"]
+TSNE_FOLD = EVAL["tsne_fold"]
+if TSNE_FOLD not in FOLDS:
+    raise ValueError(
+        f"evaluation.tsne_fold: {TSNE_FOLD} is not a fold of this run (folds: {FOLDS})"
+    )
+ALIGNED = f"{RES}/stage2/{FIGURE_ALIGNMENT}/fold_{TSNE_FOLD}/aligned.npz"
+COHORT = dict(folds=f"{RES}/cohort/folds.tsv", targets=f"{RES}/cohort/targets.tsv")
+
+
+def eval_params(shows=None, **extra):
+    """Params of the table and figure rules (evaluate.smk), built in one place.
+
+    ``shows`` (a key of EVAL_METHODS) adds the declarations of the methods the output shows; every
+    one also gets the evaluation section, the SYNTHETIC flag and the fold count.
+    """
+    params = dict(evaluation=EVAL, synthetic=SYNTHETIC, k=len(FOLDS), **extra)
+    if shows is not None:
+        params["methods"] = {m: METHODS[m] for m in EVAL_METHODS[shows]}
+    return params

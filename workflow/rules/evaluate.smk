@@ -6,38 +6,9 @@
 report: "../report/workflow.rst"
 
 
-EVAL = config["evaluation"]
-SYNTHETIC = config["demo"]["enabled"]
-
-# Table 1: every method except the no-detach ablations (those are Table 2's).
-TABLE1_METHODS = [
-    m for m, d in METHODS.items() if not (d["family"] == "fusion" and not d["detach"])
-]
-TABLE2_METHODS = [
-    m
-    for m in ("fusion_mlp_all", "ga", "drop", "haf")
-    if m in METHODS and f"{m}_nodetach" in METHODS
-]
-TABLE2_METHODS = TABLE2_METHODS + [f"{m}_nodetach" for m in TABLE2_METHODS]
-FIGURE_METHODS = [m for m in EVAL["figure_methods"] if m in MASKED_METHODS]
-PARACHUTE_METHODS = (
-    MASKED_METHODS
-    if EVAL["parachute_methods"] is None
-    else [m for m in EVAL["parachute_methods"] if m in MASKED_METHODS]
-)
-SURVIVAL_FIGURE_METHODS = [m for m in EVAL["survival_methods"] if m in METHODS]
-TSNE_FOLD = EVAL["tsne_fold"]
-if TSNE_FOLD not in FOLDS:
-    raise ValueError(
-        f"evaluation.tsne_fold: {TSNE_FOLD} is not a fold of this run (folds: {FOLDS})"
-    )
-ALIGNED = f"{RES}/stage2/ga/fold_{TSNE_FOLD}/aligned.npz"
-COHORT = dict(folds=f"{RES}/cohort/folds.tsv", targets=f"{RES}/cohort/targets.tsv")
-
-
 rule table1:
     input:
-        predictions=prediction_files(TABLE1_METHODS),
+        predictions=prediction_files(EVAL_METHODS["table1"]),
         folds=COHORT["folds"],
     output:
         csv=report(
@@ -69,17 +40,14 @@ rule table1:
         mem_mb=2000,
         runtime=20,
     params:
-        methods={m: METHODS[m] for m in TABLE1_METHODS},
-        evaluation=EVAL,
-        synthetic=SYNTHETIC,
-        k=len(FOLDS),
+        **eval_params("table1"),
     script:
         "../scripts/make_table1.py"
 
 
 rule table2:
     input:
-        predictions=prediction_files(TABLE2_METHODS),
+        predictions=prediction_files(EVAL_METHODS["table2"]),
     output:
         csv=report(
             f"{RES}/tables/table2.csv",
@@ -98,18 +66,15 @@ rule table2:
         mem_mb=2000,
         runtime=20,
     params:
-        methods={m: METHODS[m] for m in TABLE2_METHODS},
-        evaluation=EVAL,
-        synthetic=SYNTHETIC,
-        k=len(FOLDS),
+        **eval_params("table2"),
     script:
         "../scripts/make_table2.py"
 
 
 rule fig_dropout:
     input:
-        predictions=prediction_files(FIGURE_METHODS),
-        masked=masked_files(FIGURE_METHODS),
+        predictions=prediction_files(EVAL_METHODS["figure"]),
+        masked=masked_files(EVAL_METHODS["figure"]),
     output:
         pdf=f"{RES}/figures/fig2_dropout.pdf",
         png=report(
@@ -128,10 +93,7 @@ rule fig_dropout:
         mem_mb=4000,
         runtime=30,
     params:
-        methods={m: METHODS[m] for m in FIGURE_METHODS},
-        evaluation=EVAL,
-        synthetic=SYNTHETIC,
-        k=len(FOLDS),
+        **eval_params("figure"),
     script:
         "../scripts/plot_dropout.py"
 
@@ -157,9 +119,7 @@ rule fig_tsne:
         mem_mb=2000,
         runtime=20,
     params:
-        evaluation=EVAL,
-        synthetic=SYNTHETIC,
-        fold=TSNE_FOLD,
+        **eval_params(fold=TSNE_FOLD),
     script:
         "../scripts/plot_tsne.py"
 
@@ -185,16 +145,15 @@ rule fig_heatmap:
         mem_mb=2000,
         runtime=10,
     params:
-        synthetic=SYNTHETIC,
-        fold=TSNE_FOLD,
+        **eval_params(fold=TSNE_FOLD),
     script:
         "../scripts/plot_heatmap.py"
 
 
 rule table5:
     input:
-        predictions=prediction_files(PARACHUTE_METHODS),
-        masked=masked_files(PARACHUTE_METHODS),
+        predictions=prediction_files(EVAL_METHODS["parachute"]),
+        masked=masked_files(EVAL_METHODS["parachute"]),
     output:
         csv=report(
             f"{RES}/tables/table5_degradation.csv",
@@ -220,10 +179,7 @@ rule table5:
         mem_mb=4000,
         runtime=30,
     params:
-        methods={m: METHODS[m] for m in PARACHUTE_METHODS},
-        evaluation=EVAL,
-        synthetic=SYNTHETIC,
-        k=len(FOLDS),
+        **eval_params("parachute"),
     script:
         "../scripts/make_table5.py"
 
@@ -231,7 +187,7 @@ rule table5:
 rule survival_table:
     input:
         **COHORT,
-        predictions=prediction_files(list(METHODS)),
+        predictions=prediction_files(EVAL_METHODS["survival"]),
     output:
         csv=report(
             f"{RES}/tables/survival_metrics.csv",
@@ -253,10 +209,7 @@ rule survival_table:
         mem_mb=2000,
         runtime=20,
     params:
-        methods=METHODS,
-        evaluation=EVAL,
-        synthetic=SYNTHETIC,
-        k=len(FOLDS),
+        **eval_params("survival"),
     script:
         "../scripts/make_survival_table.py"
 
@@ -264,7 +217,7 @@ rule survival_table:
 rule fig_td_auc:
     input:
         **COHORT,
-        predictions=prediction_files(SURVIVAL_FIGURE_METHODS),
+        predictions=prediction_files(EVAL_METHODS["survival_figures"]),
     output:
         pdf=f"{RES}/figures/td_auc.pdf",
         png=report(
@@ -283,9 +236,7 @@ rule fig_td_auc:
         mem_mb=2000,
         runtime=20,
     params:
-        methods={m: METHODS[m] for m in SURVIVAL_FIGURE_METHODS},
-        evaluation=EVAL,
-        synthetic=SYNTHETIC,
+        **eval_params("survival_figures"),
     script:
         "../scripts/plot_td_auc.py"
 
@@ -293,7 +244,7 @@ rule fig_td_auc:
 rule fig_calibration:
     input:
         **COHORT,
-        predictions=prediction_files(SURVIVAL_FIGURE_METHODS),
+        predictions=prediction_files(EVAL_METHODS["survival_figures"]),
     output:
         pdf=f"{RES}/figures/calibration.pdf",
         png=report(
@@ -313,17 +264,14 @@ rule fig_calibration:
         mem_mb=2000,
         runtime=20,
     params:
-        methods={m: METHODS[m] for m in SURVIVAL_FIGURE_METHODS},
-        evaluation=EVAL,
-        target=config["target"],
-        synthetic=SYNTHETIC,
+        **eval_params("survival_figures", target=config["target"]),
     script:
         "../scripts/plot_calibration.py"
 
 
 rule fig_km:
     input:
-        predictions=prediction_files(SURVIVAL_FIGURE_METHODS),
+        predictions=prediction_files(EVAL_METHODS["survival_figures"]),
     output:
         pdf=f"{RES}/figures/km.pdf",
         png=report(
@@ -342,7 +290,6 @@ rule fig_km:
         mem_mb=2000,
         runtime=20,
     params:
-        methods={m: METHODS[m] for m in SURVIVAL_FIGURE_METHODS},
-        synthetic=SYNTHETIC,
+        **eval_params("survival_figures"),
     script:
         "../scripts/plot_km.py"

@@ -1,12 +1,13 @@
 """Rule fold_inputs: one fold's FoldInputs from targets, folds, tabular and Stage 1 embeddings (thin adapter)."""
 
+from _haf_rule import start
+
 from haf.artifacts.folds import read_folds
 from haf.artifacts.manifest import read_manifest
 from haf.artifacts.targets import read_targets
 from haf.cohort.assemble import assemble_fold_inputs
-from haf.logs import setup_logging
 
-log = setup_logging(snakemake.log[0], "haf.fold_inputs")
+log = start(snakemake, "haf.fold_inputs")
 fold = int(snakemake.wildcards.fold)
 inputs, counts = assemble_fold_inputs(
     fold,

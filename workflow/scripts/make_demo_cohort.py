@@ -2,16 +2,18 @@
 
 from pathlib import Path
 
+from _haf_rule import start
+
 from haf.demo import SUMMARY_NAME, generate_demo_cohort
 from haf.errors import HafConfigError
-from haf.logs import setup_logging
+from haf.settings import DemoSettings
 
-log = setup_logging(snakemake.log[0], "haf.demo")
-demo = snakemake.params.demo
+log = start(snakemake, "haf.demo")
+demo = DemoSettings.from_config(snakemake.params.demo)
 output = Path(snakemake.output[0])
 if output.name != SUMMARY_NAME:
     raise HafConfigError(f"rule demo_cohort must write <data_root>/{SUMMARY_NAME}, got {output}")
-if not demo["enabled"]:
+if not demo.enabled:
     raise HafConfigError(
         "demo.enabled is false: data_root is meant to be a real HANCOCK download, so the synthetic "
         "demo cohort is not written there. Set demo.enabled: true to generate it."
@@ -19,11 +21,11 @@ if not demo["enabled"]:
 log.info("SYNTHETIC data: generating the embedded demo cohort (not real patients)")
 generate_demo_cohort(
     output.parent,
-    n_patients=demo["n_patients"],
-    seed=demo["seed"],
-    signal=demo["signal"],
-    wsi_bag_size=demo["wsi_bag_size"],
-    core_px=demo["core_px"],
+    n_patients=demo.n_patients,
+    seed=demo.seed,
+    signal=demo.signal,
+    wsi_bag_size=list(demo.wsi_bag_size),
+    core_px=demo.core_px,
     markers=snakemake.params.markers,
     paths=snakemake.params.paths,
 )

@@ -1,6 +1,7 @@
 """Rule survival_table: Harrell's and Uno's C, integrated td-AUC and the KM log-rank test per method."""
 
 import pandas as pd
+from _haf_rule import start
 
 from haf.eval.data import load_predictions, method_predictions, read_cohort_survival
 from haf.eval.survival_tables import cohort_grid, km_summary, risk_groups, survival_metrics
@@ -14,14 +15,14 @@ from haf.eval.tables import (
     write_csv,
     write_text,
 )
-from haf.logs import setup_logging
+from haf.settings import EvaluationSettings
 
-log = setup_logging(snakemake.log[0], "survival_table")
-ev = snakemake.params.evaluation
+log = start(snakemake, "haf.survival_table")
+ev = EvaluationSettings.from_config(snakemake.params.evaluation)
 methods = dict(snakemake.params.methods)
 predictions = load_predictions(snakemake.input.predictions)
 cohort = read_cohort_survival(snakemake.input.folds, snakemake.input.targets)
-grid = cohort_grid(cohort, int(ev["td_auc_points"]))
+grid = cohort_grid(cohort, int(ev.td_auc_points))
 rows, folds = [], []
 for method, decl in methods.items():
     mrows = method_predictions(predictions, method)
@@ -30,8 +31,8 @@ for method, decl in methods.items():
     rows.append(
         dict(
             method=method,
-            label=decl.get("label", method),
-            task_loss=decl.get("task_loss", "bce"),
+            label=decl["label"],
+            task_loss=decl["task_loss"],
             **summary,
             **km,
         )

@@ -1,5 +1,7 @@
 """Rule table1: Table 1 (accuracy, AUC, majority and balanced accuracy, pooled CIs), fold table, tests."""
 
+from _haf_rule import start
+
 from haf.eval.data import check_coverage, load_predictions
 from haf.eval.tables import (
     TABLE1_COLUMNS,
@@ -11,25 +13,23 @@ from haf.eval.tables import (
     write_csv,
     write_text,
 )
-from haf.logs import setup_logging
+from haf.settings import EvaluationSettings
 
-log = setup_logging(snakemake.log[0], "table1")
-ev = snakemake.params.evaluation
+log = start(snakemake, "haf.table1")
+ev = EvaluationSettings.from_config(snakemake.params.evaluation)
 predictions = load_predictions(snakemake.input.predictions)
 missing = check_coverage(predictions, snakemake.input.folds)
 log.info("test patients of folds.tsv without a test prediction, per method: %s", missing)
 result = build_table1(
     predictions,
     dict(snakemake.params.methods),
-    rule=ev["threshold"],
-    n_boot=int(ev["bootstrap"]),
-    seed=int(ev["bootstrap_seed"]),
-    reference=ev["reference_method"],
+    rule=ev.threshold,
+    n_boot=int(ev.bootstrap),
+    seed=int(ev.bootstrap_seed),
+    reference=ev.reference_method,
 )
 title = f"{synthetic_prefix(snakemake.params.synthetic)}Table 1: cross-validated accuracy and AUC"
-notes = table1_notes(
-    ev["threshold"], int(snakemake.params.k), int(ev["bootstrap"]), snakemake.params.synthetic
-)
+notes = table1_notes(ev.threshold, int(snakemake.params.k), int(ev.bootstrap), snakemake.params.synthetic)
 write_csv(snakemake.output.csv, result.table)
 write_text(
     snakemake.output.md, markdown_table(result.table, TABLE1_COLUMNS, title=title, notes=notes, group="group")

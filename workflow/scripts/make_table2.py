@@ -1,5 +1,7 @@
 """Rule table2: stage-wise detachment ablation (with vs without detachment), accuracy and AUC."""
 
+from _haf_rule import start
+
 from haf.eval.data import load_predictions
 from haf.eval.tables import (
     TABLE2_COLUMNS,
@@ -12,15 +14,15 @@ from haf.eval.tables import (
     write_csv,
     write_text,
 )
-from haf.logs import setup_logging
+from haf.settings import EvaluationSettings
 
-log = setup_logging(snakemake.log[0], "table2")
-ev = snakemake.params.evaluation
+log = start(snakemake, "haf.table2")
+ev = EvaluationSettings.from_config(snakemake.params.evaluation)
 predictions = load_predictions(snakemake.input.predictions)
-table = build_table2(predictions, dict(snakemake.params.methods), rule=ev["threshold"])
+table = build_table2(predictions, dict(snakemake.params.methods), rule=ev.threshold)
 title = f"{synthetic_prefix(snakemake.params.synthetic)}Table 2: ablation of stage-wise detachment"
 notes = [
-    f"Mean ± sample SD over {snakemake.params.k} test folds. {threshold_sentence(ev['threshold'])}",
+    f"Mean ± sample SD over {snakemake.params.k} test folds. {threshold_sentence(ev.threshold)}",
     "w: trained with detachment (each stage frozen before the next); w/o: all stages trained jointly (Eq. 12).",
 ]
 if snakemake.params.synthetic:

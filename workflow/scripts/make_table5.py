@@ -1,8 +1,10 @@
 """Rule table5: the PARACHUTE protocol (masked C-index/AUC per scenario and p) and its Table 5."""
 
+from _haf_rule import start
+
 from haf.artifacts.masked import load_masked
 from haf.eval.data import load_predictions
-from haf.eval.robustness import PARACHUTE_SCENARIOS, aggregate, check_protocol, masked_metrics
+from haf.eval.robustness import aggregate, check_protocol, masked_metrics
 from haf.eval.tables import (
     build_table5,
     fmt_mean_std,
@@ -14,19 +16,19 @@ from haf.eval.tables import (
     write_csv,
     write_text,
 )
-from haf.logs import setup_logging
+from haf.settings import EvaluationSettings
 
-log = setup_logging(snakemake.log[0], "table5")
-ev = snakemake.params.evaluation
+log = start(snakemake, "haf.table5")
+ev = EvaluationSettings.from_config(snakemake.params.evaluation)
 methods = dict(snakemake.params.methods)
-labels = {m: d.get("label", m) for m, d in methods.items()}
-p_values = list(ev["parachute_p"])
+labels = {m: d["label"] for m, d in methods.items()}
+p_values = list(ev.parachute_p)
 predictions = load_predictions(snakemake.input.predictions)
 masked = load_masked(snakemake.input.masked)
 metrics = masked_metrics(
-    masked, predictions, rule=ev["threshold"], scenarios=PARACHUTE_SCENARIOS, with_cindex=True
+    masked, predictions, rule=ev.threshold, scenarios=ev.parachute_scenarios, with_cindex=True
 )
-check_protocol(metrics, {s: p_values for s in PARACHUTE_SCENARIOS}, int(ev["repeats"]))
+check_protocol(metrics, {s: p_values for s in ev.parachute_scenarios}, int(ev.repeats))
 agg = aggregate(metrics, ("cindex", "auc", "accuracy", "mean_n_present"))
 agg.insert(1, "label", agg["method"].map(labels))
 write_csv(snakemake.output.masked, agg)
@@ -50,7 +52,7 @@ write_text(
         },
         title=f"{synthetic_prefix(synthetic)}Masked evaluation (PARACHUTE protocol)",
         notes=[
-            f"Each modality of the scenario's group is dropped with probability p ({ev['repeats']} random masks, "
+            f"Each modality of the scenario's group is dropped with probability p ({ev.repeats} random masks, "
             f"at least one modality kept); mean over masks within a fold, then mean ± SD over {snakemake.params.k} folds."
         ],
     ),

@@ -1,27 +1,28 @@
 """Rule fig_calibration: predicted P(death by t) vs Kaplan-Meier observed, at fixed horizons."""
 
 import pandas as pd
+from _haf_rule import start
 
 from haf.eval.data import load_predictions, method_predictions, read_cohort_survival
 from haf.eval.figures import plot_calibration, title_prefix
 from haf.eval.survival_tables import calibration_table, cohort_grid
 from haf.eval.tables import write_csv
-from haf.logs import setup_logging
+from haf.settings import EvaluationSettings
 
-log = setup_logging(snakemake.log[0], "fig_calibration")
-ev = snakemake.params.evaluation
+log = start(snakemake, "haf.fig_calibration")
+ev = EvaluationSettings.from_config(snakemake.params.evaluation)
 target = snakemake.params.target
 methods = dict(snakemake.params.methods)
 label_horizon = float(target["horizon_days"]) if target["rule"] == "horizon" else None
-horizons = [float(h) for h in ev["horizons_days"]]
+horizons = [float(h) for h in ev.horizons_days]
 predictions = load_predictions(snakemake.input.predictions)
 grid = cohort_grid(
-    read_cohort_survival(snakemake.input.folds, snakemake.input.targets), int(ev["td_auc_points"])
+    read_cohort_survival(snakemake.input.folds, snakemake.input.targets), int(ev.td_auc_points)
 )
 bins, summaries = [], []
 for method in methods:
     b, s = calibration_table(
-        method_predictions(predictions, method), grid, horizons, int(ev["calibration_bins"]), label_horizon
+        method_predictions(predictions, method), grid, horizons, int(ev.calibration_bins), label_horizon
     )
     bins.append(b)
     summaries.append(s)
@@ -33,7 +34,7 @@ write_csv(snakemake.output.summary, pd.concat(summaries, ignore_index=True))
 plot_calibration(
     bins,
     horizons,
-    {m: d.get("label", m) for m, d in methods.items()},
+    {m: d["label"] for m, d in methods.items()},
     snakemake.output.pdf,
     snakemake.output.png,
     title=f"{title_prefix(snakemake.params.synthetic)}Calibration of predicted risk (pooled out-of-fold test patients)",

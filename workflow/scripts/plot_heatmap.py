@@ -1,14 +1,14 @@
 """Rule fig_heatmap: Fig. 4, one test patient's modality embeddings before and after alignment."""
 
 import pandas as pd
+from _haf_rule import start
 
 from haf.artifacts.aligned import read_aligned
 from haf.eval.embeddings import mean_pairwise_correlation, patient_matrix, representative_patient
 from haf.eval.figures import plot_heatmap, title_prefix
 from haf.eval.tables import write_csv
-from haf.logs import setup_logging
 
-log = setup_logging(snakemake.log[0], "fig_heatmap")
+log = start(snakemake, "haf.fig_heatmap")
 aligned = read_aligned(snakemake.input.aligned)
 patient = representative_patient(aligned, "test")
 pre, post, modalities = patient_matrix(aligned, patient)

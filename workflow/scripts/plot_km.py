@@ -1,14 +1,14 @@
 """Rule fig_km: Kaplan-Meier curves of predicted high/low risk groups with log-rank p-values."""
 
 import pandas as pd
+from _haf_rule import start
 
 from haf.eval.data import load_predictions, method_predictions
 from haf.eval.figures import plot_km, title_prefix
 from haf.eval.survival_tables import km_summary, risk_groups
 from haf.eval.tables import write_csv
-from haf.logs import setup_logging
 
-log = setup_logging(snakemake.log[0], "fig_km")
+log = start(snakemake, "haf.fig_km")
 methods = dict(snakemake.params.methods)
 predictions = load_predictions(snakemake.input.predictions)
 groups, summaries = {}, {}
@@ -26,7 +26,7 @@ write_csv(
 plot_km(
     groups,
     summaries,
-    {m: d.get("label", m) for m, d in methods.items()},
+    {m: d["label"] for m, d in methods.items()},
     snakemake.output.pdf,
     snakemake.output.png,
     title=f"{title_prefix(snakemake.params.synthetic)}Overall survival of predicted risk groups "

@@ -1,19 +1,20 @@
 """Rule fig_td_auc: cumulative/dynamic AUC(t) over follow-up, pooled out-of-fold, per method."""
 
 import pandas as pd
+from _haf_rule import start
 
 from haf.eval.data import load_predictions, method_predictions, read_cohort_survival
 from haf.eval.figures import plot_td_auc, title_prefix
 from haf.eval.survival_tables import cohort_grid, survival_metrics
 from haf.eval.tables import write_csv
-from haf.logs import setup_logging
+from haf.settings import EvaluationSettings
 
-log = setup_logging(snakemake.log[0], "fig_td_auc")
-ev = snakemake.params.evaluation
+log = start(snakemake, "haf.fig_td_auc")
+ev = EvaluationSettings.from_config(snakemake.params.evaluation)
 methods = dict(snakemake.params.methods)
 predictions = load_predictions(snakemake.input.predictions)
 grid = cohort_grid(
-    read_cohort_survival(snakemake.input.folds, snakemake.input.targets), int(ev["td_auc_points"])
+    read_cohort_survival(snakemake.input.folds, snakemake.input.targets), int(ev.td_auc_points)
 )
 curves = []
 for method in methods:
@@ -24,7 +25,7 @@ curves["time_years"] = curves["time_days"] / 365.25
 write_csv(snakemake.output.csv, curves)
 plot_td_auc(
     curves,
-    {m: d.get("label", m) for m, d in methods.items()},
+    {m: d["label"] for m, d in methods.items()},
     snakemake.output.pdf,
     snakemake.output.png,
     title=f"{title_prefix(snakemake.params.synthetic)}Time-dependent AUC (pooled out-of-fold; band ± SD over folds)",

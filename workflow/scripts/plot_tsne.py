@@ -1,15 +1,16 @@
 """Rule fig_tsne: Fig. 3, t-SNE of one fold's test-part modality embeddings before/after alignment."""
 
 import pandas as pd
+from _haf_rule import start
 
 from haf.artifacts.aligned import read_aligned
 from haf.eval.embeddings import stack, tsne_2d
 from haf.eval.figures import plot_tsne, title_prefix
 from haf.eval.tables import write_csv
-from haf.logs import setup_logging
+from haf.settings import EvaluationSettings
 
-log = setup_logging(snakemake.log[0], "fig_tsne")
-seed = int(snakemake.params.evaluation["tsne_seed"])
+log = start(snakemake, "haf.fig_tsne")
+seed = EvaluationSettings.from_config(snakemake.params.evaluation).tsne_seed
 aligned = read_aligned(snakemake.input.aligned)
 pre, post, modality, patient = stack(aligned, "test")
 before = tsne_2d(pre, seed)

@@ -1,22 +1,24 @@
 """Rule tabular: one fold's tabular matrices, every transform fitted on its training part (thin adapter)."""
 
+from _haf_rule import start
+
 from haf.artifacts.folds import read_folds
 from haf.artifacts.manifest import read_manifest
 from haf.artifacts.tabular import write_tabular_npz
 from haf.cohort.sources import load_tabular_sources
 from haf.cohort.tabular import preprocess_fold
 from haf.errors import HafInputError
-from haf.logs import setup_logging
 from haf.modalities import TABULAR
+from haf.settings import TabularSettings
 
-log = setup_logging(snakemake.log[0], "haf.tabular")
+log = start(snakemake, "haf.tabular")
 fold = int(snakemake.wildcards.fold)
-tab = snakemake.params.tabular
+tab = TabularSettings.from_config(snakemake.params.tabular)
 folds = read_folds(snakemake.input.folds)
 assignment = folds.loc[folds["fold"] == fold, ["patient_id", "part"]]
 if assignment.empty:
     raise HafInputError(snakemake.input.folds, f"no rows for fold {fold}", field="fold")
-sources = load_tabular_sources(snakemake.params.data_root, snakemake.params.paths, tab["blood_duplicates"])
+sources = load_tabular_sources(snakemake.params.data_root, snakemake.params.paths, tab.blood_duplicates)
 manifest = read_manifest(snakemake.input.manifest).set_index("patient_id")
 for m in TABULAR:  # the manifest and this rule read the same sources: presence must agree
     listed = set(manifest.index[manifest[f"has_{m}"] == 1])
@@ -33,9 +35,9 @@ log.info(
     "fold %d: %d patients; preprocessing %r, icd_min_df %d",
     fold,
     len(assignment),
-    tab["preprocessing"],
-    tab["icd_min_df"],
+    tab.preprocessing,
+    tab.icd_min_df,
 )
-arrays, _fitted, counts = preprocess_fold(sources.tables, assignment, tab["preprocessing"], tab["icd_min_df"])
+arrays, _fitted, counts = preprocess_fold(sources.tables, assignment, tab.preprocessing, tab.icd_min_df)
 write_tabular_npz(snakemake.output[0], arrays, fold)
 log.info("wrote %s: %s", snakemake.output[0], counts)

@@ -1,12 +1,15 @@
 """Rule ``comparator``: train one comparable method (late fusion, attention fusion, MFMF, feature
 interaction or PARACHUTE) on one fold and write its four outputs."""
 
-from haf.artifacts.fold_inputs import FoldInputs
-from haf.comparators import run_comparator
-from haf.logs import setup_logging
-from haf.runtime.device import resolve_device, set_torch_threads
+from _haf_rule import start
 
-log = setup_logging(snakemake.log[0], "comparator")
+log = start(snakemake, "haf.comparator")
+
+from haf.artifacts.fold_inputs import FoldInputs  # noqa: E402
+from haf.comparators.train import run_comparator  # noqa: E402
+from haf.runtime.device import resolve_device, set_torch_threads  # noqa: E402
+from haf.settings import EvaluationSettings, ParachuteSettings, Stage3Settings  # noqa: E402
+
 set_torch_threads(snakemake.threads)
 device = resolve_device(snakemake.params.device)
 method = snakemake.wildcards.method
@@ -15,8 +18,11 @@ log.info("%s fold %d: %d patients from %s", method, inputs.fold, inputs.n, snake
 run_comparator(
     inputs,
     snakemake.params.declaration,
-    {"stage3": snakemake.params.stage3, "parachute": snakemake.params.parachute},
-    snakemake.params.evaluation,
+    {
+        "stage3": Stage3Settings.from_config(snakemake.params.stage3),
+        "parachute": ParachuteSettings.from_config(snakemake.params.parachute),
+    },
+    EvaluationSettings.from_config(snakemake.params.evaluation),
     {
         "model": snakemake.output.model,
         "predictions": snakemake.output.predictions,

@@ -1,17 +1,20 @@
 """Rules ``fusion`` and ``fusion_joint``: train one fusion method (HAF, a variant or an ablation) on one fold; write its outputs."""
 
-from haf.fusion.train import train_method, write_run
-from haf.logs import setup_logging
-from haf.runtime.device import resolve_device, set_torch_threads
+from _haf_rule import start
 
-log = setup_logging(snakemake.log[0], "fusion")
+log = start(snakemake, "haf.fusion")
+
+from haf.fusion.train import train_method, write_run  # noqa: E402
+from haf.runtime.device import resolve_device, set_torch_threads  # noqa: E402
+from haf.settings import EvaluationSettings, Stage1Settings, Stage2Settings, Stage3Settings  # noqa: E402
+
 set_torch_threads(snakemake.threads)
 device = resolve_device(snakemake.params.device)
 method = snakemake.wildcards.method
 params = {
-    "stage1": snakemake.params.stage1,
-    "stage2": snakemake.params.stage2,
-    "stage3": snakemake.params.stage3,
+    "stage1": Stage1Settings.from_config(snakemake.params.stage1),
+    "stage2": Stage2Settings.from_config(snakemake.params.stage2),
+    "stage3": Stage3Settings.from_config(snakemake.params.stage3),
 }
 inputs = snakemake.input
 bags = None
@@ -35,6 +38,6 @@ write_run(
         "masked": snakemake.output.masked,
         "train_log": snakemake.output.train_log,
     },
-    seed=int(snakemake.params.stage3["seed"]),
-    evaluation=snakemake.params.evaluation,
+    seed=params["stage3"].seed,
+    evaluation=EvaluationSettings.from_config(snakemake.params.evaluation),
 )

@@ -1,11 +1,12 @@
 """Rule stage1: train one fold's CLAM model for one pathology model (wsi | tma | wsi_tma)."""
 
-from haf.logs import setup_logging
+from _haf_rule import start
 
-log = setup_logging(snakemake.log[0], "haf.stage1")
+log = start(snakemake, "haf.stage1")
 
 from haf.mil.train import run_stage1  # noqa: E402
 from haf.runtime.device import resolve_device, set_torch_threads  # noqa: E402
+from haf.settings import Stage1Settings  # noqa: E402
 
 set_torch_threads(snakemake.threads)
 device = resolve_device(snakemake.params.device)
@@ -23,7 +24,7 @@ run_stage1(
     targets=snakemake.input.targets,
     folds=snakemake.input.folds,
     tma_index=snakemake.input.tma_index,
-    section=dict(snakemake.params.stage1),
+    section=Stage1Settings.from_config(snakemake.params.stage1),
     device=device,
     encoder=snakemake.params.encoder,
     outputs={

@@ -1,4 +1,4 @@
-"""Stage 2 alignment losses: SVD global alignment (Eq. 5-7 of seed 000) and the CLIP baseline.
+"""Stage 2 alignment losses: SVD global alignment (Eq. 5-7 of the HAF paper) and the CLIP baseline.
 
 Every loss works on ``u`` of shape (B, M, d): the L2-normalised projections of M modality slots,
 with a presence mask (B, M).  The per-patient matrix of the paper, ``U = [u^(m)]`` over the
@@ -19,10 +19,13 @@ Numerical traps handled here (SPEC section 6):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from haf.settings import Stage2Settings
 
 
 @dataclass
@@ -162,16 +165,29 @@ def clip_alignment_loss(
     return AlignmentTerms(loss, zero, loss.detach(), int(contributors.sum()))
 
 
-def alignment_loss(u: torch.Tensor, present: torch.Tensor, align: str, cfg: dict) -> AlignmentTerms:
-    """Dispatch on the method's ``align`` (``ga`` or ``clip``) with the ``stage2`` config values."""
-    if align == "ga":
-        return global_alignment_loss(
-            u,
-            present,
-            tau_sv=float(cfg["tau_sv"]),
-            tau_pd=float(cfg["tau_pd"]),
-            lambda_pd=float(cfg["lambda_pd"]),
-        )
-    if align == "clip":
-        return clip_alignment_loss(u, present, tau=float(cfg["tau_clip"]))
-    raise ValueError(f"align must be 'ga' or 'clip', got {align!r}")
+def _ga(u: torch.Tensor, present: torch.Tensor, s: Stage2Settings) -> AlignmentTerms:
+    return global_alignment_loss(u, present, tau_sv=s.tau_sv, tau_pd=s.tau_pd, lambda_pd=s.lambda_pd)
+
+
+def _clip(u: torch.Tensor, present: torch.Tensor, s: Stage2Settings) -> AlignmentTerms:
+    return clip_alignment_loss(u, present, tau=s.tau_clip)
+
+
+ALIGNMENTS: dict[str, Callable[[torch.Tensor, torch.Tensor, Stage2Settings], AlignmentTerms]] = {
+    "ga": _ga,  # HAF's global alignment, Eq. 5-7
+    "clip": _clip,  # contrastive alignment anchored to WSI
+}
+"""The alignment registry: a method's ``align`` (other than ``none``) names one of these.
+
+Adding an alignment means one entry here, its name in the schema's ``align`` enum, and a test."""
+
+
+def alignment_loss(
+    u: torch.Tensor, present: torch.Tensor, align: str, settings: Stage2Settings
+) -> AlignmentTerms:
+    """The ``align`` loss of the registry on unit projections ``u`` (B, 7, d) with the ``stage2`` settings."""
+    try:
+        loss = ALIGNMENTS[align]
+    except KeyError:
+        raise ValueError(f"align must be one of {', '.join(ALIGNMENTS)}, got {align!r}") from None
+    return loss(u, present, settings)

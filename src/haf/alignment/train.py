@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from haf.alignment.losses import alignment_loss
+from haf.alignment.losses import ALIGNMENTS, alignment_loss
 from haf.alignment.projectors import ProjectorBank
 from haf.artifacts.aligned import write_aligned
 from haf.artifacts.fold_inputs import FoldInputs
@@ -27,9 +27,10 @@ from haf.artifacts.projectors import read_projectors, write_projectors
 from haf.artifacts.train_log import write_train_log
 from haf.errors import HafInputError
 from haf.modalities import MODALITIES
-from haf.runtime.fit import TrainConfig, fit, make_optimizer
-from haf.runtime.seeds import seed_everything
+from haf.runtime.fit import fit, make_optimizer
+from haf.runtime.seeds import fold_seed, seed_everything
 from haf.runtime.tensors import FoldTensors, minibatches
+from haf.settings import Stage2Settings
 
 log = logging.getLogger(__name__)
 
@@ -52,20 +53,21 @@ def untrained_modalities(inputs: FoldInputs, rows: np.ndarray) -> list[str]:
 def train_alignment(
     inputs: FoldInputs,
     align: str,
-    cfg: dict[str, Any],
+    settings: Stage2Settings,
     device: torch.device,
     *,
     progress: bool = False,
 ) -> AlignmentResult:
-    """Fit the projectors of all seven modalities with the ``align`` loss (``ga`` or ``clip``)."""
-    if align not in ("ga", "clip"):
-        raise ValueError(f"align must be ga or clip, got {align!r}")
-    seed = int(cfg["seed"]) + 1000 * inputs.fold
+    """Fit the projectors of all seven modalities with the registry's ``align`` loss."""
+    if align not in ALIGNMENTS:
+        raise ValueError(f"align must be one of {', '.join(ALIGNMENTS)}, got {align!r}")
+    cfg = Stage2Settings.from_config(settings)
+    seed = fold_seed(cfg.seed, inputs.fold)
     rng = seed_everything(seed)
     tensors = FoldTensors.from_inputs(inputs, device)
     train_idx = inputs.index("train")
     val_idx = inputs.index("val")
-    bank = ProjectorBank(inputs.dims(), MODALITIES, int(cfg["hidden"]), int(cfg["d_out"])).to(device)
+    bank = ProjectorBank(inputs.dims(), MODALITIES, cfg.hidden, cfg.d_out).to(device)
     initial = copy.deepcopy(bank)
     missing = untrained_modalities(inputs, train_idx)
     trained = [m for m in MODALITIES if m not in missing]
@@ -95,9 +97,9 @@ def train_alignment(
             "undefined, so early stopping keeps the first epoch",
             inputs.fold,
         )
-    train_cfg = TrainConfig.from_config(cfg)
+    train_cfg = cfg.train
     optimizer = make_optimizer(bank.parameters(), train_cfg)
-    batch_size = int(cfg["batch_size"])
+    batch_size = cfg.batch_size
 
     def batch_loss(rows: np.ndarray):
         x, mask = tensors.rows(rows)

@@ -1,4 +1,4 @@
-"""Assemble one fold's :class:`haf.data.fold_inputs.FoldInputs` from the cohort tables, the fold's
+"""Assemble one fold's :class:`haf.artifacts.fold_inputs.FoldInputs` from the cohort tables, the fold's
 tabular matrices and the fold's Stage 1 embeddings.
 
 ``present[wsi]``/``present[tma]`` = the patient has a Stage 1 embedding in that fold (an empty bag

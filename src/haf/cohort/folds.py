@@ -11,19 +11,19 @@ Long format: ``patient_id, fold, part`` with part in ``train|val|test``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedKFold
 
 from haf.artifacts.predictions import PARTS
 from haf.errors import HafInputError
+from haf.settings import CVSettings
 
 log = logging.getLogger(__name__)
-
-FOLD_SCHEMES: tuple[str, ...] = ("kfold", "official_in", "official_out", "oropharynx")
 
 
 def strata(label: pd.Series | np.ndarray) -> np.ndarray:
@@ -74,6 +74,8 @@ def kfold_folds(targets: pd.DataFrame, k: int, seed: int, val_fraction: float) -
             int(counts.min()),
             k,
         )
+    from sklearn.model_selection import StratifiedKFold  # imported here: the Snakefile imports this module
+
     # StratifiedKFold needs the strata as class labels; the split itself is seeded by cv.seed.
     splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     rows = []
@@ -133,26 +135,58 @@ def official_folds(
     return pd.DataFrame({"patient_id": ids, "fold": 0, "part": part}), counts
 
 
+@dataclass(frozen=True)
+class FoldScheme:
+    """One way to split the cohort: how many folds, which official split file (if any), the splitter."""
+
+    name: str
+    split_file: str | None  # file in ``paths.splits`` the scheme reads (None: no file)
+    n_folds: Callable[[CVSettings], int]
+    make: Callable[[pd.DataFrame, CVSettings, dict[str, str] | None, str | Path], tuple[pd.DataFrame, dict]]
+
+
+def _kfold(targets: pd.DataFrame, cv: CVSettings, split: dict[str, str] | None, source: str | Path):
+    return kfold_folds(targets, cv.k, cv.seed, cv.val_fraction), {}
+
+
+def _official(targets: pd.DataFrame, cv: CVSettings, split: dict[str, str] | None, source: str | Path):
+    if split is None:
+        raise ValueError(f"cv.scheme {cv.scheme!r} needs its official split file")
+    return official_folds(targets, split, cv.seed, cv.val_fraction, source)
+
+
+FOLD_SCHEMES: dict[str, FoldScheme] = {
+    "kfold": FoldScheme("kfold", None, lambda cv: cv.k, _kfold),
+    "official_in": FoldScheme("official_in", "dataset_split_in.json", lambda cv: 1, _official),
+    "official_out": FoldScheme("official_out", "dataset_split_out.json", lambda cv: 1, _official),
+    "oropharynx": FoldScheme("oropharynx", "dataset_split_Oropharynx.json", lambda cv: 1, _official),
+}
+"""The fold-scheme registry (``cv.scheme``). Adding a scheme: an entry here, the schema enum, a test."""
+
+
+def fold_scheme(name: str) -> FoldScheme:
+    try:
+        return FOLD_SCHEMES[name]
+    except KeyError:
+        raise ValueError(f"cv.scheme must be one of {', '.join(FOLD_SCHEMES)}, got {name!r}") from None
+
+
+def fold_ids(cv: CVSettings) -> list[int]:
+    """The fold indices of a run: K for ``kfold``, a single train/test fold for the official splits."""
+    return list(range(fold_scheme(cv.scheme).n_folds(cv)))
+
+
 def make_folds(
     targets: pd.DataFrame,
-    scheme: str = "kfold",
-    k: int = 10,
-    seed: int = 42,
-    val_fraction: float = 0.15,
+    cv: CVSettings,
     split: dict[str, str] | None = None,
     split_source: str | Path = "split",
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The folds table for ``cv.scheme``, and counts per fold and part (logged)."""
-    if scheme not in FOLD_SCHEMES:
-        raise ValueError(f"cv.scheme must be one of {FOLD_SCHEMES}, got {scheme!r}")
-    counts: dict[str, Any] = {"scheme": scheme, "cohort": len(targets)}
-    if scheme == "kfold":
-        folds = kfold_folds(targets, k, seed, val_fraction)
-    else:
-        if split is None:
-            raise ValueError(f"cv.scheme {scheme!r} needs the official split")
-        folds, split_counts = official_folds(targets, split, seed, val_fraction, split_source)
-        counts.update(split_counts)
+    """The folds table for ``cv.scheme`` (``split``: the scheme's split file, read), and counts per fold."""
+    scheme = fold_scheme(cv.scheme)
+    counts: dict[str, Any] = {"scheme": scheme.name, "cohort": len(targets)}
+    folds, scheme_counts = scheme.make(targets, cv, split, split_source)
+    counts.update(scheme_counts)
     labels = targets.set_index("patient_id")["label"]
     summary = {}
     for fold, frame in folds.groupby("fold"):

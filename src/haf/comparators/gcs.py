@@ -1,4 +1,4 @@
-"""Gradient Curvature Steering (seed 004, supplement section 3, Algorithm 2), built on SAM.
+"""Gradient Curvature Steering (PARACHUTE paper, supplement section 3, Algorithm 2), built on SAM.
 
 One optimiser step on a minibatch, for a model with ``encode`` (fusion encoder, parameters theta)
 and ``hazard`` (hazard net, parameters vartheta):
@@ -43,17 +43,28 @@ from dataclasses import dataclass, field
 import torch
 
 from haf.comparators.blocks import presence
+from haf.settings import ParachuteSettings
 
 
-@dataclass
+@dataclass(frozen=True)
 class GCSConfig:
-    """Steering settings (config section ``parachute``)."""
+    """Steering settings (from config section ``parachute``: :meth:`from_settings`)."""
 
-    enabled: bool = True
-    rho: float = 0.05
-    gamma: float = 1.0
-    epsilon: float = 0.01
-    missing_weight: float = 1.0
+    enabled: bool
+    rho: float
+    gamma: float
+    epsilon: float
+    missing_weight: float
+
+    @classmethod
+    def from_settings(cls, settings: ParachuteSettings) -> GCSConfig:
+        return cls(
+            enabled=settings.gcs,
+            rho=settings.rho,
+            gamma=settings.gamma,
+            epsilon=settings.epsilon,
+            missing_weight=settings.missing_weight,
+        )
 
 
 @dataclass

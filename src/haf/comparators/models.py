@@ -1,4 +1,4 @@
-"""The four binary comparators of seed 000 (section 3.2, appendix A.1), re-implemented from their descriptions.
+"""The four binary comparators of the HAF paper (section 3.2, appendix A.1), re-implemented from their descriptions.
 
 * :class:`LateFusion` (MDLM-style, paradigm B): one risk predictor per modality, combined at the
   prediction level over the modalities the patient has.
@@ -146,7 +146,7 @@ class AttentionFusion(ComparatorModel):
 
 
 class MFMF(ComparatorModel):
-    """Asymmetric attention over one value-providing modality (MFMF as seed 000 appendix A.1 describes it).
+    """Asymmetric attention over one value-providing modality (MFMF as the HAF paper's appendix A.1 describes it).
 
     The value modality's embedding (one vector: the detached Stage 1 z for WSI) is expanded by a
     Linear into ``value_tokens`` tokens of width ``d`` (plus position embeddings), so attention has

@@ -1,6 +1,6 @@
-"""PARACHUTE (seed 004): adapters, hierarchical MHCA fusion, missing-modality tokens, Cox hazard net.
+"""PARACHUTE: adapters, hierarchical MHCA fusion, missing-modality tokens, Cox hazard net.
 
-Seed 004 fixes: tokens of width d = 256 from adapter networks with intermediate width d_int = 256,
+The PARACHUTE paper fixes: tokens of width d = 256 from adapter networks with intermediate width d_int = 256,
 ReLU MLP blocks followed by dropout 0.1, MHCA blocks with 4 heads and LayerNorm before attention
 and MLP (Fig. 4a), a hierarchy of four MHCA blocks whose first three "capture asymmetric cross-modal
 attention among radiology, histopathology, and contextual embeddings", aggregated by a fourth,

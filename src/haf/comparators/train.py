@@ -1,10 +1,10 @@
-"""One trainer for every comparator: a registry of (model builder, step function, settings section).
+"""One trainer for every comparator; what differs per family is its entry in :data:`haf.methods.METHOD_FAMILIES`.
 
 The training loop, validation score, early stopping and outputs are the same for all five
-comparators; what differs is declared in :data:`COMPARATORS`:
+comparators; the registry names each family's model builder, step function and settings section:
 
 * the four binary comparators (late fusion, attention fusion, MFMF, feature interaction) read the
-  ``stage3`` config section (seed 000's protocol: Adam, ReduceLROnPlateau, batch 64, early
+  ``stage3`` config section (the HAF paper's protocol: Adam, ReduceLROnPlateau, batch 64, early
   stopping on validation AUC), train on the patients with a binary label, and step with
   :func:`standard_step`;
 * PARACHUTE reads the ``parachute`` section (AdamW + cosine annealing, batch 16, early stopping on
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +28,18 @@ from haf.artifacts.fold_inputs import FoldInputs
 from haf.comparators.blocks import presence
 from haf.comparators.gcs import GCSConfig, GCSStep
 from haf.comparators.models import (
-    MFMF,
-    AttentionFusion,
     ComparatorModel,
-    FeatureInteraction,
-    LateFusion,
     Targets,
 )
 from haf.comparators.parachute import Parachute
 from haf.eval.masking import draw_masks
 from haf.eval.scores import auc_or_nan, cindex_or_nan
-from haf.runtime.fit import TrainConfig, fit, make_optimizer
+from haf.methods import COMPARATOR_FAMILIES, METHOD_FAMILIES, MethodFamily, resolve
+from haf.runtime.fit import fit, make_optimizer
 from haf.runtime.outputs import write_method_outputs
 from haf.runtime.seeds import seed_everything
 from haf.runtime.tensors import FoldTensors, minibatches, predict_scores, training_rows
+from haf.settings import SECTIONS, ParachuteSettings, Section
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +47,7 @@ StepFn = Callable[[dict[str, torch.Tensor], torch.Tensor, Targets], float]
 """``step(x, present, targets) -> training loss``: one optimiser step on one minibatch."""
 
 
-def standard_step(
-    model: ComparatorModel, optimizer: torch.optim.Optimizer, settings: dict[str, Any]
-) -> StepFn:
+def standard_step(model: ComparatorModel, optimizer: torch.optim.Optimizer, settings: Section) -> StepFn:
     """Zero grads, ``model.loss``, backward, optimiser step."""
 
     def step(x: dict[str, torch.Tensor], present: torch.Tensor, targets: Targets) -> float:
@@ -64,109 +60,27 @@ def standard_step(
     return step
 
 
-def gcs_step(model: Parachute, optimizer: torch.optim.Optimizer, settings: dict[str, Any]) -> StepFn:
+def gcs_step(model: Parachute, optimizer: torch.optim.Optimizer, settings: ParachuteSettings) -> StepFn:
     """PARACHUTE's step: SAM ascent + GCS (``gcs: false`` keeps SAM, ``rho: 0`` drops it)."""
-    cfg = GCSConfig(
-        enabled=bool(settings["gcs"]),
-        rho=float(settings["rho"]),
-        gamma=float(settings["gamma"]),
-        epsilon=float(settings["epsilon"]),
-        missing_weight=float(settings["missing_weight"]),
-    )
-    return GCSStep(model, optimizer, cfg, seed=int(settings["seed"]))
+    return GCSStep(model, optimizer, GCSConfig.from_settings(settings), seed=settings.seed)
 
 
-def _build_late_fusion(decl: dict[str, Any], dims: dict[str, int], s: dict[str, Any]) -> ComparatorModel:
-    return LateFusion(
-        dims, decl["modalities"], s["hidden"], s["dropout"], aux_weight=float(decl.get("aux_weight", 1.0))
-    )
-
-
-def _build_attention_fusion(decl: dict[str, Any], dims: dict[str, int], s: dict[str, Any]) -> ComparatorModel:
-    return AttentionFusion(
-        dims,
-        decl["modalities"],
-        s["hidden"],
-        int(decl.get("heads", 4)),
-        s["dropout"],
-        layers=int(decl.get("layers", 2)),
-    )
-
-
-def _build_mfmf(decl: dict[str, Any], dims: dict[str, int], s: dict[str, Any]) -> ComparatorModel:
-    return MFMF(
-        dims,
-        decl["modalities"],
-        decl.get("value_modality", "wsi"),
-        s["hidden"],
-        int(decl.get("heads", 4)),
-        s["dropout"],
-        value_tokens=int(decl.get("value_tokens", 8)),
-    )
-
-
-def _build_feature_interaction(
-    decl: dict[str, Any], dims: dict[str, int], s: dict[str, Any]
-) -> ComparatorModel:
-    return FeatureInteraction(dims, decl["modalities"], s["hidden"], int(decl.get("rank", 16)), s["dropout"])
-
-
-def _build_parachute(decl: dict[str, Any], dims: dict[str, int], s: dict[str, Any]) -> ComparatorModel:
-    return Parachute(
-        dims,
-        decl["modalities"],
-        d=int(s["d"]),
-        d_int=int(s["d_int"]),
-        heads=int(s["heads"]),
-        dropout=float(s["dropout"]),
-        ties=s["ties"],
-    )
-
-
-@dataclass(frozen=True)
-class ComparatorSpec:
-    """How one comparator family is built and trained."""
-
-    family: str
-    section: str  # config section with its training settings
-    task_loss: str  # bce | cox
-    build: Callable[[dict[str, Any], dict[str, int], dict[str, Any]], ComparatorModel]
-    make_step: Callable[[Any, torch.optim.Optimizer, dict[str, Any]], StepFn]
-    train_overrides: dict[str, Any] = field(default_factory=dict)
-
-
-COMPARATORS: dict[str, ComparatorSpec] = {
-    "late_fusion": ComparatorSpec("late_fusion", "stage3", "bce", _build_late_fusion, standard_step),
-    "attention_fusion": ComparatorSpec(
-        "attention_fusion", "stage3", "bce", _build_attention_fusion, standard_step
-    ),
-    "mfmf": ComparatorSpec("mfmf", "stage3", "bce", _build_mfmf, standard_step),
-    "feature_interaction": ComparatorSpec(
-        "feature_interaction", "stage3", "bce", _build_feature_interaction, standard_step
-    ),
-    "parachute": ComparatorSpec(
-        "parachute",
-        "parachute",
-        "cox",
-        _build_parachute,
-        gcs_step,
-        {"optimizer": "adamw", "scheduler": "cosine"},
-    ),
-}
-
-
-def comparator_spec(declaration: dict[str, Any]) -> ComparatorSpec:
-    family = declaration.get("family")
-    if family not in COMPARATORS:
-        raise ValueError(f"family {family!r} is not a comparator; expected one of {', '.join(COMPARATORS)}")
-    return COMPARATORS[family]
+def comparator_spec(declaration: dict[str, Any]) -> MethodFamily:
+    """The registry entry of a comparator declaration's family."""
+    fam = declaration.get("family")
+    if fam not in COMPARATOR_FAMILIES:
+        raise ValueError(
+            f"family {fam!r} is not a comparator; expected one of {', '.join(COMPARATOR_FAMILIES)}"
+        )
+    return METHOD_FAMILIES[fam]
 
 
 def build_model(
-    declaration: dict[str, Any], dims: dict[str, int], settings: dict[str, Any]
+    declaration: dict[str, Any], dims: dict[str, int], settings: Section | dict[str, Any]
 ) -> ComparatorModel:
-    """The untrained model of a declaration (also how a checkpoint is rebuilt)."""
-    return comparator_spec(declaration).build(declaration, dims, settings)
+    """The untrained model of a declaration (also how a checkpoint is rebuilt); ``settings``: the family's section."""
+    spec = comparator_spec(declaration)
+    return resolve(spec.build)(declaration, dims, SECTIONS[spec.section].from_config(settings))
 
 
 def load_model(checkpoint: dict[str, Any], device: torch.device | str = "cpu") -> ComparatorModel:
@@ -200,21 +114,21 @@ def _targets(tensors: FoldTensors, rows: np.ndarray) -> Targets:
 def train_comparator(
     inputs: FoldInputs,
     declaration: dict[str, Any],
-    sections: dict[str, dict[str, Any]],
+    sections: dict[str, Section | dict[str, Any]],
     device: torch.device,
     *,
     name: str | None = None,
     progress: bool = False,
 ) -> ComparatorResult:
-    """Train one comparator on one fold with the shared protocol (:func:`haf.training.fit`).
+    """Train one comparator on one fold with the shared protocol (:func:`haf.runtime.fit.fit`).
 
-    ``declaration`` is a completed method declaration (:func:`haf.config.method_declaration`);
+    ``declaration`` is a completed method declaration (:func:`haf.methods.method_declaration`);
     ``sections`` maps config section names (``stage3``, ``parachute``) to their settings.
     """
     spec = comparator_spec(declaration)
-    settings = sections[spec.section]
-    name = name or spec.family
-    seed = int(declaration.get("seed", settings["seed"]))
+    settings = SECTIONS[spec.section].from_config(sections[spec.section])
+    name = name or spec.name
+    seed = settings.seed if declaration.get("seed") is None else int(declaration["seed"])
     rng = seed_everything(seed)
     tensors = FoldTensors.from_inputs(inputs, device)
     modalities = list(declaration["modalities"])
@@ -245,16 +159,16 @@ def train_comparator(
             ",".join(modalities),
         )
 
-    model = spec.build(declaration, inputs.dims(), settings).to(device)
+    model = build_model(declaration, inputs.dims(), settings).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     log.info(
         "%s fold %d: %s with %d parameters on %s", name, inputs.fold, type(model).__name__, n_params, device
     )
-    cfg = TrainConfig.from_config(settings, **spec.train_overrides)
+    cfg = settings.train
     optimizer = make_optimizer(model.parameters(), cfg)
-    step = spec.make_step(model, optimizer, settings)
-    batch_size = int(settings["batch_size"])
-    p_miss = float(settings.get("p_miss", 0.0))
+    step = resolve(spec.step)(model, optimizer, settings)
+    batch_size = settings.batch_size
+    p_miss = getattr(settings, "p_miss", 0.0)  # the binary comparators' stage3 section has no p_miss
     stats = getattr(step, "stats", None)
 
     def train_epoch(epoch: int) -> float:
@@ -304,10 +218,10 @@ def train_comparator(
             tail["damping"],
         )
     checkpoint = {
-        "family": spec.family,
+        "family": spec.name,
         "declaration": dict(declaration),
         "dims": inputs.dims(),
-        "settings": dict(settings),
+        "settings": settings.as_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "seed": seed,
     }
@@ -317,7 +231,7 @@ def train_comparator(
 def run_comparator(
     inputs: FoldInputs,
     declaration: dict[str, Any],
-    sections: dict[str, dict[str, Any]],
+    sections: dict[str, Section | dict[str, Any]],
     evaluation: dict[str, Any],
     outputs: dict[str, str | Path],
     *,

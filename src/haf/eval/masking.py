@@ -9,6 +9,7 @@ of the modalities just dropped back, chosen uniformly (so at least one observed 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,12 +17,15 @@ import pandas as pd
 from haf.modalities import MODALITIES, PATHOLOGY, TABULAR
 
 SCENARIOS: dict[str, tuple[str, ...]] = {
-    "dropout": MODALITIES,  # Fig. 2 of seed 000: every modality dropped independently
+    "dropout": MODALITIES,  # Fig. 2 of the HAF paper: every modality dropped independently
     "pathology": PATHOLOGY,  # PARACHUTE: the pathology group goes missing
     "tabular": TABULAR,  # PARACHUTE: the tabular group goes missing
     "mixed": MODALITIES,  # PARACHUTE: both groups, same probability
 }
+"""The masking-scenario registry: scenario -> the modalities it may drop (``evaluation.parachute_scenarios``
+chooses among the PARACHUTE ones; the order is part of each mask's seed, so append, never reorder)."""
 _SCENARIO_ID = {name: i for i, name in enumerate(SCENARIOS)}
+PARACHUTE_SCENARIOS: tuple[str, ...] = tuple(s for s in SCENARIOS if s != "dropout")
 
 Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
 """Maps a (n_test, 7) presence mask to (risk, prob or None) for the test patients."""
@@ -111,3 +115,12 @@ def masked_prediction_table(
                     )
                 )
     return pd.concat(frames, ignore_index=True)
+
+
+def masking_protocols(evaluation: Any) -> dict[str, list[float]]:
+    """Fig. 2's dropout grid and the PARACHUTE group scenarios' probabilities, from the evaluation settings."""
+    from haf.settings import EvaluationSettings
+
+    ev = EvaluationSettings.from_config(evaluation)
+    chosen = {"dropout", *ev.parachute_scenarios}
+    return {s: list(ev.dropout_p if s == "dropout" else ev.parachute_p) for s in SCENARIOS if s in chosen}

@@ -6,7 +6,7 @@ For every method, fold, scenario, drop probability p and repeat, the masked test
 A point of a curve is the mean over repeats within a fold, then the mean (and sample SD) over folds.
 Accuracy uses each fold's threshold from its unmasked validation predictions (haf.eval.binary).
 
-Table 5 (PARACHUTE, seed 004 section 7): at each p the metric is averaged over the group scenarios
+Table 5 (the PARACHUTE paper, section 7): at each p the metric is averaged over the group scenarios
 (pathology missing, tabular missing, mixed); Delta(a -> b) = Avg_b - Avg_a and the per-10% slope is
 Delta / ((b - a) in percentage points / 10).
 """
@@ -22,11 +22,11 @@ import pandas as pd
 from haf.errors import HafInputError
 from haf.eval.binary import Threshold, batched_auc, fold_thresholds
 from haf.eval.data import method_predictions
+from haf.eval.masking import PARACHUTE_SCENARIOS
 from haf.eval.scores import cindex_or_nan
 
 log = logging.getLogger(__name__)
 
-PARACHUTE_SCENARIOS: tuple[str, ...] = ("pathology", "tabular", "mixed")
 
 
 def attach_outcomes(masked: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Tables 1 and 2 of the HAF paper (seed 000) and the writers for CSV, Markdown and LaTeX.
+"""Tables 1 and 2 of the HAF paper and the writers for CSV, Markdown and LaTeX.
 
 Table 1 groups (as in the paper, with one group added for time-to-event models):
 
@@ -25,6 +25,7 @@ import pandas as pd
 from haf.artifacts.files import atomic_path
 from haf.eval.binary import bootstrap_ci, fold_metrics, paired_bootstrap, pooled_oof, summarise_folds
 from haf.eval.data import method_predictions
+from haf.methods import TABLE2_SETTINGS, is_joint
 
 log = logging.getLogger(__name__)
 
@@ -35,22 +36,16 @@ GROUPS: tuple[str, ...] = (
     "Time-to-event (Cox) models",
 )
 FOLD_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "majority_accuracy", "auc")
-TABLE2_SETTINGS: tuple[tuple[str, str], ...] = (
-    ("fusion_mlp_all", "All modalities"),
-    ("ga", "+ Global Alignment"),
-    ("drop", "+ Random Drop"),
-    ("haf", "HAF"),
-)
 
 
 def table1_group(decl: dict[str, Any]) -> str | None:
     """The Table 1 group of a method declaration; None for no-detach ablations (Table 2 only)."""
-    if decl.get("task_loss", "bce") == "cox":
+    if decl["task_loss"] == "cox":
         return GROUPS[3]
     if decl["family"] == "clam":
         return GROUPS[0]
     if decl["family"] == "fusion":
-        return GROUPS[1] if decl.get("detach", True) else None
+        return None if is_joint(decl) else GROUPS[1]
     return GROUPS[2]
 
 
@@ -114,8 +109,8 @@ def build_table1(
             continue
         mrows = method_predictions(predictions, name)
         summary, per_fold = method_summary(mrows, rule, n_boot, seed)
-        rows.append(dict(group=group, method=name, label=decl.get("label", name), **summary))
-        folds.append(per_fold.assign(group=group, label=decl.get("label", name)))
+        rows.append(dict(group=group, method=name, label=decl["label"], **summary))
+        folds.append(per_fold.assign(group=group, label=decl["label"]))
         pooled[name] = pooled_oof(mrows, rule)
     table = pd.DataFrame.from_records(rows)
     table["group_order"] = table["group"].map({g: i for i, g in enumerate(GROUPS)})
@@ -142,7 +137,7 @@ def build_table1(
                 dict(
                     reference=reference,
                     method=name,
-                    label=methods[name].get("label", name),
+                    label=methods[name]["label"],
                     metric="auc",
                     **result,
                 )

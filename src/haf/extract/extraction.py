@@ -2,7 +2,7 @@
 
 Input: the cohort manifest (``patient_id``, ``tma_files``: ``;``-joined core image paths of the
 configured markers). Output (docs/ARCHITECTURE.md): ``{h5_dir}/{patient_id}.h5`` written with
-:func:`haf.io.bags.write_bag` (atomic: a temporary file renamed when complete) and ``index.tsv``
+:func:`haf.artifacts.bags.write_bag` (atomic: a temporary file renamed when complete) and ``index.tsv``
 (``patient_id, h5_path, n_cores, n_tiles, n_empty_cores, status, n_failed_cores``; written last,
 atomically).
 
@@ -66,6 +66,7 @@ from haf.extract.tiling import (
 )
 from haf.io.tma import CORE_NAME_RE, canonical_marker
 from haf.runtime.device import autocast
+from haf.settings import ExtractSettings
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +311,7 @@ def extract_tma_features(
     manifest: str | Path,
     index_path: str | Path,
     h5_dir: str | Path,
-    section: dict[str, Any],
+    section: ExtractSettings | dict[str, Any],
     device: torch.device | str = "cpu",
     *,
     threads: int = 1,
@@ -320,26 +321,27 @@ def extract_tma_features(
 ) -> dict[str, Any]:
     """Extract every TMA patient's bag (resuming finished ones) and write the index; returns counts.
 
-    ``section``: config ``extract``. ``allow_random_weights``: hub encoders without weights run with a
+    ``section``: the ``extract`` settings (or schema-filled section). ``allow_random_weights``: hub encoders without weights run with a
     random init (benchmarks only). ``encoder``: an already loaded encoder (tests, benchmarks).
     """
     started = time.perf_counter()
     device = torch.device(device)
-    name = str(section.get("encoder", "demo-texture"))
+    section = ExtractSettings.from_config(section)
+    name = section.encoder
     spec = get_spec(name)
     settings = TilingSettings.from_section(section)
     check_tile_px(name, settings.tile_px)
-    policy = str(section.get("on_unreadable", "fail"))
+    policy = section.on_unreadable
     if policy not in ON_UNREADABLE:
         raise HafConfigError(f"extract.on_unreadable must be one of {ON_UNREADABLE}, got {policy!r}")
-    markers = list(section.get("markers", ["HE"]))
+    markers = list(section.markers)
     h5_dir = Path(h5_dir)
     index_path = Path(index_path)
 
     source: WeightsSource = (
         encoder.source
         if encoder is not None
-        else resolve_weights(name, section.get("weights"), allow_random=allow_random_weights)
+        else resolve_weights(name, section.weights, allow_random=allow_random_weights)
     )
     counts: Counter = Counter()
     patients = read_manifest_cores(manifest, markers, counts)
@@ -438,7 +440,7 @@ def _extract(
     encoder: LoadedEncoder,
     settings: TilingSettings,
     device: torch.device,
-    section: dict[str, Any],
+    section: ExtractSettings,
     threads: int,
     progress: bool,
     policy: str,
@@ -454,10 +456,10 @@ def _extract(
     states = [_CoreState(patient=p) for p, _ in cores]
     remaining = [len(patient.cores) for patient in todo]
     first_core = np.cumsum([0] + remaining[:-1]).tolist()
-    workers, compute_threads = plan_workers(device, threads, section.get("num_workers"))
+    workers, compute_threads = plan_workers(device, threads, section.num_workers)
     if device.type == "cpu":
         torch.set_num_threads(compute_threads)
-    batch_size = int(section.get("batch_size", 256))
+    batch_size = section.batch_size
     pin = device.type == "cuda"
     loader = torch.utils.data.DataLoader(
         CoreDataset([path for _, path in cores], settings),
@@ -483,8 +485,8 @@ def _extract(
         encoder,
         device,
         batch_size,
-        bool(section.get("compile", False)),
-        bool(section.get("channels_last", False)),
+        section.compile,
+        section.channels_last,
     )
     started = time.perf_counter()
     bar = tqdm(

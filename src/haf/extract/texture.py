@@ -58,7 +58,7 @@ MAP_NAMES = (
     "grey_gradient",
 )
 # Fixed histogram ranges per map (lo, hi): the 0.5-99.5 % quantiles (over all 4 scales) of 28 whole
-# 256-px cores, demo renders at views -2.5..2.5 and haf.extract.synthetic tiles at 0.3-3.5 nuclei per
+# 256-px cores, demo renders at views -2.5..2.5 and tests/fakes/extract.py tiles at 0.3-3.5 nuclei per
 # 1,000 px, rounded outward. Values outside a range go to its end bins.
 RANGES = (
     (0.0, 0.22),  # od_r (OD / ln 255: background ~0.01, demo nuclei ~0.19)

@@ -39,6 +39,7 @@ except ImportError:  # pragma: no cover
     ImageReadMode = decode_image = None
 
 from haf.errors import HafConfigError, HafInputError
+from haf.settings import ExtractSettings
 
 STATUS_OK = "ok"
 STATUS_NO_TISSUE = "empty_no_tissue"
@@ -48,19 +49,19 @@ STATUS_FAILED = "failed"
 
 @dataclass(frozen=True)
 class TilingSettings:
-    """The tiling part of config ``extract`` (schema defaults apply when keys are missing)."""
+    """The tiling part of config ``extract`` (:class:`haf.settings.ExtractSettings`; defaults: the schema)."""
 
-    tile_px: int = 224
-    tile_mpp: float = 0.5
-    core_mpp: float = 0.25
-    tissue_saturation_min: float = 0.07
-    tissue_value_max: float = 0.99
-    min_tissue_fraction: float = 0.25
+    tile_px: int
+    tile_mpp: float
+    core_mpp: float
+    tissue_saturation_min: float
+    tissue_value_max: float
+    min_tissue_fraction: float
 
     @classmethod
-    def from_section(cls, section: dict[str, Any]) -> TilingSettings:
-        names = cls.__dataclass_fields__
-        settings = cls(**{k: section[k] for k in names if k in section and section[k] is not None})
+    def from_section(cls, section: ExtractSettings | dict[str, Any]) -> TilingSettings:
+        extract = ExtractSettings.from_config(section)
+        settings = cls(**{k: getattr(extract, k) for k in cls.__dataclass_fields__})
         settings.check()
         return settings
 

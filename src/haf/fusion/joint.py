@@ -1,4 +1,4 @@
-"""No-detach ablations (seed 000 Table 2): Stages 1-3 trained jointly with Eq. 12.
+"""No-detach ablations (the HAF paper's Table 2): Stages 1-3 trained jointly with Eq. 12.
 
 ``L_total = L_WSI + L_TMA + L_align + L_fusion``: the CLAM encoders of the method's pathology
 modalities (Eq. 1-3), the projectors with the method's alignment loss (``ga``: Eq. 7; ``clip``: the
@@ -51,22 +51,22 @@ from haf.fusion.train import (
 )
 from haf.modalities import MODALITIES, PATHOLOGY
 from haf.runtime.device import autocast
-from haf.runtime.fit import TrainConfig, fit, make_optimizer
-from haf.runtime.seeds import seed_everything
+from haf.runtime.fit import fit, make_optimizer
+from haf.runtime.seeds import fold_seed, seed_everything
 from haf.runtime.tensors import FoldTensors, minibatches, training_rows
+from haf.settings import Stage1Settings, Stage2Settings, Stage3Settings
 
 log = logging.getLogger(__name__)
 
 
 def open_bag_stores(
-    paths: dict[str, str | Path], stage1: dict[str, Any], modalities: Sequence[str], device: torch.device
+    paths: dict[str, str | Path], stage1: Stage1Settings, modalities: Sequence[str], device: torch.device
 ):
     """The WSI/TMA :class:`~haf.mil.bags.BagStore` of the method's pathology modalities, cached if they fit."""
     from haf.mil.bags import BagStore
-    from haf.mil.train import Stage1Settings
 
     settings = Stage1Settings.from_config(stage1)
-    budget = (settings.cache_gb_gpu if device.type == "cuda" else settings.cache_gb_cpu) * 1e9
+    budget = settings.cache_budget_bytes(device.type)
     stores = {}
     for pm in PATHOLOGY:
         if pm in modalities:
@@ -103,7 +103,7 @@ def check_bags(inputs: FoldInputs, stores: dict[str, Any]) -> None:
 class JointPathology(nn.Module):
     """The CLAM encoders (one per pathology modality of the method), trained inside Eq. 12."""
 
-    def __init__(self, stores: dict[str, Any], stage1: dict[str, Any]) -> None:
+    def __init__(self, stores: dict[str, Any], stage1: Stage1Settings) -> None:
         from haf.mil.clam import GatedAttentionMIL
 
         super().__init__()
@@ -111,9 +111,7 @@ class JointPathology(nn.Module):
         self.s1 = stage1
         self.encoders = nn.ModuleDict(
             {
-                pm: GatedAttentionMIL(
-                    store.dim, int(stage1["d1"]), int(stage1["d2"]), float(stage1["dropout"])
-                )
+                pm: GatedAttentionMIL(store.dim, stage1.d1, stage1.d2, stage1.dropout)
                 for pm, store in stores.items()
             }
         )
@@ -134,8 +132,8 @@ class JointPathology(nn.Module):
         from haf.mil.clam import clam_loss
 
         pids = list(pids)
-        chunk = max(1, int(self.s1["batch_bags"]))
-        cap = int(self.s1["max_instances"])
+        chunk = max(1, self.s1.batch_bags)
+        cap = self.s1.max_instances
         label = label.reshape(-1)
         z = {}
         loss = torch.zeros((), device=device)
@@ -164,8 +162,8 @@ class JointPathology(nn.Module):
                         out,
                         batch.mask,
                         y,
-                        bag_weight=float(self.s1["bag_weight"]),
-                        k_sample=int(self.s1["k_sample"]),
+                        bag_weight=self.s1.bag_weight,
+                        k_sample=self.s1.k_sample,
                     ).total
                     total = total + term * valid
                     n_valid += valid
@@ -179,14 +177,14 @@ class JointPathology(nn.Module):
         """Full-bag z (eval mode) of these patients, in ``pids`` order; zeros for patients without a bag."""
         was_training = self.training
         self.eval()
-        budget = int(self.s1["batch_bags"]) * int(self.s1["max_instances"])
+        budget = self.s1.instance_budget
         where = {p: i for i, p in enumerate(pids)}
         out: dict[str, np.ndarray] = {}
         for pm, encoder in self.encoders.items():
             z = np.zeros((len(pids), encoder.d1), dtype=np.float32)
             for batch in self.stores[pm].batches(
                 list(pids),
-                batch_bags=int(self.s1["batch_bags"]),
+                batch_bags=self.s1.batch_bags,
                 shuffle=False,
                 instance_budget=budget,
                 device=device,
@@ -222,18 +220,16 @@ def train_joint(
 ) -> FusionRun:
     """Train a ``detach: false`` method with Eq. 12 on one fold; ``bags``: pathology modality -> BagStore
     (or the rule's ``manifest``/``tma_index`` paths, opened with :func:`open_bag_stores`)."""
-    stage1, stage2, stage3 = params["stage1"], params["stage2"], params["stage3"]
-    stage1 = {
-        "d1": 64, "d2": 32, "dropout": 0.25, "bag_weight": 0.7, "k_sample": 8, "max_instances": 4096,
-        "batch_bags": 16, "wsi_dim": 1024, **stage1,
-    }  # fmt: skip
+    stage1 = Stage1Settings.from_config(params["stage1"])
+    stage2 = Stage2Settings.from_config(params["stage2"])
+    stage3 = Stage3Settings.from_config(params["stage3"])
     if spec.detach:
-        raise ValueError(f"{spec.name}: detach true is trained by haf.fusion.trainer.train_fusion")
+        raise ValueError(f"{spec.name}: detach true is trained by haf.fusion.train.train_fusion")
     if "manifest" in bags:
         bags = open_bag_stores(bags, stage1, spec.modalities, device)
     stores = {pm: bags[pm] for pm in PATHOLOGY if pm in spec.modalities}
     check_bags(inputs, stores)
-    seed = int(stage3["seed"]) + 1000 * inputs.fold
+    seed = fold_seed(stage3.seed, inputs.fold)
     rng = seed_everything(seed)
     generator = torch.Generator(device=device).manual_seed(seed)
     tensors = FoldTensors.from_inputs(inputs, device)
@@ -245,11 +241,11 @@ def train_joint(
     pathology = JointPathology(stores, stage1).to(device)
     dims = inputs.dims()
     for pm in stores:
-        dims[pm] = int(stage1["d1"])
-    bank = ProjectorBank(dims, spec.modalities, int(stage2["hidden"]), int(stage2["d_out"]))
+        dims[pm] = stage1.d1
+    bank = ProjectorBank(dims, spec.modalities, stage2.hidden, stage2.d_out)
     for m in missing:
         bank.proj[m].requires_grad_(False)
-    model = FusionModel(bank, int(stage3["hidden"]), float(stage3["dropout"]), slot_index(spec)).to(device)
+    model = FusionModel(bank, stage3.hidden, stage3.dropout, slot_index(spec)).to(device)
     log.info(
         "%s fold %d: joint training (Eq. 12) of CLAM encoders for %s (from scratch), projectors (align %s) "
         "and the fusion MLP (drop %s)",
@@ -259,10 +255,10 @@ def train_joint(
         spec.align,
         spec.drop,
     )
-    cfg = TrainConfig.from_config(stage3)
+    cfg = stage3.train
     optimizer = make_optimizer(list(pathology.parameters()) + list(model.parameters()), cfg)
-    batch_size = int(stage3["batch_size"])
-    lambda_mofe = float(stage3["lambda_mofe"])
+    batch_size = stage3.batch_size
+    lambda_mofe = stage3.lambda_mofe
     components: list[dict[str, float]] = []
 
     def forward(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -4,7 +4,7 @@ The fused representation is the concatenation of the method's modality slots, ea
 unit projection or zeros when the slot is absent, followed by the presence mask itself; a shared
 MLP maps it to one logit (binary methods) or one log hazard (Cox methods).  Because an absent
 slot contributes exactly zeros and its mask bit, the values of a masked modality cannot reach
-the output (``haf.method_io`` zeroes them too, before the model sees them).
+the output (``haf.runtime`` zeroes them too, before the model sees them).
 """
 
 from __future__ import annotations

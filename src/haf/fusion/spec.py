@@ -1,7 +1,7 @@
 """A fusion method is a declaration, not a training loop: which modalities, alignment, drop, detach, loss.
 
 ``config.methods.<name>`` (family ``fusion``) is turned into a :class:`MethodSpec`; the one trainer
-in :mod:`haf.fusion.trainer` reads nothing else to decide what to do.
+in :mod:`haf.fusion.train` reads nothing else to decide what to do.
 
 ==========================  =========================================================================
 ``modalities``              slots of the fusion MLP (default all seven, in ``MODALITIES`` order)
@@ -19,8 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from haf.config import method_declaration
+from haf.alignment.losses import ALIGNMENTS
 from haf.errors import HafConfigError
+from haf.methods import TASK_LOSSES, method_declaration
 from haf.modalities import MODALITIES
 
 
@@ -35,7 +36,7 @@ class MethodSpec:
 
     @classmethod
     def from_declaration(cls, name: str, declaration: dict[str, Any]) -> MethodSpec:
-        """Complete (``haf.config.method_declaration``) and check one fusion declaration."""
+        """Complete (``haf.methods.method_declaration``) and check one fusion declaration."""
         decl = method_declaration(name, dict(declaration))
         if decl["family"] != "fusion":
             raise HafConfigError(f"methods.{name}: family {decl['family']!r} is not a fusion method")
@@ -47,10 +48,14 @@ class MethodSpec:
             detach=bool(decl["detach"]),
             task_loss=str(decl["task_loss"]),
         )
-        if spec.align not in ("none", "ga", "clip"):
-            raise HafConfigError(f"methods.{name}.align must be none, ga or clip, got {spec.align!r}")
-        if spec.task_loss not in ("bce", "cox"):
-            raise HafConfigError(f"methods.{name}.task_loss must be bce or cox, got {spec.task_loss!r}")
+        if spec.align != "none" and spec.align not in ALIGNMENTS:
+            raise HafConfigError(
+                f"methods.{name}.align must be none or one of {', '.join(ALIGNMENTS)}, got {spec.align!r}"
+            )
+        if spec.task_loss not in TASK_LOSSES:
+            raise HafConfigError(
+                f"methods.{name}.task_loss must be one of {', '.join(TASK_LOSSES)}, got {spec.task_loss!r}"
+            )
         if spec.align != "none" and spec.modalities != MODALITIES:
             raise HafConfigError(
                 f"methods.{name}: align {spec.align!r} uses the Stage 2 projectors of all seven modalities; "

@@ -3,7 +3,7 @@
 What a :class:`~haf.fusion.spec.MethodSpec` switches:
 
 * ``align none``: the method's projectors are trained with the task loss, jointly with the fusion
-  MLP (the naive fusion MLPs of seed 000 Table 1: same architecture as HAF, no alignment loss);
+  MLP (the naive fusion MLPs of the HAF paper's Table 1: same architecture as HAF, no alignment loss);
 * ``align ga|clip`` with ``detach``: the Stage 2 projectors (``projectors.pt`` of that fold) are
   loaded and frozen; every patient's unit projections are computed once and the fusion MLP is
   trained on these detached u;
@@ -12,7 +12,7 @@ What a :class:`~haf.fusion.spec.MethodSpec` switches:
   likelihood on every patient with a time and an event; validation score Harrell's C-index);
 * ``detach false``: Stages 1-3 trained jointly with Eq. 12 (:mod:`haf.fusion.joint`).
 
-Training follows :mod:`haf.training` (Adam 1e-4, wd 1e-5, ReduceLROnPlateau 15/0.5, early stopping
+Training follows :mod:`haf.runtime.fit` (Adam 1e-4, wd 1e-5, ReduceLROnPlateau 15/0.5, early stopping
 on the validation score with validation-loss ties, best state restored).
 """
 
@@ -36,17 +36,18 @@ from haf.eval.scores import auc_or_nan, cindex_or_nan
 from haf.fusion.model import FusionModel, build_model, fusion_loss, model_spec, task_loss
 from haf.fusion.spec import MethodSpec
 from haf.modalities import MODALITIES
-from haf.runtime.fit import TrainConfig, fit, make_optimizer
+from haf.runtime.fit import fit, make_optimizer
 from haf.runtime.outputs import write_method_outputs
-from haf.runtime.seeds import seed_everything
+from haf.runtime.seeds import fold_seed, seed_everything
 from haf.runtime.tensors import FoldTensors, minibatches, training_rows
+from haf.settings import Stage1Settings, Stage2Settings, Stage3Settings
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class FusionRun:
-    """A trained method on one fold, ready for :func:`haf.method_io.write_method_outputs`."""
+    """A trained method on one fold, ready for :func:`haf.runtime.outputs.write_method_outputs`."""
 
     spec: MethodSpec
     model: FusionModel
@@ -112,8 +113,8 @@ def log_cohort(spec: MethodSpec, inputs: FoldInputs, train_idx: np.ndarray, val_
 def train_fusion(
     inputs: FoldInputs,
     spec: MethodSpec,
-    stage3: dict[str, Any],
-    stage2: dict[str, Any],
+    stage3: Stage3Settings,
+    stage2: Stage2Settings,
     device: torch.device,
     *,
     projectors: ProjectorBank | None = None,
@@ -125,7 +126,8 @@ def train_fusion(
         raise ValueError(f"{spec.name}: detach false is trained by haf.fusion.joint.train_joint")
     if spec.uses_stage2 and projectors is None:
         raise ValueError(f"{spec.name}: align {spec.align!r} needs the Stage 2 projectors of this fold")
-    seed = int(stage3["seed"]) + 1000 * inputs.fold
+    stage3, stage2 = Stage3Settings.from_config(stage3), Stage2Settings.from_config(stage2)
+    seed = fold_seed(stage3.seed, inputs.fold)
     rng = seed_everything(seed)
     generator = torch.Generator(device=device).manual_seed(seed)
     tensors = FoldTensors.from_inputs(inputs, device)
@@ -142,7 +144,7 @@ def train_fusion(
     if spec.uses_stage2:
         bank = projectors.subset(spec.modalities)
         bank.requires_grad_(False)
-        untrained = list((stage2_meta or {}).get("untrained", []))
+        untrained = list(stage2_meta["untrained"]) if stage2_meta else []
         if untrained:
             log.warning(
                 "%s fold %d: Stage 2 left these projectors untrained (no training patient): %s",
@@ -151,10 +153,10 @@ def train_fusion(
                 ", ".join(untrained),
             )
     else:
-        bank = ProjectorBank(inputs.dims(), spec.modalities, int(stage2["hidden"]), int(stage2["d_out"]))
+        bank = ProjectorBank(inputs.dims(), spec.modalities, stage2.hidden, stage2.d_out)
         for m in missing:
             bank.proj[m].requires_grad_(False)
-    model = FusionModel(bank, int(stage3["hidden"]), float(stage3["dropout"]), slot_index(spec)).to(device)
+    model = FusionModel(bank, stage3.hidden, stage3.dropout, slot_index(spec)).to(device)
     frozen = spec.uses_stage2
 
     all_rows = torch.arange(inputs.n, device=device)
@@ -171,10 +173,10 @@ def train_fusion(
             return u_all[rows], mask
         return model.embed(x, mask), mask
 
-    cfg = TrainConfig.from_config(stage3)
+    cfg = stage3.train
     optimizer = make_optimizer(model.parameters(), cfg)
-    batch_size = int(stage3["batch_size"])
-    lambda_mofe = float(stage3["lambda_mofe"])
+    batch_size = stage3.batch_size
+    lambda_mofe = stage3.lambda_mofe
     components: list[dict[str, float]] = []
 
     def train_epoch(epoch: int) -> float:
@@ -282,11 +284,16 @@ def train_method(
 ) -> FusionRun:
     """Train method ``name`` on one fold.
 
-    ``params`` holds the config sections ``stage1``, ``stage2``, ``stage3``; ``projectors`` is the
+    ``params`` holds the settings (or schema-filled config sections) ``stage1``, ``stage2``, ``stage3``; ``projectors`` is the
     fold's Stage 2 ``projectors.pt`` (detached aligned methods); ``bags`` the bag sources of the
     no-detach methods (``manifest`` and ``tma_index`` paths).
     """
     spec = MethodSpec.from_declaration(name, declaration)
+    params = {
+        "stage1": Stage1Settings.from_config(params["stage1"]),
+        "stage2": Stage2Settings.from_config(params["stage2"]),
+        "stage3": Stage3Settings.from_config(params["stage3"]),
+    }
     inputs = FoldInputs.load(fold_inputs)  # validates: NaN/inf errors name the modality and the patient
     log.info("%s fold %d: %s; %d patients; device %s", name, inputs.fold, spec.as_dict(), inputs.n, device)
     if not spec.detach:
@@ -304,7 +311,7 @@ def train_method(
             raise ValueError(
                 f"{projectors}: holds {meta.get('align')!r} projectors, {name} needs {spec.align!r}"
             )
-        if int(meta.get("fold", inputs.fold)) != inputs.fold:
+        if int(meta["fold"]) != inputs.fold:
             raise ValueError(
                 f"{projectors}: fold {meta.get('fold')} but the fold inputs are fold {inputs.fold}"
             )
@@ -323,7 +330,7 @@ def train_method(
 def write_run(
     run: FusionRun, outputs: dict[str, str | Path], *, seed: int, evaluation: dict[str, Any]
 ) -> pd.DataFrame:
-    """Predictions (val, test), masked test predictions, train log and model.pt via haf.method_io."""
+    """Predictions (val, test), masked test predictions, train log and model.pt via haf.runtime."""
     return write_method_outputs(
         outputs,
         method=run.spec.name,

@@ -10,13 +10,6 @@ from pathlib import Path
 from haf.errors import HafInputError
 from haf.io.records import read_json_records
 
-SPLIT_FILES: dict[str, str] = {
-    "official_in": "dataset_split_in.json",
-    "official_out": "dataset_split_out.json",
-    "oropharynx": "dataset_split_Oropharynx.json",
-}
-"""cv.scheme -> file name in the splits folder."""
-
 SPLIT_VALUES: tuple[str, ...] = ("training", "test")
 
 

@@ -3,7 +3,7 @@
 One h5 per slide, ``PrimaryTumor_HE_<NNN>.h5``; a second slide of the same patient is
 ``PrimaryTumor_HE_<NNN>_a.h5``. A patient's slides are pooled into one bag, main slide first.
 :func:`check_bag_header` validates an h5 from its metadata only (no feature data read), so the
-manifest can check all ~700 slides cheaply; :func:`haf.io.bags.read_bag` reads the contents.
+manifest can check all ~700 slides cheaply; :func:`haf.artifacts.bags.read_bag` reads the contents.
 """
 
 from __future__ import annotations

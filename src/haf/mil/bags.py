@@ -2,7 +2,7 @@
 
 A :class:`BagStore` holds no features at construction, only the files per patient and their instance
 counts (read from the h5 headers, which also checks every width before training starts).  Features are
-read per batch with :func:`haf.io.bags.read_bag` (NaN/inf rows and wrong widths are errors naming the file
+read per batch with :func:`haf.artifacts.bags.read_bag` (NaN/inf rows and wrong widths are errors naming the file
 and row), so peak memory is one batch of bags, not the cohort.  When the whole cohort fits a budget the
 store can instead be cached once on the training device (:meth:`BagStore.cache`): float32 on CPU, float16
 on CUDA (half the memory; UNI features are O(1), fp16 keeps ~3 significant digits), read bag by bag so

@@ -1,4 +1,4 @@
-"""CLAM gated-attention MIL (seed 000, Eq. 1-3), batched over padded bags with a per-bag masked softmax.
+"""CLAM gated-attention MIL (HAF paper, Eq. 1-3), batched over padded bags with a per-bag masked softmax.
 
 The model is CLAM's single-branch network (Lu et al. 2021, ``CLAM_SB``) at HAF's sizes:
 

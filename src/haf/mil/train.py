@@ -1,6 +1,6 @@
 """Stage 1 trainer: one CLAM model per fold and pathology model (``wsi``, ``tma``, ``wsi_tma``).
 
-Protocol (seed 000 section 3.1, through :func:`haf.training.fit`): Adam (lr 1e-4, weight decay 1e-5), up to
+Protocol (the HAF paper, section 3.1, through :func:`haf.runtime.fit.fit`): Adam (lr 1e-4, weight decay 1e-5), up to
 200 epochs, ReduceLROnPlateau on the validation loss (patience 15, factor 0.5), early stopping on the
 fold's ``val`` part (val AUC, ties by val loss), best epoch restored; seeded with ``stage1.seed + fold``.
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,39 +42,11 @@ from haf.eval.scores import auc_or_nan
 from haf.mil.bags import BagStore, CapReport
 from haf.mil.clam import GatedAttentionMIL, clam_loss
 from haf.runtime.device import autocast
-from haf.runtime.fit import TrainConfig, fit, make_optimizer
+from haf.runtime.fit import fit, make_optimizer
 from haf.runtime.seeds import seed_everything
+from haf.settings import Stage1Settings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Stage1Settings:
-    """The ``stage1`` config section (schema defaults)."""
-
-    wsi_dim: int = 1024
-    d1: int = 64
-    d2: int = 32
-    dropout: float = 0.25
-    bag_weight: float = 0.7
-    k_sample: int = 8
-    max_instances: int | None = 4096
-    batch_bags: int = 16
-    seed: int = 1
-    cache_gb_cpu: float = 2.0
-    cache_gb_gpu: float = 40.0
-    wsi_tma_requires_both: bool = False
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any]) -> Stage1Settings:
-        own = {k: v for k, v in section.items() if k in cls.__dataclass_fields__ and k != "train"}
-        return cls(**own, train=TrainConfig.from_config(section))
-
-    @property
-    def instance_budget(self) -> int:
-        """Instances per evaluation batch (``B * N_max``): the training batch's worst case."""
-        return self.batch_bags * (self.max_instances or 4096)
 
 
 def fold_table(targets: str | Path, folds: str | Path, fold: int) -> pd.DataFrame:
@@ -89,7 +61,7 @@ def _uniform_classes(labels: np.ndarray) -> list[int]:
 
 
 class Stage1Trainer:
-    """Model, optimiser and the two callables :func:`haf.training.fit` needs, for one fold."""
+    """Model, optimiser and the two callables :func:`haf.runtime.fit.fit` needs, for one fold."""
 
     def __init__(
         self,
@@ -280,7 +252,7 @@ def run_stage1(
     targets: str | Path,
     folds: str | Path,
     tma_index: str | Path | None,
-    section: dict[str, Any],
+    section: Stage1Settings | dict[str, Any],
     device: torch.device,
     outputs: dict[str, str | Path] | None = None,
     encoder: str | None = None,
@@ -310,7 +282,7 @@ def run_stage1(
             outside[0],
         )
     device = torch.device(device)
-    budget = (settings.cache_gb_gpu if device.type == "cuda" else settings.cache_gb_cpu) * 1e9
+    budget = settings.cache_budget_bytes(device.type)
     store.cache(device, budget)
     trainer = Stage1Trainer(store, table, settings, fold=fold, pmod=pmod, device=device, source=folds)
     history = trainer.fit(progress=progress)

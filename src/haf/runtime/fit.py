@@ -1,10 +1,10 @@
 """The training protocol every trainer shares: optimiser, LR schedule, early stopping, best restore.
 
-Seed 000 (section 3.1): Adam (lr 1e-4, weight decay 1e-5), up to 200 epochs, ReduceLROnPlateau
+The HAF paper (section 3.1): Adam (lr 1e-4, weight decay 1e-5), up to 200 epochs, ReduceLROnPlateau
 (patience 15, factor 0.5), early stopping on validation performance.  SPEC section 8 fixes the
 criterion: validation score (AUC, or C-index for Cox models), ties broken by validation loss, and
-the best checkpoint restored.  PARACHUTE (seed 004) uses AdamW with cosine annealing instead; both
-are options of :class:`TrainConfig`.  A trainer supplies two callables (one epoch of steps, one
+the best checkpoint restored.  PARACHUTE uses AdamW with cosine annealing instead; both
+are options of :class:`TrainSettings`.  A trainer supplies two callables (one epoch of steps, one
 validation pass) and :func:`fit` does the rest, so the protocol lives in one place.
 """
 
@@ -14,40 +14,17 @@ import copy
 import logging
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 import torch
 
+from haf.settings import TrainSettings
+
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class TrainConfig:
-    """Optimiser, schedule and stopping settings (defaults: seed 000)."""
-
-    lr: float = 1e-4
-    weight_decay: float = 1e-5
-    max_epochs: int = 200
-    optimizer: str = "adam"  # adam | adamw
-    scheduler: str = "plateau"  # plateau | cosine | none
-    lr_patience: int = 15
-    lr_factor: float = 0.5
-    eta_min: float = 0.0
-    t_max: int = 15
-    es_patience: int = 30
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any], **overrides: Any) -> TrainConfig:
-        """Build from a config section, ignoring keys that are not training settings."""
-        known = {k: v for k, v in section.items() if k in cls.__dataclass_fields__ and k != "extra"}
-        known.update(overrides)
-        return cls(**known)
-
-
-def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainSettings) -> torch.optim.Optimizer:
     params = [p for p in params if p.requires_grad]
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -56,7 +33,7 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig) -> to
     raise ValueError(f"optimizer must be adam or adamw, got {cfg.optimizer!r}")
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainSettings):
     if cfg.scheduler == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience
@@ -102,7 +79,7 @@ class EarlyStopping:
 def fit(
     modules: dict[str, torch.nn.Module],
     optimizer: torch.optim.Optimizer,
-    cfg: TrainConfig,
+    cfg: TrainSettings,
     train_epoch: Callable[[int], float],
     validate: Callable[[], tuple[float, float]],
     *,

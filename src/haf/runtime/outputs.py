@@ -20,19 +20,11 @@ from haf.artifacts.fold_inputs import FoldInputs
 from haf.artifacts.masked import write_masked
 from haf.artifacts.predictions import make_predictions, write_predictions
 from haf.artifacts.train_log import write_train_log
-from haf.eval.masking import SCENARIOS, masked_prediction_table
+from haf.eval.masking import masked_prediction_table, masking_protocols
 from haf.runtime.tensors import FoldTensors, ScoreFn, predict_scores
+from haf.settings import EvaluationSettings
 
 log = logging.getLogger(__name__)
-
-
-def masking_protocols(evaluation: dict[str, Any]) -> dict[str, list[float]]:
-    """Fig. 2 dropout grid plus the PARACHUTE group scenarios, from the ``evaluation`` config section."""
-    protocols = {"dropout": list(evaluation["dropout_p"])}
-    for scenario in SCENARIOS:
-        if scenario != "dropout":
-            protocols[scenario] = list(evaluation["parachute_p"])
-    return protocols
 
 
 def write_method_outputs(
@@ -44,11 +36,12 @@ def write_method_outputs(
     tensors: FoldTensors,
     score_fn: ScoreFn,
     task_loss: str,
-    evaluation: dict[str, Any],
+    evaluation: EvaluationSettings | dict[str, Any],
     history: pd.DataFrame,
     checkpoint: dict[str, Any],
 ) -> pd.DataFrame:
     """Predict val and test, run the masked evaluation on test, write the four outputs; return predictions."""
+    evaluation = EvaluationSettings.from_config(evaluation)
 
     def to_prob(score: np.ndarray) -> np.ndarray | None:
         return 1.0 / (1.0 + np.exp(-score)) if task_loss == "bce" else None
@@ -82,9 +75,9 @@ def write_method_outputs(
         inputs.patient_id[test],
         method=method,
         fold=inputs.fold,
-        seed=int(evaluation["mask_seed"]),
+        seed=evaluation.mask_seed,
         protocols=masking_protocols(evaluation),
-        n_repeats=int(evaluation["repeats"]),
+        n_repeats=evaluation.repeats,
         batched=True,
     )
     write_masked(outputs["masked"], masked)

@@ -1,0 +1,174 @@
+"""Methods: the family registry, method declarations, and which methods each table and figure shows.
+
+A method is a declaration in ``config.methods`` (``family`` plus the family's keys; the schema fills
+their defaults); ``run_methods`` picks which run.  :data:`METHOD_FAMILIES` is the one place that
+names every family, the kind of rule that trains it, the config section holding its training
+settings, and (for comparators) the functions that build its model and make its optimiser step,
+referenced by import path so that this module stays importable without torch (the Snakefile and
+the data/eval rules import it).
+
+Adding a comparator: its model and builder, one entry here, the family in the schema's enum, a test.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from haf.errors import HafConfigError
+from haf.modalities import MODALITIES, PATHOLOGY_MODELS
+
+
+@dataclass(frozen=True)
+class MethodFamily:
+    """One family of methods and how it is trained."""
+
+    name: str
+    kind: str  # clam (Stage 1 rule) | fusion (Stage 3 rules) | comparator (rule comparator)
+    section: str  # config section with the family's training settings
+    task_loss: str | None  # the family's fixed loss; None: declared per method (bce | cox)
+    build: str | None = None  # comparators: "module:function" (declaration, dims, settings) -> model
+    step: str | None = None  # comparators: "module:function" (model, optimizer, settings) -> step
+
+
+METHOD_FAMILIES: dict[str, MethodFamily] = {
+    "clam": MethodFamily("clam", "clam", "stage1", "bce"),
+    "fusion": MethodFamily("fusion", "fusion", "stage3", None),
+    "late_fusion": MethodFamily(
+        "late_fusion", "comparator", "stage3", "bce",
+        "haf.comparators.builders:late_fusion", "haf.comparators.train:standard_step",
+    ),
+    "attention_fusion": MethodFamily(
+        "attention_fusion", "comparator", "stage3", "bce",
+        "haf.comparators.builders:attention_fusion", "haf.comparators.train:standard_step",
+    ),
+    "mfmf": MethodFamily(
+        "mfmf", "comparator", "stage3", "bce",
+        "haf.comparators.builders:mfmf", "haf.comparators.train:standard_step",
+    ),
+    "feature_interaction": MethodFamily(
+        "feature_interaction", "comparator", "stage3", "bce",
+        "haf.comparators.builders:feature_interaction", "haf.comparators.train:standard_step",
+    ),
+    "parachute": MethodFamily(
+        "parachute", "comparator", "parachute", "cox",
+        "haf.comparators.builders:parachute", "haf.comparators.train:gcs_step",
+    ),
+}  # fmt: skip
+"""The method-family registry (the schema's ``methods.*.family`` enum lists exactly these names)."""
+
+COMPARATOR_FAMILIES: tuple[str, ...] = tuple(n for n, f in METHOD_FAMILIES.items() if f.kind == "comparator")
+TASK_LOSSES: tuple[str, ...] = ("bce", "cox")
+
+
+def resolve(reference: str) -> Callable[..., Any]:
+    """The function a registry entry names as ``"package.module:function"``."""
+    module, _, name = reference.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def family(name: str) -> MethodFamily:
+    try:
+        return METHOD_FAMILIES[name]
+    except KeyError:
+        raise HafConfigError(f"family {name!r} is not one of {', '.join(METHOD_FAMILIES)}") from None
+
+
+def method_declaration(name: str, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """One method's declaration, completed and checked.
+
+    The schema has already filled the keys' defaults; this adds what depends on other keys: the
+    display ``label`` (the name), ``modalities`` (all seven, in slot order; a clam method's from its
+    pathology model) and the family's fixed loss.
+    """
+    decl = dict(raw)
+    fam = decl.get("family")
+    if fam not in METHOD_FAMILIES:
+        raise HafConfigError(f"methods.{name}.family: {fam!r} is not one of {', '.join(METHOD_FAMILIES)}")
+    decl.setdefault("label", name)
+    fixed = METHOD_FAMILIES[fam].task_loss
+    if fixed is not None:  # the schema fills task_loss: bce everywhere; a family's own loss wins
+        decl["task_loss"] = fixed
+    if fam == "clam":
+        if decl.get("pathology_model") not in PATHOLOGY_MODELS:
+            raise HafConfigError(
+                f"methods.{name}.pathology_model must be one of {', '.join(PATHOLOGY_MODELS)} for a clam method"
+            )
+        decl["modalities"] = (
+            ["wsi", "tma"] if decl["pathology_model"] == "wsi_tma" else [decl["pathology_model"]]
+        )
+        return decl
+    modalities = decl.get("modalities") or list(MODALITIES)
+    unknown = [m for m in modalities if m not in MODALITIES]
+    if unknown:
+        raise HafConfigError(
+            f"methods.{name}.modalities: unknown modality {unknown[0]!r}; expected {', '.join(MODALITIES)}"
+        )
+    # keep the canonical slot order whatever order the config lists them in
+    decl["modalities"] = [m for m in MODALITIES if m in modalities]
+    if fam == "mfmf" and decl.get("value_modality") not in decl["modalities"]:
+        raise HafConfigError(
+            f"methods.{name}.value_modality {decl.get('value_modality')!r} is not among its modalities"
+        )
+    return decl
+
+
+def active_methods(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The methods named in ``run_methods``, declarations completed; unknown names are an error."""
+    declared = config.get("methods") or {}
+    unknown = [m for m in config["run_methods"] if m not in declared]
+    if unknown:
+        raise HafConfigError(
+            f"run_methods names {', '.join(map(repr, unknown))}, which config.methods does not declare; "
+            f"declared methods: {', '.join(sorted(declared))}"
+        )
+    return {name: method_declaration(name, declared[name]) for name in config["run_methods"]}
+
+
+def methods_of_kind(methods: Mapping[str, Mapping[str, Any]], kind: str) -> list[str]:
+    """Names of the methods whose family is of ``kind`` (clam, fusion, comparator), in config order."""
+    return [m for m, d in methods.items() if METHOD_FAMILIES[d["family"]].kind == kind]
+
+
+def is_joint(decl: Mapping[str, Any]) -> bool:
+    """A no-detach fusion ablation (Stages 1-3 trained jointly, Eq. 12)."""
+    return decl["family"] == "fusion" and not decl["detach"]
+
+
+# ---------------------------------------------------------------------------------------------
+# which methods each table and figure shows (the Snakefile's evaluation rules take these lists)
+
+TABLE2_SETTINGS: tuple[tuple[str, str], ...] = (
+    ("fusion_mlp_all", "All modalities"),
+    ("ga", "+ Global Alignment"),
+    ("drop", "+ Random Drop"),
+    ("haf", "HAF"),
+)
+"""HAF Table 2: each setting's detached method; its ablation is ``<method>_nodetach``."""
+
+
+def evaluation_methods(
+    methods: Mapping[str, Mapping[str, Any]], evaluation: Mapping[str, Any]
+) -> dict[str, list[str]]:
+    """Method lists of the evaluation outputs, restricted to the methods that run.
+
+    ``table1``: every method but the no-detach ablations; ``table2``: the Table 2 pairs that both run
+    (detached ones first); ``masked``: methods with masked test predictions (fusion, comparators);
+    ``figure``: Fig. 2's (``evaluation.figure_methods``); ``parachute``: the PARACHUTE tables'
+    (``evaluation.parachute_methods``, null = every masked method); ``survival_figures``: the td-AUC,
+    calibration and KM figures' (``evaluation.survival_methods``); ``survival``: every method.
+    """
+    masked = [m for m, d in methods.items() if METHOD_FAMILIES[d["family"]].kind != "clam"]
+    pairs = [base for base, _ in TABLE2_SETTINGS if base in methods and f"{base}_nodetach" in methods]
+    chosen = evaluation["parachute_methods"]
+    return {
+        "table1": [m for m, d in methods.items() if not is_joint(d)],
+        "table2": pairs + [f"{base}_nodetach" for base in pairs],
+        "masked": masked,
+        "figure": [m for m in evaluation["figure_methods"] if m in masked],
+        "parachute": masked if chosen is None else [m for m in chosen if m in masked],
+        "survival_figures": [m for m in evaluation["survival_methods"] if m in methods],
+        "survival": list(methods),
+    }

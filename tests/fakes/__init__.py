@@ -1,0 +1,1 @@
+"""Test-only generators and helpers (imported by tests and benchmarks, never by the workflow)."""
