@@ -28,7 +28,6 @@ from haf.eval.scores import cindex_or_nan
 log = logging.getLogger(__name__)
 
 
-
 def attach_outcomes(masked: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
     """Add ``label, time, event`` to masked rows from the method's own test predictions."""
     test = predictions.loc[
