@@ -12,6 +12,7 @@ manifest, counts = build_manifest(
     params.markers,
     wsi_dim=params.wsi_dim,
     blood_duplicates=params.tabular["blood_duplicates"],
+    blood_outlier_policy=params.tabular["blood_outlier"],
 )
 write_tsv(snakemake.output.manifest, manifest)
 write_json(snakemake.output.counts, counts)

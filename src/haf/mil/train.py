@@ -57,6 +57,7 @@ class Stage1Settings:
     cache_gb_cpu: float = 2.0
     cache_gb_gpu: float = 40.0
     wsi_tma_requires_both: bool = False
+    max_abs_feature: float | None = 1e4
     train: TrainConfig = field(default_factory=TrainConfig)
 
     @classmethod
@@ -317,6 +318,7 @@ def run_stage1(
         tma_index=tma_index,
         wsi_dim=settings.wsi_dim,
         require_both=settings.wsi_tma_requires_both,
+        max_abs=settings.max_abs_feature,
     )
     table = fold_table(targets, folds, fold)
     in_folds = set(table["patient_id"])
