@@ -62,9 +62,9 @@ def run_snakemake(
     configfiles = [str(REPO / "config" / "config.yaml")] + (
         [str(override_file)] if override_file.exists() else []
     )
-    # targets and options first: --configfile takes every following word as a file
-    cmd = [sys.executable, "-m", "snakemake", *args, "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--cores", str(cores), "--resources", "gpu=1", "--configfile", *configfiles]  # fmt: skip
+    # --configfile takes every following word as a file: pass targets after "--"
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--cores", str(cores), "--resources", "gpu=1", "--configfile", *configfiles, *args]  # fmt: skip
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 

@@ -51,6 +51,7 @@ SECTION = {
     "compile": False,
     "channels_last": False,
     "on_unreadable": "fail",
+    "min_tiled_core_fraction": 0.5,
 }
 
 
@@ -91,7 +92,7 @@ def test_tissue_mask_thresholds():
     assert tissue_mask(_chw(pixels), 0.10, 0.99)[0].tolist()[5] is False  # stricter saturation
 
 
-def test_grayscale_cores_use_an_otsu_mask():
+def test_grayscale_cores_tissue_is_darker_than_the_glass():
     image = np.full((64, 64), 240, np.uint8)
     image[:, :32] = 120  # darker tissue on the left
     rgb = _chw(np.repeat(image[..., None], 3, axis=2))
@@ -101,6 +102,26 @@ def test_grayscale_cores_use_an_otsu_mask():
     assert tiles.n == 2 and set(tiles.coords[:, 0].tolist()) == {0}
     flat = _chw(np.full((64, 64, 3), 200, np.uint8))
     assert tile_core(flat, settings, grayscale=True).status == STATUS_NO_TISSUE  # no contrast: no tissue
+
+
+@pytest.mark.parametrize("view", [-2.0, 0.0, 1.0, 3.0])
+def test_grayscale_copy_of_an_rgb_core_gives_the_same_tiles_within_one(tmp_path, view):
+    """Issue 17: Otsu on the grey levels kept only the nuclei (6 tiles fewer at view 3); the glass-relative
+    mask finds the stroma too. A demo H&E core and its luminance copy, both read from PNG."""
+    from haf.demo.tma import render_core
+    from haf.extract.extraction import CoreDataset
+
+    image = render_core(np.random.default_rng(100), 512, view, "HE")
+    rgb_path = _save(tmp_path / "rgb.png", image)
+    gray_path = _save(tmp_path / "gray.png", np.asarray(Image.fromarray(image).convert("L")))
+    settings = _tiling(tile_px=64, tile_mpp=0.25, core_mpp=0.25)
+    rgb, gray = CoreDataset([rgb_path, gray_path], settings)
+    assert rgb["mode"] == "rgb" and gray["mode"] == "gray"
+    n_rgb, n_gray = rgb["tiles"].shape[0], gray["tiles"].shape[0]
+    assert n_rgb >= 25  # a core mostly of tissue: 44 grid positions inside the disc
+    rgb_tiles = {tuple(c) for c in rgb["coords"].tolist()}
+    gray_tiles = {tuple(c) for c in gray["coords"].tolist()}
+    assert abs(n_rgb - n_gray) <= 1 and len(rgb_tiles ^ gray_tiles) <= 1, (n_rgb, n_gray)
 
 
 def test_tile_core_native_resolution_sizes_and_coords():
@@ -286,7 +307,7 @@ def test_end_to_end_h5_layout_attributes_and_stage1_reader(tmp_path, caplog):
     assert index["patient_id"].tolist() == ["001", "002", "003", "004"]  # 050 has no cores
     assert index["status"].eq("ok").all() and index["n_failed_cores"].eq(0).all()
     assert index["n_cores"].tolist() == [2, 4, 2, 2]  # the CD3 core is not part of the H&E bag
-    assert index["n_empty_cores"].eq(0).all()  # the grayscale core has tissue too (Otsu mask)
+    assert index["n_empty_cores"].eq(0).all()  # the grayscale core has tissue too (gray mask)
     assert counts["cores_other_marker_left_out"] == 1 and counts["patients_without_cores"] == 1
     assert counts["cores_converted_from_gray"] == 1 and counts["cores_converted_from_rgba"] == 1
     assert "cores_other_marker_left_out" in caplog.text
@@ -360,6 +381,48 @@ def test_patient_without_tissue_is_empty_and_counted(tmp_path, caplog):
 
     files, source_counts = tma_sources(tmp_path / "out" / "index.tsv")
     assert "009" not in files and source_counts["status_empty"] == 1
+
+
+def test_no_tile_in_the_cohort_fails_naming_the_tiling_settings_and_core_size(tmp_path):
+    """Issue 17: cores smaller than one tile (here: a wrong core_mpp) used to give per-patient warnings,
+    exit 0, and fail one rule later naming folds.tsv."""
+    manifest = _cohort(tmp_path, n=2)  # 96-px cores
+    with pytest.raises(HafInputError) as err:
+        _run(tmp_path, manifest, core_mpp=0.05)  # one 32-px tile at 0.25 um/px = 160 core pixels
+    message = str(err.value)
+    assert "no tile in the whole cohort: 0 of 4 readable core(s) (0.0 %) gave a tile" in message
+    assert "tile_px 32 at tile_mpp 0.25 um/px from cores at core_mpp 0.05 um/px" in message
+    assert "one tile covers 160 x 160 core pixels" in message and "core images 96 x 96 px" in message
+    assert "empty_too_small 4" in message
+    assert not (tmp_path / "out" / "index.tsv").exists()
+    assert sorted(p.name for p in (tmp_path / "out" / "h5").glob("*.h5")) == ["001.h5", "002.h5"]
+    # the rerun resumes both patients (same settings) and fails the same way, core sizes from the headers
+    with pytest.raises(HafInputError, match=r"0 of 4 readable .* core images 96 x 96 px"):
+        _run(tmp_path, manifest, core_mpp=0.05)
+    _run(tmp_path, manifest)  # the right core_mpp: redone, tiles found, index written
+    assert _index(tmp_path)["status"].eq("ok").all()
+
+
+def test_too_few_cores_with_a_tile_fails_at_the_configured_share(tmp_path):
+    manifest = _cohort(tmp_path, n=1)
+    frame = pd.read_csv(manifest, sep="\t", dtype=str, keep_default_na=False)
+    for i in range(2, 4):  # two patients whose cores are blank glass: 2 of 6 cores have tissue
+        pid = f"{i:03d}"
+        blanks = [
+            _save(
+                tmp_path / "cores" / f"TumorCenter_HE_block4_x{k}_y{i}_patient{pid}.png",
+                np.full((96, 96, 3), WHITE, np.uint8),
+            )
+            for k in (1, 2)
+        ]
+        frame.loc[len(frame)] = {"patient_id": pid, "has_tma": "1", "tma_files": ";".join(map(str, blanks))}
+    frame.to_csv(manifest, sep="\t", index=False)
+    with pytest.raises(
+        HafInputError, match=r"too few cores with a tile: 2 of 6 readable core\(s\) \(33\.3 %\)"
+    ):
+        _run(tmp_path, manifest)
+    counts = _run(tmp_path, manifest, min_tiled_core_fraction=0.3)  # a cohort where that is expected
+    assert counts["cores_with_tiles"] == 2 and counts["patients_resumed"] == 3
 
 
 def test_resume_skips_done_patients_and_redoes_mismatches(tmp_path):

@@ -46,12 +46,14 @@ def test_clinical_and_pathological_records(mini):
     assert math.isnan(path.loc["003", "number_of_positive_lymph_nodes"])
 
 
-def test_single_dict_form(tmp_path):
+def test_single_dict_form_is_refused(tmp_path):
+    """HANCOTHON's per-patient object is not a cohort file (tests/test_bad_inputs.py has the details)."""
     f = tmp_path / "clinical_data.json"
     f.write_text(
         json.dumps({"patient_id": "012", "survival_status": "living", "days_to_last_information": 50})
     )
-    assert read_clinical(f).index.tolist() == ["012"]
+    with pytest.raises(HafInputError, match="single JSON object"):
+        read_clinical(f)
 
 
 def test_malformed_json_names_line_and_column(tmp_path):

@@ -16,7 +16,7 @@ def test_a_failing_rule_logs_its_fatal_error(tmp_path):
         "demo": {"n_patients": 20, "core_px": 64, "wsi_bag_size": [2, 4]},
         "cv": {"k": 20},  # more folds than any label stratum has patients: the folds rule fails
     }
-    run = run_snakemake(tmp_path, str(tmp_path / "results" / "cohort" / "folds.tsv"), override=config)
+    run = run_snakemake(tmp_path, "--", str(tmp_path / "results" / "cohort" / "folds.tsv"), override=config)
     assert run.returncode != 0
     assert "Error in rule folds" in run.stderr, run.stderr[-3000:]
     log = (tmp_path / "logs" / "folds.log").read_text()

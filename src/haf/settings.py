@@ -152,6 +152,7 @@ class TabularSettings(Section):
     preprocessing: str
     icd_min_df: int
     blood_duplicates: str
+    blood_outlier: str
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,7 @@ class ExtractSettings(Section):
     compile: bool
     channels_last: bool
     on_unreadable: str
+    min_tiled_core_fraction: float
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,7 @@ class Stage1Settings(Section):
     cache_gb_cpu: float
     cache_gb_gpu: float
     wsi_tma_requires_both: bool
+    max_abs_feature: float | None
 
     @property
     def train(self) -> TrainSettings:

@@ -3,7 +3,7 @@
 
 rule manifest:
     input:
-        raw_inputs,
+        raw_inputs(*MANIFEST_SOURCES),
     output:
         manifest=f"{RES}/cohort/manifest.tsv",
         counts=f"{RES}/cohort/modality_counts.json",
@@ -27,7 +27,7 @@ rule manifest:
 
 rule targets:
     input:
-        raw_inputs,
+        raw_inputs("clinical"),
         manifest=f"{RES}/cohort/manifest.tsv",
     output:
         f"{RES}/cohort/targets.tsv",
@@ -49,7 +49,7 @@ rule targets:
 
 rule folds:
     input:
-        raw_inputs,
+        raw_inputs("splits"),
         targets=f"{RES}/cohort/targets.tsv",
     output:
         f"{RES}/cohort/folds.tsv",
@@ -71,7 +71,7 @@ rule folds:
 
 rule tabular:
     input:
-        raw_inputs,
+        raw_inputs(*TABULAR_SOURCES),
         manifest=f"{RES}/cohort/manifest.tsv",
         folds=f"{RES}/cohort/folds.tsv",
     output:

@@ -12,7 +12,7 @@ min_version("9.0")
 sys.path.insert(0, str(Path(workflow.current_basedir).parents[1] / "src"))
 
 from haf.cohort.folds import fold_ids  # noqa: E402
-from haf.config import check_data_root, data_path  # noqa: E402
+from haf.config import check_data_root  # noqa: E402
 from haf.methods import (
     active_methods,
     evaluation_methods,
@@ -60,11 +60,64 @@ wildcard_constraints:
     align=name_pattern(ALIGNMENTS),
 
 
-def raw_inputs(wildcards=None):
-    """Raw cohort files the cohort rules read: the demo's completion record, or the real files."""
-    if config["demo"]["enabled"]:
-        return [f"{DATA}/demo_cohort.json"]
-    return [str(data_path(config, key)) for key in ("clinical", "pathological")]
+_INVENTORIES = {}
+
+
+def raw_inventory(source, names_only=False):
+    """Path of a raw source's input inventory (docs/cohort.md "Reruns").
+
+    One small TSV per source under results/cohort/inputs/ (files, sizes, mtimes; ``names_only``:
+    paths), so a rule reruns exactly when a raw file it reads changed. The first call lists every
+    source and rewrites the inventories whose text changed, all before Snakemake looks at any of them
+    (it caches the folder's listing).
+    """
+    if not _INVENTORIES:
+        from haf.cohort.inventory import NAME_SOURCES, SOURCES, update_inventory
+
+        for src, names in [(s, False) for s in SOURCES] + [
+            (s, True) for s in NAME_SOURCES
+        ]:
+            _INVENTORIES[(src, names)] = str(
+                update_inventory(
+                    RES,
+                    DATA,
+                    config["paths"],
+                    src,
+                    markers=config["extract"]["markers"],
+                    scheme=config["cv"]["scheme"],
+                    names_only=names,
+                )
+            )
+    return _INVENTORIES[(source, names_only)]
+
+
+def raw_inputs(*sources, demo=True):
+    """Input function: the inventories of these raw sources (``name.names`` = the names-only one).
+
+    With demo.enabled the raw files are the demo rule's output: its completion record stands for all
+    of them (``demo=False``: nothing, for rules that see the demo data only through the manifest).
+    """
+
+    def inputs(wildcards):
+        if config["demo"]["enabled"]:
+            return [f"{DATA}/demo_cohort.json"] if demo else []
+        return [
+            raw_inventory(s.removesuffix(".names"), names_only=s.endswith(".names"))
+            for s in sources
+        ]
+
+    return inputs
+
+
+TABULAR_SOURCES = ("clinical", "pathological", "blood", "icd", "cell_density")
+MANIFEST_SOURCES = TABULAR_SOURCES + ("tma_maps", "tma_cores.names", "wsi_h5.names")
+
+
+def stage1_raw_inputs(wildcards):
+    """Stage 1 reads the WSI h5 bags themselves (wsi, wsi_tma); TMA bags come from extract_tma's index."""
+    if wildcards.pmod in ("wsi", "wsi_tma"):
+        return raw_inputs("wsi_h5", demo=False)(wildcards)
+    return []
 
 
 def fusion_inputs(wildcards):

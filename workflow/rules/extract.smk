@@ -8,6 +8,7 @@
 
 rule extract_tma:
     input:
+        raw_inputs("tma_cores", demo=False),
         manifest=f"{RES}/cohort/manifest.tsv",
     output:
         index=TMA_INDEX,

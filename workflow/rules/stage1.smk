@@ -3,6 +3,7 @@
 
 rule stage1:
     input:
+        stage1_raw_inputs,
         manifest=f"{RES}/cohort/manifest.tsv",
         targets=f"{RES}/cohort/targets.tsv",
         folds=f"{RES}/cohort/folds.tsv",

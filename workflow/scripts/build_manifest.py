@@ -14,6 +14,7 @@ manifest, counts = build_manifest(
     params.markers,
     wsi_dim=params.wsi_dim,
     blood_duplicates=TabularSettings.from_config(params.tabular).blood_duplicates,
+    blood_outlier_policy=TabularSettings.from_config(params.tabular).blood_outlier,
 )
 write_manifest(snakemake.output.manifest, manifest, snakemake.output.counts, counts)
 log.info("wrote %s (%d patients) and %s", snakemake.output.manifest, len(manifest), snakemake.output.counts)

@@ -18,7 +18,9 @@ folds = read_folds(snakemake.input.folds)
 assignment = folds.loc[folds["fold"] == fold, ["patient_id", "part"]]
 if assignment.empty:
     raise HafInputError(snakemake.input.folds, f"no rows for fold {fold}", field="fold")
-sources = load_tabular_sources(snakemake.params.data_root, snakemake.params.paths, tab.blood_duplicates)
+sources = load_tabular_sources(
+    snakemake.params.data_root, snakemake.params.paths, tab.blood_duplicates, tab.blood_outlier
+)
 manifest = read_manifest(snakemake.input.manifest).set_index("patient_id")
 for m in TABULAR:  # the manifest and this rule read the same sources: presence must agree
     listed = set(manifest.index[manifest[f"has_{m}"] == 1])

@@ -30,6 +30,18 @@ def _open_bag(path: str | Path) -> h5py.File:
     return handle
 
 
+def _check_float(path: str | Path, dtype: np.dtype) -> None:
+    """Patch embeddings are floating point; integer or boolean ``features`` are another dataset (coords,
+    labels, a quantised export) written under the wrong name, never silently cast."""
+    if not np.issubdtype(dtype, np.floating):
+        raise HafInputError(
+            path,
+            f"'features' are {dtype} but patch embeddings must be floating point (float16/32/64); "
+            "is this another dataset (coords, labels) saved as 'features'?",
+            field="features",
+        )
+
+
 def _check_width(path: str | Path, width: int, expected_dim: int | None) -> None:
     if expected_dim is not None and width != expected_dim:
         raise HafInputError(
@@ -47,19 +59,27 @@ def probe_bag(path: str | Path, expected_dim: int | None = None) -> tuple[int, i
     """
     with _open_bag(path) as handle:
         shape = handle["features"].shape
+        dtype = handle["features"].dtype
         attrs = {k: handle.attrs[k] for k in handle.attrs}
     if shape is None or (len(shape) == 1 and shape[0] == 0) or (len(shape) == 2 and shape[0] == 0):
         return 0, 0, attrs
+    _check_float(path, dtype)
     if len(shape) != 2:
         raise HafInputError(path, f"'features' has shape {shape}, expected (N, D)", field="features")
     _check_width(path, int(shape[1]), expected_dim)
     return int(shape[0]), int(shape[1]), attrs
 
 
-def read_bag(path: str | Path, expected_dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Read one h5 bag; errors name the file and the problem (missing key, wrong width, NaN row)."""
+def read_bag(
+    path: str | Path, expected_dim: int | None = None, max_abs: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read one h5 bag; errors name the file and the problem (missing key, wrong width, integer
+    features, a NaN/inf row, a value beyond ``max_abs``: config ``stage1.max_abs_feature``)."""
     with _open_bag(path) as handle:
-        features = np.asarray(handle["features"][()], dtype=np.float32)
+        raw = handle["features"]
+        if raw.size:
+            _check_float(path, raw.dtype)
+        features = np.asarray(raw[()], dtype=np.float32)
         coords = (
             np.asarray(handle["coords"][()])
             if "coords" in handle
@@ -76,6 +96,19 @@ def read_bag(path: str | Path, expected_dim: int | None = None) -> tuple[np.ndar
         raise HafInputError(
             path, "NaN or inf in features", where=f"row {int(np.flatnonzero(bad)[0])}", field="features"
         )
+    if max_abs is not None and features.size:
+        peak = np.abs(features).max(axis=1)
+        over = peak > max_abs
+        if over.any():
+            row = int(np.flatnonzero(over)[0])
+            raise HafInputError(
+                path,
+                f"feature magnitude {float(peak[row]):.3g} exceeds stage1.max_abs_feature = {max_abs:g} "
+                f"({int(over.sum())} of {len(features)} rows); patch embeddings are O(1): is this bag "
+                "corrupt or unnormalised? (raise stage1.max_abs_feature if such values are real)",
+                where=f"row {row}",
+                field="features",
+            )
     if coords.size and (coords.ndim != 2 or coords.shape != (features.shape[0], 2)):
         raise HafInputError(
             path, f"'coords' has shape {coords.shape}, expected ({features.shape[0]}, 2)", field="coords"
@@ -83,9 +116,11 @@ def read_bag(path: str | Path, expected_dim: int | None = None) -> tuple[np.ndar
     return features, coords.astype(np.int64, copy=False).reshape(-1, 2)
 
 
-def read_pooled_bag(paths: Sequence[str | Path], expected_dim: int | None = None) -> np.ndarray:
+def read_pooled_bag(
+    paths: Sequence[str | Path], expected_dim: int | None = None, max_abs: float | None = None
+) -> np.ndarray:
     """Concatenate the instances of several h5 bags of one patient (e.g. a slide and its ``_a`` rescan)."""
-    parts = [read_bag(p, expected_dim)[0] for p in paths]
+    parts = [read_bag(p, expected_dim, max_abs)[0] for p in paths]
     parts = [p for p in parts if len(p)]
     if not parts:
         return np.zeros((0, expected_dim or 0), dtype=np.float32)

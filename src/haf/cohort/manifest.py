@@ -36,6 +36,7 @@ def build_manifest(
     blood_duplicates: str = "closest_to_treatment",
     sources: TabularSources | None = None,
     progress: bool = True,
+    blood_outlier_policy: str = "keep",
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Scan a HANCOCK folder; return the manifest and the counts written to ``modality_counts.json``.
 
@@ -44,7 +45,7 @@ def build_manifest(
     """
     data_root = Path(data_root)
     if sources is None:
-        sources = load_tabular_sources(data_root, paths, blood_duplicates)
+        sources = load_tabular_sources(data_root, paths, blood_duplicates, blood_outlier_policy)
     counts: dict[str, Any] = dict(sources.counts)
 
     # WSI: released UNI bags, pooled per patient (main slide first).
@@ -151,7 +152,51 @@ def build_manifest(
         ", ".join(markers),
     )
     _log_blood_ranges(sources, counts)
+    _log_unused_folders(data_root, paths, counts)
     return manifest, counts
+
+
+def unused_folders(data_root: str | Path, paths: dict[str, Any], depth: int = 3) -> list[str]:
+    """Folders under ``data_root`` that no configured path reads (relative, sorted), e.g. the
+    lymph-node slides ``WSI_UNI_encodings/WSI_LymphNode`` or ``TextData/reports``.
+
+    Walks only down the ancestors of the configured paths (at most ``depth`` levels), so it costs a few
+    directory listings however large the download.
+    """
+    root = Path(data_root)
+    used = [(root / str(p)).resolve() for p in paths.values()]
+    unused: list[str] = []
+
+    def walk(folder: Path, level: int) -> None:
+        try:
+            children = sorted(c for c in folder.iterdir() if c.is_dir() and not c.name.startswith("."))
+        except OSError:
+            return
+        for child in children:
+            resolved = child.resolve()
+            if any(resolved == u or u in resolved.parents for u in used):
+                continue  # read by the pipeline (or inside a folder that is)
+            if any(resolved in u.parents for u in used):
+                if level < depth:
+                    walk(child, level + 1)
+                continue
+            unused.append(child.relative_to(root).as_posix())
+
+    if root.is_dir():
+        walk(root, 1)
+    return unused
+
+
+def _log_unused_folders(data_root: Path, paths: dict[str, Any], counts: dict[str, Any]) -> None:
+    unused = unused_folders(data_root, paths)
+    counts["unused_folders"] = unused
+    if not unused:
+        return
+    notes = {"LymphNode": "lymph-node slides: HAF's WSI modality is the primary tumour (paths.wsi_h5)"}
+    described = [
+        next((f"{u} ({note})" for key, note in notes.items() if key.lower() in u.lower()), u) for u in unused
+    ]
+    log.info("folders present in %s but not used: %s", data_root, "; ".join(described))
 
 
 def _log_blood_ranges(sources: TabularSources, counts: dict[str, Any]) -> None:

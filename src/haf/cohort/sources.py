@@ -29,6 +29,8 @@ from haf.io.icd import read_icd_dir
 log = logging.getLogger(__name__)
 
 OPTIONAL_SOURCES: tuple[str, ...] = ("blood", "blood_reference", "icd_dir", "cell_density")
+BLOOD_OUTLIER_POLICIES: tuple[str, ...] = ("keep", "drop")
+BLOOD_OUTLIER_ANALYTES: tuple[str, str] = ("Leukocytes", "Basophils")
 
 
 def source_path(data_root: str | Path, paths: dict[str, str], key: str) -> Path:
@@ -57,13 +59,74 @@ class TabularSources:
     blood_reference: pd.DataFrame | None = None
 
 
+def blood_outlier(table: pd.DataFrame, policy: str = "keep") -> tuple[pd.DataFrame, dict[str, Any]]:
+    """HANCOCK's blood outlier: the one patient holding the maximum of both ``BLOOD_OUTLIER_ANALYTES``.
+
+    HANCOCK's official code drops that patient's blood values (it asserts one patient holds both
+    maxima); their Leukocytes and Basophils are so far above the rest that min-max scaling squeezes
+    every other patient into a sliver of [0, 1]. ``policy`` ``keep`` leaves the row, ``drop`` removes it
+    (the patient's blood modality is then absent). Logged with the patient id either way; when no
+    single patient holds both maxima nothing is dropped and the log says who holds each.
+    """
+    if policy not in BLOOD_OUTLIER_POLICIES:
+        raise ValueError(f"tabular.blood_outlier must be one of {BLOOD_OUTLIER_POLICIES}, got {policy!r}")
+    counts: dict[str, Any] = {"blood_outlier_policy": policy, "blood_outlier_patient": None}
+    holders: dict[str, list[str]] = {}
+    peaks: dict[str, float] = {}
+    for analyte in BLOOD_OUTLIER_ANALYTES:
+        values = table[analyte].dropna() if analyte in table.columns else pd.Series(dtype=float)
+        if values.empty:
+            log.info(
+                "blood outlier check (tabular.blood_outlier %s): no %s value, nothing to check",
+                policy,
+                analyte,
+            )
+            counts["blood_outlier_dropped"] = 0
+            return table, counts
+        peaks[analyte] = float(values.max())
+        holders[analyte] = sorted(values.index[values == peaks[analyte]])
+    first, second = BLOOD_OUTLIER_ANALYTES
+    if len(holders[first]) == 1 and holders[first] == holders[second]:
+        pid = holders[first][0]
+        counts["blood_outlier_patient"] = pid
+        action = "dropped (the patient's blood modality is absent)" if policy == "drop" else "kept"
+        log.warning(
+            "blood outlier: patient %s holds the maximum %s (%g) and %s (%g); %s by tabular.blood_outlier: %s",
+            pid,
+            first,
+            peaks[first],
+            second,
+            peaks[second],
+            action,
+            policy,
+        )
+        if policy == "drop":
+            table = table.drop(index=pid)
+        counts["blood_outlier_dropped"] = int(policy == "drop")
+        return table, counts
+    log.info(
+        "blood outlier check (tabular.blood_outlier %s): no single patient holds both maxima (%s: %s; %s: %s); "
+        "nothing dropped",
+        policy,
+        first,
+        ", ".join(holders[first]),
+        second,
+        ", ".join(holders[second]),
+    )
+    counts["blood_outlier_dropped"] = 0
+    return table, counts
+
+
 def load_tabular_sources(
-    data_root: str | Path, paths: dict[str, Any], blood_duplicates: str = "closest_to_treatment"
+    data_root: str | Path,
+    paths: dict[str, Any],
+    blood_duplicates: str = "closest_to_treatment",
+    blood_outlier_policy: str = "keep",
 ) -> TabularSources:
     """Read clinical, pathological, blood, ICD and cell-density sources under ``data_root``.
 
     Clinical and pathological files are required; the others are optional (a missing one is logged
-    and leaves that modality absent for everybody).
+    and leaves that modality absent for everybody). ``blood_outlier_policy``: :func:`blood_outlier`.
     """
     counts: dict[str, int] = {}
     files: dict[str, str | None] = {}
@@ -106,6 +169,8 @@ def load_tabular_sources(
             blood_duplicates,
         )
         tables["blood"], counts["blood_patients_without_feature_analytes"] = blood_table(blood_wide)
+        tables["blood"], outlier_counts = blood_outlier(tables["blood"], blood_outlier_policy)
+        counts.update(outlier_counts)
         seen["blood"] = set(long["patient_id"])
     else:
         tables["blood"], _ = blood_table(pd.DataFrame())

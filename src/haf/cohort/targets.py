@@ -10,7 +10,8 @@
   ``survival_status_with_cause`` is ``deceased not tumor specific`` get no label (``non_tumour_death``).
 
 Patients without a binary label stay in the cohort (their time/event still count); patients without
-survival data at all are excluded from targets.tsv. Every case is counted.
+survival data at all, or with a follow-up of 0 days (no time at risk), are excluded from targets.tsv.
+Every case is counted and logged with the ids. A negative follow-up is an error naming the patient.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def build_targets(
         "no_clinical_record": [],
         "no_survival_status": [],
         "no_follow_up_time": [],
+        "zero_follow_up_time": [],
     }
     for pid in cohort:
         if pid not in clinical.index:
@@ -75,6 +77,9 @@ def build_targets(
                 where=f"patient {pid}",
                 field="days_to_last_information",
             )
+        if time == 0:  # no time at risk: no survival information, and a label would be a guess
+            excluded["zero_follow_up_time"].append(pid)
+            continue
         event = int(status == "deceased")
         cause = record.get("survival_status_with_cause")
         label, reason = _label(rule, event, time, horizon_days, cause if isinstance(cause, str) else None)

@@ -23,6 +23,11 @@ and in the log. Unreadable cores (missing, truncated, not an image) follow ``ext
 file (no index is written; a rerun redoes only the patients without an h5); ``skip`` leaves the core
 out, counts it (``n_failed_cores``) and logs the file and the error.
 
+Cohort check. After every patient is written, the rule fails (no index) when the cohort gives no tile
+at all, or when fewer than ``extract.min_tiled_core_fraction`` of its readable cores give one: the
+error names the tiling settings, one tile's size in core pixels and the core sizes seen, since that is a
+wrong ``core_mpp`` or tile/mask setting rather than a cohort without tissue (:func:`check_tiled_share`).
+
 Resume. A patient is redone only if its h5 is missing, unreadable, or its attributes differ from the
 current run: encoder, weights digest, tile settings (``tile_px``, ``tile_mpp`` and a digest of all
 tiling settings), feature width, or the fingerprint of its core files (paths, sizes, mtimes).
@@ -41,11 +46,12 @@ from typing import Any
 
 import h5py
 import numpy as np
+import pandas as pd
 import torch
 
 from haf.artifacts.bags import read_bag_attrs, write_bag
 from haf.artifacts.manifest import listed_files, read_manifest, resolve_listed
-from haf.artifacts.tma_index import write_tma_index
+from haf.artifacts.tma_index import INDEX_COLUMNS, write_tma_index
 from haf.errors import HafConfigError, HafInputError
 from haf.extract.registry import (
     LoadedEncoder,
@@ -216,6 +222,7 @@ class CoreDataset(torch.utils.data.Dataset):
                 "status": STATUS_FAILED,
                 "mode": "",
                 "error": str(exc),
+                "core_shape": (0, 0),
             }
         return {
             "i": i,
@@ -224,6 +231,7 @@ class CoreDataset(torch.utils.data.Dataset):
             "status": tiles.status,
             "mode": mode,
             "error": "",
+            "core_shape": tiles.core_shape,
         }
 
 
@@ -301,6 +309,7 @@ class _CoreState:
     status: str = ""
     mode: str = ""
     error: str = ""
+    core_shape: tuple[int, int] = (0, 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,6 +399,7 @@ def extract_tma_features(
     )
 
     failures: list[tuple[str, str]] = []
+    core_shapes: list[tuple[int, int]] = []
     tiles_done = 0
     if todo:
         model = encoder if encoder is not None else load_encoder(name, source=source)
@@ -406,6 +416,7 @@ def extract_tma_features(
             rows,
             counts,
             failures,
+            core_shapes,
         )
 
     elapsed = time.perf_counter() - started
@@ -430,9 +441,92 @@ def extract_tma_features(
             f"redoes only the affected patients. Fix or remove these files (or set extract.on_unreadable: "
             f"skip to leave them out): {listing}{more}",
         )
-    frame = write_tma_index(index_path, [rows[p.patient_id] for p in patients])
+    index_rows = [rows[p.patient_id] for p in patients]
+    check_tiled_share(
+        pd.DataFrame(index_rows, columns=list(INDEX_COLUMNS)),
+        settings,
+        section,
+        counts,
+        core_shapes,
+        patients,
+    )
+    frame = write_tma_index(index_path, index_rows)
     log.info("wrote %s (%d patients)", index_path, len(frame))
     return dict(counts)
+
+
+def check_tiled_share(
+    index: pd.DataFrame,
+    settings: TilingSettings,
+    section: ExtractSettings,
+    counts: Counter,
+    core_shapes: Sequence[tuple[int, int]],
+    patients: Sequence[PatientCores],
+) -> None:
+    """Fail when the cohort gives no tile, or fewer than ``extract.min_tiled_core_fraction`` of its
+    readable cores give one: that is a wrong ``core_mpp`` or tile/mask setting, not a cohort without
+    tissue, and Stage 1 would otherwise fail a rule later on an empty TMA modality.
+
+    The error names the tiling settings, the tile's size in core pixels and the core sizes seen
+    (decoded in this run, else read from a few core headers). Every patient's h5 is already written;
+    a rerun with other settings redoes them (the tiling digest differs).
+    """
+    n_cores = int(index["n_cores"].sum()) if len(index) else 0
+    if n_cores == 0:
+        return
+    readable = n_cores - int(index["n_failed_cores"].sum())
+    tiled = readable - int(index["n_empty_cores"].sum())
+    n_tiles = int(index["n_tiles"].sum())
+    minimum = section.min_tiled_core_fraction
+    share = tiled / readable if readable else 0.0
+    counts["cores_with_tiles"] = tiled
+    log.info(
+        "%d of %d readable core(s) (%.1f %%) gave at least one tile (%d tiles; extract.min_tiled_core_fraction %g)",
+        tiled,
+        readable,
+        100.0 * share,
+        n_tiles,
+        minimum,
+    )
+    if n_tiles > 0 and share >= minimum:
+        return
+    shapes = list(core_shapes)
+    if not shapes:  # every patient resumed: read a few core headers (no decoding)
+        from PIL import Image
+
+        for path in [c for p in patients for c in p.cores][:20]:
+            try:
+                with Image.open(path) as image:
+                    shapes.append((image.height, image.width))
+            except OSError:
+                continue
+    if shapes:
+        hs, ws = np.array([h for h, _ in shapes]), np.array([w for _, w in shapes])
+        sizes = (
+            f"core images {int(np.median(hs))} x {int(np.median(ws))} px (median of {len(shapes)}; "
+            f"height {hs.min()}-{hs.max()}, width {ws.min()}-{ws.max()})"
+        )
+    else:
+        sizes = "core sizes unknown (no core could be read)"
+    statuses = ", ".join(
+        f"{k.removeprefix('cores_')} {v}"
+        for k, v in sorted(counts.items())
+        if k in (f"cores_{STATUS_NO_TISSUE}", f"cores_{STATUS_TOO_SMALL}", f"cores_{STATUS_FAILED}")
+    )
+    what = "no tile in the whole cohort" if n_tiles == 0 else "too few cores with a tile"
+    raise HafInputError(
+        None,
+        f"extract_tma: {what}: {tiled} of {readable} readable core(s) ({100.0 * share:.1f} %) gave a tile, "
+        f"extract.min_tiled_core_fraction is {minimum:g}"
+        + (f" (this run: {statuses})" if statuses else "")
+        + f". Tiling: tile_px {settings.tile_px} at tile_mpp {settings.tile_mpp:g} um/px from cores at "
+        f"core_mpp {settings.core_mpp:g} um/px, so one tile covers {settings.tile_px_core:.0f} x "
+        f"{settings.tile_px_core:.0f} core pixels; {sizes}. Tissue mask: saturation >= "
+        f"{settings.tissue_saturation_min:g}, value <= {settings.tissue_value_max:g}, a tile kept at "
+        f"min_tissue_fraction {settings.min_tissue_fraction:g}. Check extract.core_mpp (the cores' real "
+        "resolution) and the tile and mask settings; every patient's h5 was written and a rerun with "
+        "other settings redoes them.",
+    )
 
 
 def _extract(
@@ -448,8 +542,11 @@ def _extract(
     rows: dict[str, dict[str, Any]],
     counts: Counter,
     failures: list[tuple[str, str]],
+    core_shapes: list[tuple[int, int]],
 ) -> int:
-    """Run the decode/tile -> encode -> write pipeline over the patients in ``todo``; returns tiles encoded."""
+    """Run the decode/tile -> encode -> write pipeline over the patients in ``todo``; returns tiles encoded.
+
+    ``core_shapes`` receives the (H, W) of every decoded core (for the cohort-level tiling check)."""
     from tqdm import tqdm
 
     cores = [(p, path) for p, patient in enumerate(todo) for path in patient.cores]
@@ -563,6 +660,9 @@ def _extract(
         state.n = int(item["tiles"].shape[0])
         state.coords = item["coords"].numpy().astype(np.int32, copy=True)
         state.status, state.mode, state.error = item["status"], item["mode"], item["error"]
+        state.core_shape = tuple(int(v) for v in item["core_shape"])
+        if state.status != STATUS_FAILED:
+            core_shapes.append(state.core_shape)
         if state.mode not in ("", "rgb"):
             counts[f"cores_converted_from_{state.mode}"] += 1
         if state.n == 0:

@@ -8,8 +8,9 @@
   bilinear) so a tile of ``tile_px`` pixels covers ``tile_px * tile_mpp`` um.
 * Tissue mask: a pixel is tissue when its HSV saturation is >= ``tissue_saturation_min`` and its value
   (brightness) <= ``tissue_value_max``: white and grey glass, black debris are not saturated. A
-  grayscale core has no saturation: there tissue is what is darker than Otsu's threshold of its grey
-  levels (and <= ``tissue_value_max``).
+  grayscale core has no saturation: there tissue is what is at least ``tissue_saturation_min`` (7 %)
+  darker than the glass (the 99th percentile grey level), and <= ``tissue_value_max``
+  (:func:`gray_tissue_mask`); a grayscale copy of an RGB H&E core gives the same tiles within one.
 * Grid: non-overlapping tiles, the grid centred on the image; a tile is kept when its tissue fraction
   is >= ``min_tissue_fraction`` (and > 0). The fraction is measured on a regular subsample of the mask
   (at least 32 x 32 points per tile), which makes the mask ~50x cheaper on real-size cores.
@@ -188,28 +189,33 @@ def tissue_mask(rgb: torch.Tensor, saturation_min: float, value_max: float) -> t
     return saturated & not_bright
 
 
-def gray_tissue_mask(rgb: torch.Tensor, value_max: float, min_contrast: int = 10) -> torch.Tensor:
-    """Tissue of a grayscale core (no saturation to go by): darker than Otsu's threshold of its grey levels.
+GRAY_BACKGROUND_QUANTILE = 0.99
+"""The glass level of a grayscale core: this quantile of its grey levels (robust to a few hot pixels)."""
 
-    A core without two distinct grey populations (class means < ``min_contrast`` levels apart) has none.
+
+def gray_tissue_mask(rgb: torch.Tensor, value_max: float, darker_by: float = 0.07) -> torch.Tensor:
+    """Tissue of a grayscale core (no saturation to go by): darker than the glass by ``darker_by``.
+
+    The glass level ``B`` is the ``GRAY_BACKGROUND_QUANTILE`` of the grey levels; a pixel is tissue when
+    ``grey <= (1 - darker_by) * B`` and ``grey <= value_max * 255``. The caller passes
+    ``tissue_saturation_min`` as ``darker_by``: the same 7 % that separates pale stroma from glass in
+    saturation separates it in brightness (stroma ~190-215, glass ~245 in 8-bit grey). Otsu's threshold,
+    used before, splits dark nuclei from everything else and kept one tile where the RGB core gives six.
+    A flat image (no level 7 % below its glass) has no tissue.
     """
     grey = rgb[0]
-    counts = torch.bincount(grey.reshape(-1).to(torch.int64), minlength=256).to(torch.float64)
-    levels = torch.arange(256, dtype=torch.float64)
-    w0 = counts.cumsum(0)
-    m0 = (counts * levels).cumsum(0)
-    total, mean_all = w0[-1], m0[-1]
-    w1 = total - w0
-    valid = (w0 > 0) & (w1 > 0)
-    if not bool(valid.any()):
+    counts = torch.bincount(grey.reshape(-1).to(torch.int64), minlength=256)
+    cdf = counts.cumsum(0)
+    total = int(cdf[-1])
+    if total == 0:
         return torch.zeros_like(grey, dtype=torch.bool)
-    mu0 = m0 / w0.clamp_min(1)
-    mu1 = (mean_all - m0) / w1.clamp_min(1)
-    between = torch.where(valid, w0 * w1 * (mu0 - mu1) ** 2, torch.zeros_like(w0))
-    k = int(torch.argmax(between))
-    if float(mu1[k] - mu0[k]) < min_contrast:
-        return torch.zeros_like(grey, dtype=torch.bool)
-    return (grey <= k) & (grey.to(torch.int32) * 10000 <= int(round(value_max * 255 * 10000)))
+    level = torch.tensor([GRAY_BACKGROUND_QUANTILE * total], dtype=torch.float64)
+    background = min(int(torch.searchsorted(cdf.to(torch.float64), level)[0]), 255)
+    # integer-exact: grey <= (1 - d) * B and grey <= v * 255, with d and v to 1e-4
+    scaled = grey.to(torch.int32) * 10000
+    below_glass = scaled <= background * int(round((1.0 - darker_by) * 10000))
+    not_bright = scaled <= int(round(value_max * 255 * 10000))
+    return below_glass & not_bright
 
 
 def resize_core(rgb: torch.Tensor, scale: float) -> torch.Tensor:
@@ -259,7 +265,7 @@ def tile_core(rgb: torch.Tensor, settings: TilingSettings, grayscale: bool = Fal
     step = _mask_step(t)
     sample = region[:, ::step, ::step]
     if grayscale:
-        mask = gray_tissue_mask(sample, settings.tissue_value_max)
+        mask = gray_tissue_mask(sample, settings.tissue_value_max, settings.tissue_saturation_min)
     else:
         mask = tissue_mask(sample, settings.tissue_saturation_min, settings.tissue_value_max)
     per = t // step

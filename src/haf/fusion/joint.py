@@ -71,7 +71,11 @@ def open_bag_stores(
     for pm in PATHOLOGY:
         if pm in modalities:
             stores[pm] = BagStore.for_pathology_model(
-                pm, manifest=paths["manifest"], tma_index=paths["tma_index"], wsi_dim=settings.wsi_dim
+                pm,
+                manifest=paths["manifest"],
+                tma_index=paths["tma_index"],
+                wsi_dim=settings.wsi_dim,
+                max_abs=settings.max_abs_feature,
             )
             stores[pm].cache(device, budget)
     return stores

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from haf.errors import HafInputError
-from haf.io.records import load_json, read_json_records
+from haf.io.records import json_records, load_json, read_json_records
 
 log = logging.getLogger(__name__)
 
@@ -138,11 +138,7 @@ def pivot_blood(long: pd.DataFrame, duplicates: str = "closest_to_treatment") ->
 def read_blood_reference(path: str | Path) -> pd.DataFrame:
     """``blood_data_reference_ranges.json``: one row per analyte with the sex-specific normal range."""
     path = Path(path)
-    data = load_json(path)
-    if isinstance(data, dict):
-        data = [data]
-    if not isinstance(data, list):
-        raise HafInputError(path, f"expected a JSON array of records, got {type(data).__name__}")
+    data = json_records(load_json(path), path)
     rows = []
     seen: dict[str, int] = {}
     for i, record in enumerate(data, start=1):

@@ -1,8 +1,9 @@
 """Clinical and pathological JSON (``StructuredData/{clinical,pathological}_data.json``).
 
-An array of records, one per patient (the HANCOTHON challenge sends one record as a single dict);
-both forms are accepted. Fields the pipeline uses are type-checked here so that a bad value is
-reported with its file, record and field instead of surfacing later as a NaN.
+A non-empty array of records, one per patient (a single object, HANCOTHON's per-patient form, and an
+empty array are errors: :func:`haf.io.records.json_records`). Fields the pipeline uses are type-checked
+here so that a bad value is reported with its file, record and field instead of surfacing later as a
+NaN; an age outside ``AGE_RANGE`` is an error too (a negative age is a data error, not a patient).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ PATHOLOGICAL_STRING: tuple[str, ...] = (
     "histologic_type",
 )
 SURVIVAL_STATUS: tuple[str, ...] = ("living", "deceased")
+AGE_RANGE: tuple[float, float] = (0.0, 120.0)
+"""Plausible ``age_at_initial_diagnosis`` in years (HANCOCK: 22-92); outside is an error naming the record."""
 
 
 def _check_types(
@@ -89,7 +92,16 @@ def read_clinical(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     records = read_json_records(path)
     _check_types(records, path, CLINICAL_NUMERIC, CLINICAL_STRING)
+    low, high = AGE_RANGE
     for i, record in enumerate(records, start=1):
+        age = record.get("age_at_initial_diagnosis")
+        if age is not None and not math.isnan(age) and not low <= age <= high:
+            raise HafInputError(
+                path,
+                f"implausible age {age!r}: must be between {low:g} and {high:g} years",
+                where=f"record {i} (patient {record['patient_id']})",
+                field="age_at_initial_diagnosis",
+            )
         status = record.get("survival_status")
         if status is not None and status not in SURVIVAL_STATUS:
             raise HafInputError(

@@ -40,6 +40,12 @@ def icd_patient_id(path: str | Path) -> str | None:
     return match.group(1) if match else None
 
 
+def icd_files(directory: str | Path) -> list[Path]:
+    """Every ``*.txt`` below ``directory`` (any depth), sorted: what :func:`read_icd_dir` reads."""
+    directory = Path(directory)
+    return sorted(directory.rglob("*.txt")) if directory.is_dir() else []
+
+
 def read_icd_dir(directory: str | Path) -> tuple[dict[str, list[str]], dict[str, Path], dict[str, int]]:
     """Codes per patient from every ``*.txt`` in ``directory`` (recursively).
 
@@ -51,7 +57,7 @@ def read_icd_dir(directory: str | Path) -> tuple[dict[str, list[str]], dict[str,
     codes: dict[str, list[str]] = {}
     files: dict[str, Path] = {}
     skipped: list[str] = []
-    for path in sorted(directory.rglob("*.txt")):
+    for path in icd_files(directory):
         pid = icd_patient_id(path)
         if pid is None:
             skipped.append(path.name)

@@ -7,6 +7,7 @@ reading mistake upstream (a lost leading zero), so it is an error that names the
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any
 import pandas as pd
 
 from haf.errors import HafInputError
+
+log = logging.getLogger(__name__)
 
 PATIENT_ID_RE = re.compile(r"^[0-9]{3}$")
 
@@ -49,21 +52,40 @@ def load_json(path: str | Path) -> Any:
         ) from exc
 
 
+def json_records(data: Any, path: str | Path) -> list[Any]:
+    """The records of a parsed HANCOCK JSON file, which must be a non-empty JSON array.
+
+    HANCOCK's files are arrays of records (one object per patient or measurement). An empty array (a
+    truncated export) and a single object (HANCOTHON's per-patient form, or one record cut out of the
+    array) are errors naming the file: accepting a lone object silently gave a one-patient cohort.
+    """
+    if isinstance(data, list):
+        if not data:
+            raise HafInputError(
+                path,
+                "the file holds an empty JSON array (no records): the download is incomplete; "
+                "restore the file, or remove it if the source is optional",
+            )
+        return data
+    if isinstance(data, dict):
+        pid = data.get("patient_id")
+        who = f" (patient {pid!r})" if pid is not None else ""
+        raise HafInputError(
+            path,
+            f"the file holds a single JSON object{who}, not an array of records: HANCOCK's files are "
+            "arrays with one object per record ([{...}, {...}]); a single object is HANCOTHON's "
+            "per-patient form. Write the records as a JSON array (for one record: [{...}])",
+        )
+    raise HafInputError(path, f"expected a JSON array of records, got {type(data).__name__}")
+
+
 def read_json_records(path: str | Path, *, unique_patients: bool = True) -> list[dict[str, Any]]:
-    """Read a HANCOCK JSON file: an array of records, or a single dict (the HANCOTHON form).
+    """Read a HANCOCK JSON file: a non-empty array of records (see :func:`json_records`).
 
     Every record must be an object with a 3-digit string ``patient_id``. With ``unique_patients``
     a patient that appears twice is an error naming both records (1-based record numbers).
     """
-    data = load_json(path)
-    if isinstance(data, dict):
-        records = [data]
-    elif isinstance(data, list):
-        records = data
-    else:
-        raise HafInputError(
-            path, f"expected a JSON array of records or one record object, got {type(data).__name__}"
-        )
+    records = json_records(load_json(path), path)
     seen: dict[str, int] = {}
     for i, record in enumerate(records, start=1):
         if not isinstance(record, dict):
@@ -85,41 +107,59 @@ def read_json_records(path: str | Path, *, unique_patients: bool = True) -> list
     return records
 
 
+CSV_SEPARATORS: tuple[str, ...] = (",", ";", "\t")
+DECIMAL_COMMA_RE = re.compile(r"^[+-]?[0-9]*,[0-9]+(?:[eE][+-]?[0-9]+)?$")
+"""A number written with a decimal comma (``123,5``): German Excel and QuPath exports use ``;`` + this."""
+
+
+def _read_csv_text(path: Path, sep: str) -> pd.DataFrame:
+    """One separator, UTF-8 first, then Latin-1 (which decodes any byte string)."""
+    try:
+        return pd.read_csv(path, sep=sep, dtype=str, encoding="utf-8", keep_default_na=False)
+    except UnicodeDecodeError:
+        return pd.read_csv(path, sep=sep, dtype=str, encoding="latin-1", keep_default_na=False)
+
+
 def read_csv_flexible(path: str | Path, required: Iterable[str]) -> pd.DataFrame:
     """Read a CSV whose separator may be ``,``, ``;`` or tab; the first that yields ``required`` wins.
 
     Every cell is read as a string (ids keep their leading zeros, empty cells are ``""``); the
-    readers convert and validate columns themselves so that errors can name the line. A missing
-    required column is an error naming the file and the column.
+    readers convert and validate columns themselves so that errors can name the line. A separator
+    under which the file does not tokenize is skipped (a ``;`` file with decimal commas does not
+    parse with ``,``). The separator found is ``frame.attrs["sep"]``: with ``;`` or tab,
+    :func:`numeric_column` reads decimal commas. A missing required column is an error naming the
+    file, the column and the separators tried.
     """
     path = Path(path)
     required = list(required)
     if not path.is_file():
         raise HafInputError(path, "file not found")
-    frame = None
-    for sep in (",", ";", "\t"):
-        for encoding in ("utf-8", "latin-1"):
-            try:
-                candidate = pd.read_csv(path, sep=sep, dtype=str, encoding=encoding, keep_default_na=False)
-            except UnicodeDecodeError:
-                continue
-            except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-                raise HafInputError(path, f"cannot parse as CSV: {exc}") from exc
-            break
-        else:  # pragma: no cover - latin-1 decodes any byte string
+    frame = first = None
+    failures: list[str] = []
+    for sep in CSV_SEPARATORS:
+        try:
+            candidate = _read_csv_text(path, sep)
+        except pd.errors.EmptyDataError:
+            raise HafInputError(path, "the file is empty (no header line)") from None
+        except pd.errors.ParserError as exc:
+            failures.append(f"{sep!r}: {str(exc).strip()}")
             continue
         candidate.columns = [str(c).strip().lstrip("\ufeff") for c in candidate.columns]
+        candidate.attrs["sep"] = sep
         if all(c in candidate.columns for c in required):
             frame = candidate
             break
-        if frame is None:
-            frame = candidate
-    assert frame is not None
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
+        if first is None or len(candidate.columns) > len(first.columns):
+            first = candidate
+    if frame is None:
+        tried = "separators ',', ';' and tab"
+        if first is None:
+            raise HafInputError(path, f"cannot parse as CSV with any of the {tried}: {'; '.join(failures)}")
+        missing = [c for c in required if c not in first.columns]
         raise HafInputError(
             path,
-            f"required column missing (found columns: {', '.join(map(str, frame.columns))})",
+            f"required column missing with any of the {tried} (columns found with {first.attrs['sep']!r}: "
+            f"{', '.join(map(str, first.columns))})",
             field=missing[0],
         )
     return frame
@@ -136,6 +176,11 @@ def numeric_column(frame: pd.DataFrame, column: str, path: str | Path, rows: Any
     ``rows`` (boolean mask) limits the check to the rows that are used (dropped rows may hold anything).
     """
     raw = frame[column].astype(str).str.strip()
+    if frame.attrs.get("sep") in (";", "\t"):  # 123,5 = 123.5 in a ;-separated (German Excel) export
+        comma = raw.str.match(DECIMAL_COMMA_RE.pattern)
+        if comma.any():
+            log.info("%s: %d values of column %r read with a decimal comma", path, int(comma.sum()), column)
+            raw = raw.where(~comma, raw.str.replace(",", ".", regex=False))
     values = pd.to_numeric(raw.where(raw != "", None), errors="coerce")
     bad = values.isna() & (raw != "") & ~raw.str.lower().isin({"nan", "na", "null", "none"})
     if rows is not None:

@@ -11,6 +11,7 @@ map). Marker spellings ``MHC1``/``MHC-1`` and ``PDL1``/``PD-L1`` are the same ma
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,15 +107,42 @@ def read_tma_maps(directory: str | Path) -> dict[int, tuple[Path, dict[str, str 
     if not directory.is_dir():
         return {}
     maps: dict[int, tuple[Path, dict[str, str | None]]] = {}
-    for path in sorted(directory.iterdir()):
-        match = MAP_FILE_RE.match(path.name)
-        if not match:
-            continue
-        block = int(match.group(1))
+    for path in map_files(directory):
+        block = int(MAP_FILE_RE.match(path.name).group(1))
         if block in maps:
             raise HafInputError(path, f"a second map for block {block} (the first is {maps[block][0]})")
         maps[block] = (path, read_tma_map(path))
     return maps
+
+
+def map_files(directory: str | Path) -> list[Path]:
+    """The ``TMA_Map_block<k>.csv`` files of a folder (sorted; none if it is absent)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return [p for p in sorted(directory.iterdir()) if MAP_FILE_RE.match(p.name)]
+
+
+def core_folders(cores_dir: str | Path) -> list[tuple[str, Path]]:
+    """(marker in canonical spelling, folder) of every ``tma_tumorcenter_<M>`` folder at any depth below
+    ``cores_dir``, sorted by path. Walks folders only (the images are not stat-ed), following links."""
+    found: list[tuple[str, Path]] = []
+    for top, dirs, _files in os.walk(cores_dir, followlinks=True):
+        for name in dirs:
+            match = CORE_FOLDER_RE.match(name)
+            if match:
+                found.append((canonical_marker(match.group(1)), Path(top) / name))
+    return sorted(found, key=lambda item: str(item[1]))
+
+
+def marker_core_files(cores_dir: str | Path, markers: list[str] | tuple[str, ...]) -> list[Path]:
+    """Every file in the folders of the configured markers (what :func:`list_tma_cores` reads), sorted."""
+    wanted = {canonical_marker(m) for m in markers}
+    files: list[Path] = []
+    for marker, folder in core_folders(cores_dir):
+        if marker in wanted:
+            files += sorted(p for p in folder.iterdir() if p.is_file())
+    return files
 
 
 def list_tma_cores(
@@ -133,7 +161,21 @@ def list_tma_cores(
     found: dict[str, list[tuple[tuple[int, int, int, int], Path]]] = {}
     if not cores_dir.is_dir():
         return {}, counts
-    folders = sorted(p for p in cores_dir.rglob("*") if p.is_dir() and CORE_FOLDER_RE.match(p.name))
+    present = core_folders(cores_dir)
+    folders = [folder for _, folder in present]
+    missing = [m for m, w in zip(markers, wanted, strict=True) if w not in {pm for pm, _ in present}]
+    counts["tma_markers_without_folder"] = len(missing)
+    for marker in missing:
+        log.warning(
+            "extract.markers includes %s but %s has no tma_tumorcenter_%s folder: no patient has %s cores",
+            marker,
+            cores_dir,
+            marker,
+            marker,
+        )
+    unused = sorted(f.name for m, f in present if m not in wanted)
+    if unused:
+        log.info("core folders present but not used (not in extract.markers): %s", ", ".join(unused))
     for folder in folders:
         folder_marker = canonical_marker(CORE_FOLDER_RE.match(folder.name).group(1))
         if folder_marker not in wanted:

@@ -29,19 +29,22 @@ def parse_wsi_name(path: str | Path) -> tuple[str, str]:
     return match.group(1), (match.group(2) or "").lower()
 
 
+def wsi_h5_files(root: str | Path) -> list[Path]:
+    """Every ``PrimaryTumor_HE_*.h5`` below ``root`` (any depth), sorted: what :func:`list_wsi_h5` reads."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return [p for p in sorted(root.rglob("*.h5")) if p.name.lower().startswith("primarytumor_he_")]
+
+
 def list_wsi_h5(root: str | Path) -> dict[str, list[Path]]:
     """Slides per patient under ``root`` (any depth, normally ``<site>/h5_files/``), main slide first.
 
     Every ``PrimaryTumor_HE_*.h5`` must parse; the same slide name twice (in two site folders) is an
     error naming both files.
     """
-    root = Path(root)
-    if not root.is_dir():
-        return {}
     slides: dict[str, dict[str, Path]] = {}
-    for path in sorted(root.rglob("*.h5")):
-        if not path.name.lower().startswith("primarytumor_he_"):
-            continue
+    for path in wsi_h5_files(root):
         pid, suffix = parse_wsi_name(path)
         per_patient = slides.setdefault(pid, {})
         if suffix in per_patient:

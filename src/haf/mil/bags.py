@@ -2,8 +2,9 @@
 
 A :class:`BagStore` holds no features at construction, only the files per patient and their instance
 counts (read from the h5 headers, which also checks every width before training starts).  Features are
-read per batch with :func:`haf.artifacts.bags.read_bag` (NaN/inf rows and wrong widths are errors naming the file
-and row), so peak memory is one batch of bags, not the cohort.  When the whole cohort fits a budget the
+read per batch with :func:`haf.artifacts.bags.read_bag` (NaN/inf rows, integer features, magnitudes
+above ``stage1.max_abs_feature`` and wrong widths are errors naming the file and row), so peak memory is
+one batch of bags, not the cohort.  When the whole cohort fits a budget the
 store can instead be cached once on the training device (:meth:`BagStore.cache`): float32 on CPU, float16
 on CUDA (half the memory; UNI features are O(1), fp16 keeps ~3 significant digits), read bag by bag so
 host memory stays one bag even while the cache fills.
@@ -118,9 +119,15 @@ class BagStore:
     """Patients' bags of one pathology model, read lazily per batch (or from a device cache)."""
 
     def __init__(
-        self, sources: dict[str, BagSource], dim: int, name: str, counts: Counter | None = None
+        self,
+        sources: dict[str, BagSource],
+        dim: int,
+        name: str,
+        counts: Counter | None = None,
+        max_abs: float | None = None,
     ) -> None:
         self.sources = dict(sorted(sources.items()))
+        self.max_abs = max_abs  # stage1.max_abs_feature: a larger |feature| is an error naming the file
         self.dim = int(dim)
         self.name = name
         self.counts: Counter = Counter(counts or {})
@@ -136,6 +143,7 @@ class BagStore:
         name: str,
         dim: int | None = None,
         dim_source: str = "",
+        max_abs: float | None = None,
     ) -> BagStore:
         """Probe every file: widths must equal ``dim`` (or agree with each other when ``dim`` is None).
 
@@ -172,7 +180,7 @@ class BagStore:
                 counts["empty_bag"] += 1
                 continue
             sources[pid] = BagSource(pid, tuple(Path(p) for p in paths), tuple(sizes))
-        return cls(sources, width or 0, name, counts)
+        return cls(sources, width or 0, name, counts, max_abs)
 
     @classmethod
     def for_pathology_model(
@@ -183,6 +191,7 @@ class BagStore:
         tma_index: str | Path | None = None,
         wsi_dim: int = 1024,
         require_both: bool = False,
+        max_abs: float | None = None,
     ) -> BagStore:
         """The bags of ``wsi``, ``tma`` or ``wsi_tma`` (see the module docstring); counts logged."""
         if pmod not in ("wsi", "tma", "wsi_tma"):
@@ -192,13 +201,15 @@ class BagStore:
             if manifest is None:
                 raise ValueError(f"{pmod} needs the manifest")
             files, counts = wsi_sources(manifest)
-            stores["wsi"] = cls.from_files(files, name="wsi", dim=wsi_dim, dim_source="stage1.wsi_dim")
+            stores["wsi"] = cls.from_files(
+                files, name="wsi", dim=wsi_dim, dim_source="stage1.wsi_dim", max_abs=max_abs
+            )
             stores["wsi"].counts.update(counts)
         if pmod in ("tma", "wsi_tma"):
             if tma_index is None:
                 raise ValueError(f"{pmod} needs the TMA index")
             files, counts = tma_sources(tma_index)
-            stores["tma"] = cls.from_files(files, name="tma")
+            stores["tma"] = cls.from_files(files, name="tma", max_abs=max_abs)
             stores["tma"].counts.update(counts)
         if pmod != "wsi_tma":
             store = stores[pmod]
@@ -227,7 +238,7 @@ class BagStore:
                 sources[pid] = BagSource(
                     pid, tuple(f for p in parts for f in p.files), tuple(c for p in parts for c in p.counts)
                 )
-            store = cls(sources, wsi.dim or tma.dim, "wsi_tma", counts)
+            store = cls(sources, wsi.dim or tma.dim, "wsi_tma", counts, max_abs)
         store.log_summary()
         return store
 
@@ -266,8 +277,8 @@ class BagStore:
         """One patient's full bag (float32, checked: width, NaN/inf rows name the file)."""
         source = self.sources[patient_id]
         if len(source.files) == 1:  # the common case: no concatenation copy
-            return read_bag(source.files[0], self.dim)[0]
-        return read_pooled_bag(source.files, self.dim)
+            return read_bag(source.files[0], self.dim, self.max_abs)[0]
+        return read_pooled_bag(source.files, self.dim, self.max_abs)
 
     # ---- device cache -------------------------------------------------------------------------
     @property

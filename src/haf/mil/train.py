@@ -270,6 +270,7 @@ def run_stage1(
         tma_index=tma_index,
         wsi_dim=settings.wsi_dim,
         require_both=settings.wsi_tma_requires_both,
+        max_abs=settings.max_abs_feature,
     )
     table = fold_table(targets, folds, fold)
     in_folds = set(table["patient_id"])
