@@ -155,12 +155,12 @@ def evaluation_methods(
     """Method lists of the evaluation outputs, restricted to the methods that run.
 
     ``table1``: every method but the no-detach ablations; ``table2``: the Table 2 pairs that both run
-    (detached ones first); ``masked``: methods with masked test predictions (fusion, comparators);
+    (detached ones first); ``masked``: methods with masked test predictions (fusion methods, then comparators);
     ``figure``: Fig. 2's (``evaluation.figure_methods``); ``parachute``: the PARACHUTE tables'
     (``evaluation.parachute_methods``, null = every masked method); ``survival_figures``: the td-AUC,
     calibration and KM figures' (``evaluation.survival_methods``); ``survival``: every method.
     """
-    masked = [m for m, d in methods.items() if METHOD_FAMILIES[d["family"]].kind != "clam"]
+    masked = methods_of_kind(methods, "fusion") + methods_of_kind(methods, "comparator")
     pairs = [base for base, _ in TABLE2_SETTINGS if base in methods and f"{base}_nodetach" in methods]
     chosen = evaluation["parachute_methods"]
     return {

@@ -34,10 +34,13 @@ def title_prefix(synthetic: bool) -> str:
 
 
 def save_figure(fig: Any, pdf: str | Path, png: str | Path, dpi: int = 200) -> None:
-    """Write ``fig`` as PDF and PNG atomically, then close it."""
+    """Write ``fig`` as PDF and PNG atomically, then close it.
+
+    The PDF carries no creation date, so the same figure gives the same bytes on every run.
+    """
     plt = _pyplot()
     with atomic_path(pdf, ".pdf") as tmp:
-        fig.savefig(tmp, format="pdf", bbox_inches="tight")
+        fig.savefig(tmp, format="pdf", bbox_inches="tight", metadata={"CreationDate": None})
     with atomic_path(png, ".png") as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
