@@ -303,7 +303,7 @@ def plot_km(
         if table is not None and len(table):
             ticks = np.unique(table["years"].to_numpy(float))
             ax.set_xticks(ticks)
-            ax.set_xlim(ticks[0] - 0.05 * max(ticks[-1], 1), ticks[-1] + 0.05 * max(ticks[-1], 1))
+            ax.set_xlim(left=ticks[0] - 0.05 * max(ticks[-1], 1))  # the right end: the longest follow-up
             trans = ax.get_xaxis_transform()
             ax.text(ticks[0], -0.25, "Number at risk", transform=trans, fontsize=7, ha="left", va="top")
             for row, name in enumerate(("high", "low")):
