@@ -28,7 +28,11 @@ patients = [
     g.assign(record="patient", method=m, logrank_p=summaries[m]["logrank_p"]) for m, g in groups.items()
 ]
 tables = [t.assign(record="at_risk", method=m) for m, t in at_risk.items() if len(t)]
-write_csv(snakemake.output.csv, pd.concat(patients + tables, ignore_index=True))
+km = pd.concat(patients + tables, ignore_index=True)
+for column in ("at_risk", "events_before", "censored_before"):  # counts stay integers next to blank cells
+    if column in km:
+        km[column] = km[column].astype("Int64")
+write_csv(snakemake.output.csv, km)
 plot_km(
     groups,
     summaries,
