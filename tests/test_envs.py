@@ -51,6 +51,7 @@ IMPORT_TO_PACKAGE: dict[str, str] = {
     "torchvision": "torchvision",
     "timm": "timm",
     "huggingface_hub": "huggingface-hub",
+    "safetensors": "safetensors",
     "jsonschema": "jsonschema",
     "snakemake": IMPLICIT,
 }

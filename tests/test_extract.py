@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fakes.config import settings
+from fakes.config import load_config, settings
 from fakes.extract import he_tile
 from PIL import Image
 
@@ -36,23 +36,27 @@ from haf.extract.tiling import (
 PINK = (226, 152, 188)
 WHITE = (244, 244, 243)
 
-SECTION = {
-    "encoder": "demo-texture",
-    "weights": None,
-    "markers": ["HE"],
-    "tile_px": 32,
-    "tile_mpp": 0.25,
-    "core_mpp": 0.25,
-    "tissue_saturation_min": 0.07,
-    "tissue_value_max": 0.99,
-    "min_tissue_fraction": 0.25,
-    "batch_size": 16,
-    "num_workers": 0,
-    "compile": False,
-    "channels_last": False,
-    "on_unreadable": "fail",
-    "min_tiled_core_fraction": 0.5,
-}
+SECTION = load_config(
+    {
+        "extract": {
+            "encoder": "demo-texture",
+            "weights": None,
+            "markers": ["HE"],
+            "tile_px": 32,
+            "tile_mpp": 0.25,
+            "core_mpp": 0.25,
+            "tissue_saturation_min": 0.07,
+            "tissue_value_max": 0.99,
+            "min_tissue_fraction": 0.25,
+            "batch_size": 16,
+            "num_workers": 0,
+            "compile": False,
+            "channels_last": False,
+            "on_unreadable": "fail",
+            "min_tiled_core_fraction": 0.5,
+        }
+    }
+)["extract"]
 
 
 def _tiling(**overrides) -> TilingSettings:
@@ -318,6 +322,15 @@ def test_end_to_end_h5_layout_attributes_and_stage1_reader(tmp_path, caplog):
         with h5py.File(rec.h5_path) as handle:
             assert handle["features"].dtype == np.float32 and handle["coords"].dtype == np.int32
             attrs = dict(handle.attrs)
+            coords_attrs = dict(handle["coords"].attrs)
+        # TRIDENT's coords attributes: a core is its own level 0 at core_mpp 0.25 um/px (40x), tiles of
+        # 32 px at 0.25 um/px (40x) are 32 core pixels
+        assert coords_attrs == {
+            "patch_size": 32,
+            "patch_size_level0": 32,
+            "level0_magnification": 40.0,
+            "target_magnification": 40.0,
+        }
         assert attrs["encoder"] == "demo-texture" and attrs["weights_digest"] == "weight-free:demo-texture:v1"
         assert attrs["tile_px"] == 32 and attrs["tile_mpp"] == 0.25 and attrs["feature_dim"] == 1024
         assert attrs["n_tiles"] == rec.n_tiles and attrs["status"] == "ok"

@@ -92,14 +92,26 @@ def test_uni2h_architecture_follows_the_model_card():
 
 
 def test_registry_names_dims_and_schema_enum(repo_root):
-    assert set(ENCODERS) == {"uni", "uni2-h", "tiny-vit-test", "demo-texture"}
+    assert set(ENCODERS) == {
+        "uni",
+        "uni2-h",
+        "conch-v1.5",
+        "virchow2",
+        "virchow2-cls",
+        "h-optimus-0",
+        "h-optimus-1",
+        "prov-gigapath",
+        "phikon-v2",
+        "tiny-vit-test",
+        "demo-texture",
+    }
     assert encoder_dim("demo-texture") == DIM == 1024
     assert encoder_dim("tiny-vit-test") == registry.build_model("tiny-vit-test", device="meta").num_features
     with pytest.raises(HafConfigError, match="unknown encoder 'unii'.*uni2-h"):
         encoder_dim("unii")
     schema = yaml.safe_load((repo_root / "config" / "schema.yaml").read_text())
     enum = schema["properties"]["extract"]["properties"]["encoder"]["enum"]
-    assert sorted(enum) == sorted(ENCODERS)
+    assert sorted(enum) == sorted(ENCODERS) and len(enum) == len(set(enum))
     registry.check_tile_px("uni", 224)
     with pytest.raises(
         HafConfigError, match="extract.tile_px = 200 is not a multiple of uni's patch size 16"

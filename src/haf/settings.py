@@ -173,6 +173,7 @@ class ExtractSettings(Section):
     channels_last: bool
     on_unreadable: str
     min_tiled_core_fraction: float
+    precomputed: dict[str, Any]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ min_version("9.0")
 sys.path.insert(0, str(Path(workflow.current_basedir).parents[1] / "src"))
 
 from haf.cohort.folds import fold_ids  # noqa: E402
-from haf.config import check_data_root  # noqa: E402
+from haf.config import check_data_root, data_path  # noqa: E402
 from haf.methods import (
     active_methods,
     evaluation_methods,

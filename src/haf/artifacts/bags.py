@@ -128,9 +128,17 @@ def read_pooled_bag(
 
 
 def write_bag(
-    path: str | Path, features: np.ndarray, coords: np.ndarray, attrs: Mapping[str, Any] | None = None
+    path: str | Path,
+    features: np.ndarray,
+    coords: np.ndarray,
+    attrs: Mapping[str, Any] | None = None,
+    coords_attrs: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write a bag atomically: a temporary file in the same folder, renamed when complete."""
+    """Write a bag atomically: a temporary file in the same folder, renamed when complete.
+
+    ``attrs`` go on the file, ``coords_attrs`` on the ``coords`` dataset (where TRIDENT keeps its
+    :data:`TRIDENT_COORDS_ATTRS`).
+    """
     features = np.asarray(features, dtype=np.float32)
     coords = np.asarray(coords, dtype=np.int32).reshape(-1, 2)
     if len(features) != len(coords):
@@ -138,9 +146,44 @@ def write_bag(
     with atomic_path(path, ".h5") as tmp:
         with h5py.File(tmp, "w") as handle:
             handle.create_dataset("features", data=features)
-            handle.create_dataset("coords", data=coords)
+            dset = handle.create_dataset("coords", data=coords)
             for key, value in (attrs or {}).items():
                 handle.attrs[key] = value
+            for key, value in (coords_attrs or {}).items():
+                dset.attrs[key] = value
+
+
+# TRIDENT writes these on its ``coords`` dataset (CLAM #309, TRIDENT #75 ask for them to be read).
+TRIDENT_COORDS_ATTRS = ("patch_size", "patch_size_level0", "level0_magnification", "target_magnification")
+# Magnification from resolution, the scanners' convention: 0.25 um/px = 40x, 0.5 um/px = 20x.
+MAGNIFICATION_UM = 10.0
+
+
+def trident_coords_attrs(tile_px: int, tile_mpp: float, level0_mpp: float) -> dict[str, Any]:
+    """TRIDENT's ``coords`` attributes for tiles of ``tile_px`` at ``tile_mpp`` cut from an image at ``level0_mpp``.
+
+    A TMA core PNG is its own level 0 (``extract.core_mpp``): ``patch_size = tile_px``,
+    ``patch_size_level0 = round(tile_px * tile_mpp / core_mpp)`` (the tile's side in core pixels, the
+    unit of ``coords``), magnifications ``10 / mpp`` (0.25 um/px -> 40x, 0.5 um/px -> 20x).
+    """
+    return {
+        "patch_size": int(tile_px),
+        "patch_size_level0": int(round(tile_px * tile_mpp / level0_mpp)),
+        "level0_magnification": float(MAGNIFICATION_UM / level0_mpp),
+        "target_magnification": float(MAGNIFICATION_UM / tile_mpp),
+    }
+
+
+def read_coords_attrs(handle: h5py.File) -> dict[str, Any]:
+    """The TRIDENT attributes present on an open bag's ``coords`` dataset (numpy scalars made plain)."""
+    if "coords" not in handle or not isinstance(handle["coords"], h5py.Dataset):
+        return {}
+    found = {}
+    for key in TRIDENT_COORDS_ATTRS:
+        if key in handle["coords"].attrs:
+            value = handle["coords"].attrs[key]
+            found[key] = value.item() if isinstance(value, np.generic) else value
+    return found
 
 
 def _attr(value: Any) -> Any:

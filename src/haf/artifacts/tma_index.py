@@ -1,8 +1,8 @@
 """``features/tma/{encoder}/index.tsv`` (rule ``extract_tma``): one row per TMA patient.
 
 Columns: ``patient_id, h5_path, n_cores, n_tiles, n_empty_cores, status, n_failed_cores``; status
-``ok`` (a non-empty bag), ``empty`` (no tile in any core) or ``failed`` (unreadable cores under
-``extract.on_unreadable: skip``).  Stage 1 treats anything but ``ok`` as missing the modality.  The
+``ok`` (a non-empty bag), ``empty`` (no tile in any core), ``failed`` (unreadable cores under
+``extract.on_unreadable: skip``) or ``missing`` (precomputed features: no file for the patient).  Stage 1 treats anything but ``ok`` as missing the modality.  The
 bags themselves sit in ``features/tma/{encoder}/h5/{patient_id}.h5`` (:mod:`haf.artifacts.bags`).
 """
 
@@ -25,7 +25,7 @@ INDEX_COLUMNS: tuple[str, ...] = (
     "status",
     "n_failed_cores",
 )
-STATUSES: tuple[str, ...] = ("ok", "empty", "failed")
+STATUSES: tuple[str, ...] = ("ok", "empty", "failed", "missing")
 
 
 def write_tma_index(path: str | Path, rows: list[dict]) -> pd.DataFrame:

@@ -15,9 +15,8 @@ import pandas as pd
 
 from haf.artifacts.files import atomic_path
 from haf.eval.palette import method_color, method_linestyle, modality_color
+from haf.eval.survival import DAYS_PER_YEAR
 from haf.modalities import MODALITY_NAMES
-
-DAYS_PER_YEAR = 365.25
 
 
 def _pyplot():
@@ -239,15 +238,25 @@ def plot_km(
     png: str | Path,
     *,
     title: str,
+    at_risk: dict[str, pd.DataFrame] | None = None,
 ) -> None:
-    """Kaplan-Meier curves of predicted high/low risk groups, one panel per method, log-rank p."""
-    from haf.eval.survival import km_curve
+    """Kaplan-Meier curves of predicted high/low risk groups, one panel per method, log-rank p.
+
+    Censored patients are ticks (``|``) on their group's curve; under each panel the number at risk of
+    each group at the ``at_risk`` tables' times (:func:`haf.eval.survival_tables.km_at_risk`; computed
+    here at whole years when not given).
+    """
+    from haf.eval.survival import censor_marks, km_curve
+    from haf.eval.survival_tables import at_risk_years, km_at_risk
 
     plt = _pyplot()
     methods = [m for m in labels if m in groups]
+    if at_risk is None:
+        years = at_risk_years({m: groups[m] for m in methods})
+        at_risk = {m: km_at_risk(groups[m], years) for m in methods}
     ncol = min(3, max(1, len(methods)))
     nrow = int(np.ceil(len(methods) / ncol)) if methods else 1
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 3.8 * nrow), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 4.6 * nrow), squeeze=False, sharey=True)
     for ax in axes.ravel()[len(methods) :]:
         ax.axis("off")
     for ax, method in zip(axes.ravel(), methods, strict=False):
@@ -257,7 +266,8 @@ def plot_km(
             sel = g["group"] == name
             if not sel.any():
                 continue
-            curve = km_curve(g.loc[sel, "time"].to_numpy(float), g.loc[sel, "event"].to_numpy(int))
+            time, event = g.loc[sel, "time"].to_numpy(float), g.loc[sel, "event"].to_numpy(int)
+            curve = km_curve(time, event)
             t = curve.time / DAYS_PER_YEAR
             ax.step(
                 t,
@@ -266,10 +276,21 @@ def plot_km(
                 color=color,
                 ls=style,
                 alpha=max(shade, 0.6),
-                label=f"{name} risk (n={int(sel.sum())}, {int(g.loc[sel, 'event'].sum())} deaths)",
+                label=f"{name} risk (n={int(sel.sum())}, {int(event.sum())} deaths)",
             )
             ax.fill_between(
                 t, curve.low, curve.high, step="post", color=color, alpha=0.1 * shade + 0.05, lw=0
+            )
+            ct, cs = censor_marks(curve, time, event)
+            ax.plot(
+                ct / DAYS_PER_YEAR,
+                cs,
+                ls="none",
+                marker="|",
+                ms=6,
+                mew=0.9,
+                color=color,
+                alpha=max(shade, 0.6),
             )
         p = summaries[method].get("logrank_p", float("nan"))
         ax.set_title(
@@ -279,7 +300,25 @@ def plot_km(
         ax.set_ylabel("Overall survival probability")
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
+        ax.plot([], [], ls="none", marker="|", color="0.3", label="censored")
         ax.legend(fontsize=7, loc="lower left", frameon=False)
+        table = at_risk.get(method)
+        if table is not None and len(table):
+            ticks = np.unique(table["years"].to_numpy(float))
+            ax.set_xticks(ticks)
+            ax.set_xlim(left=ticks[0] - 0.05 * max(ticks[-1], 1))  # the right end: the longest follow-up
+            trans = ax.get_xaxis_transform()
+            ax.text(ticks[0], -0.25, "Number at risk", transform=trans, fontsize=7, ha="left", va="top")
+            for row, name in enumerate(("high", "low")):
+                part = table[table["group"] == name]
+                for rec in part.itertuples():
+                    ax.text(
+                        rec.years, -0.32 - 0.07 * row, str(int(rec.at_risk)), transform=trans,
+                        fontsize=7, ha="center", va="top", color=color, alpha=1.0 if name == "high" else 0.7,
+                    )  # fmt: skip
+                ax.text(
+                    -0.02, -0.32 - 0.07 * row, name, transform=ax.transAxes, fontsize=7, ha="right", va="top"
+                )
     fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, pdf, png)

@@ -27,6 +27,8 @@ import pandas as pd
 
 log = logging.getLogger(__name__)
 
+DAYS_PER_YEAR = 365.25
+
 
 def surv(event: np.ndarray, time: np.ndarray) -> np.ndarray:
     """scikit-survival's structured array (event bool, time float)."""
@@ -243,6 +245,33 @@ def km_curve(time: np.ndarray, event: np.ndarray) -> KMCurve:
             np.asarray(event, dtype=bool), np.asarray(time, dtype=float), conf_type="log-log"
         )
     return KMCurve(np.r_[0.0, t], np.r_[1.0, s], np.r_[1.0, ci[0]], np.r_[1.0, ci[1]])
+
+
+def number_at_risk(time: np.ndarray, event: np.ndarray, at: np.ndarray) -> dict[str, np.ndarray]:
+    """The number-at-risk row of a Kaplan-Meier plot: at each time in ``at``, who is still followed.
+
+    ``at_risk``: patients with ``time >= t`` (still under observation just before ``t``, so a death or a
+    censoring exactly at ``t`` still counts as at risk, the convention of the KM estimator's risk set);
+    ``events_before`` / ``censored_before``: deaths / censorings with ``time < t``. The three add up to
+    the group size at every ``t``.
+    """
+    time = np.asarray(time, dtype=float)
+    event = np.asarray(event).astype(bool)
+    at = np.asarray(at, dtype=float)
+    before = time[None, :] < at[:, None]
+    return {
+        "at_risk": (~before).sum(axis=1),
+        "events_before": (before & event[None, :]).sum(axis=1),
+        "censored_before": (before & ~event[None, :]).sum(axis=1),
+    }
+
+
+def censor_marks(curve: KMCurve, time: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(times, survival) of the censored patients on a KM step curve, for censor ticks."""
+    time = np.asarray(time, dtype=float)
+    censored = np.sort(time[~np.asarray(event).astype(bool)])
+    idx = np.searchsorted(curve.time, censored, side="right") - 1
+    return censored, curve.survival[np.clip(idx, 0, len(curve.survival) - 1)]
 
 
 def logrank(time: np.ndarray, event: np.ndarray, group: np.ndarray) -> tuple[float, float]:

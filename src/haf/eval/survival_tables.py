@@ -17,6 +17,7 @@ import pandas as pd
 
 from haf.eval.data import is_risk_only
 from haf.eval.survival import (
+    DAYS_PER_YEAR,
     breslow_event_probability,
     brier_at,
     calibration_bins,
@@ -25,6 +26,7 @@ from haf.eval.survival import (
     follow_up_window,
     harrell_c,
     logrank,
+    number_at_risk,
     td_auc,
     uno_c,
 )
@@ -161,6 +163,29 @@ def km_summary(groups: pd.DataFrame) -> dict:
         logrank_chisq=chisq,
         logrank_p=p,
     )
+
+
+def at_risk_years(groups: dict[str, pd.DataFrame], max_ticks: int = 7) -> np.ndarray:
+    """Whole-year times for the number-at-risk row, shared by all panels: 0 .. the longest follow-up."""
+    longest = max((float(g["time"].max()) for g in groups.values() if len(g)), default=0.0) / DAYS_PER_YEAR
+    step = max(1, int(np.ceil(np.floor(longest) / (max_ticks - 1)))) if longest >= 1 else 1
+    return np.arange(0, np.floor(longest) + 1, step, dtype=float)
+
+
+def km_at_risk(groups: pd.DataFrame, years: np.ndarray) -> pd.DataFrame:
+    """Number at risk (and deaths/censorings so far) of each risk group at ``years`` (Kaplan-Meier table)."""
+    parts = []
+    for name in ("high", "low"):
+        sel = groups["group"] == name
+        if not sel.any():
+            continue
+        table = number_at_risk(
+            groups.loc[sel, "time"].to_numpy(float),
+            groups.loc[sel, "event"].to_numpy(int),
+            years * DAYS_PER_YEAR,
+        )
+        parts.append(pd.DataFrame({"group": name, "years": years, "time": years * DAYS_PER_YEAR, **table}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
 def predicted_event_probability(

@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from haf.artifacts.bags import read_bag_attrs, write_bag
+from haf.artifacts.bags import read_bag_attrs, trident_coords_attrs, write_bag
 from haf.artifacts.manifest import listed_files, read_manifest, resolve_listed
 from haf.artifacts.tma_index import INDEX_COLUMNS, write_tma_index
 from haf.errors import HafConfigError, HafInputError
@@ -745,12 +745,19 @@ def _finish_patient(
         core_status=np.array([s.status for s in states], dtype=object),
         coords_convention="x, y of the tile's top-left corner in pixels of the original core image",
     )
-    _write(patient.h5_path, features.astype(np.float32, copy=False), coords, attrs)
+    coords_attrs = trident_coords_attrs(settings.tile_px, settings.tile_mpp, settings.core_mpp)
+    _write(patient.h5_path, features.astype(np.float32, copy=False), coords, attrs, coords_attrs)
     rows[pid] = index_row(patient, attrs)
     counts[f"patients_{status}"] += 1
 
 
-def _write(path: Path, features: np.ndarray, coords: np.ndarray, attrs: dict[str, Any]) -> None:
+def _write(
+    path: Path,
+    features: np.ndarray,
+    coords: np.ndarray,
+    attrs: dict[str, Any],
+    coords_attrs: dict[str, Any] | None = None,
+) -> None:
     """h5 string-array attributes need an explicit variable-length string type."""
     converted = {}
     for key, value in attrs.items():
@@ -758,7 +765,7 @@ def _write(path: Path, features: np.ndarray, coords: np.ndarray, attrs: dict[str
             converted[key] = np.array([str(v) for v in value], dtype=h5py.string_dtype())
         else:
             converted[key] = value
-    write_bag(path, features, coords, converted)
+    write_bag(path, features, coords, converted, coords_attrs)
 
 
 __all__ = [

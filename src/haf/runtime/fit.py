@@ -13,9 +13,10 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -137,3 +138,131 @@ def fit(
         history.loc[history["best"], "val_loss"].iloc[0] if len(rows) else float("nan"),
     )
     return history
+
+
+# ---------------------------------------------------------------------------------------------
+# the stacked runtime: K members (folds) trained in one program, each with its own protocol state
+
+
+class StackedTrainer:
+    """Optimiser and schedule of a stacked module's members, and the one backward-and-step call.
+
+    ``settings.optimizer`` adam (L2 weight decay) or adamw (decoupled); ``scheduler`` plateau (on each
+    member's validation loss), cosine or none.
+    """
+
+    def __init__(self, model: torch.nn.Module, members: Any, settings: TrainSettings) -> None:
+        from haf.runtime.stacked import FlatParameters, StackedAdam, StackedCosine, StackedPlateau
+
+        if settings.optimizer not in ("adam", "adamw"):
+            raise ValueError(f"optimizer must be adam or adamw, got {settings.optimizer!r}")
+        self.members = members
+        self.model = model
+        self.flat = FlatParameters(model, members.k)
+        self.optimizer = StackedAdam(
+            self.flat, settings.lr, settings.weight_decay, decoupled=settings.optimizer == "adamw"
+        )
+        if settings.scheduler == "plateau":
+            self.scheduler = StackedPlateau(self.optimizer, settings.lr_factor, settings.lr_patience)
+        elif settings.scheduler == "cosine":
+            self.scheduler = StackedCosine(self.optimizer, settings.t_max, settings.eta_min)
+        elif settings.scheduler == "none":
+            self.scheduler = None
+        else:
+            raise ValueError(f"scheduler must be plateau, cosine or none, got {settings.scheduler!r}")
+
+    def backward_step(self, losses: torch.Tensor, active: torch.Tensor) -> None:
+        """Backpropagate the sum of the active members' losses (each member gets only its own gradient)
+        and step the active members."""
+        self.flat.zero_grad()
+        active = active.to(losses.device)
+        if not bool(active.any()):
+            return
+        torch.where(active, losses, torch.zeros_like(losses)).sum().backward()
+        self.flat.check_grads()
+        self.optimizer.step(active)
+
+    def step_only(self, active: torch.Tensor) -> None:
+        """Step the active members with gradients already in the flat buffer (custom backward passes)."""
+        self.flat.check_grads()
+        self.optimizer.step(active)
+
+
+def fit_stacked(
+    task: Any,
+    settings: TrainSettings,
+    *,
+    names: Sequence[str],
+    progress: bool = False,
+) -> list[pd.DataFrame]:
+    """The training protocol of :func:`fit`, for every member of a stacked task at once.
+
+    ``task`` provides ``members`` (:class:`haf.runtime.stacked.Members`), ``model`` (the stacked
+    module), ``train_epoch(epoch, running, trainer) -> (K,) mean training losses`` (the steps of one
+    epoch of the running members, through ``trainer.backward_step``) and ``validate(running) ->
+    ((K,) scores, (K,) losses)``.  Each member has its own learning-rate schedule, early stopping
+    (validation score, ties by lower validation loss, ``es_patience``) and selected epoch; a member
+    that stops stays frozen while the others go on; at the end each member's best state is restored.
+    Returns one history per member (the columns of :func:`fit`).
+    """
+    members = task.members
+    k = members.k
+    trainer = StackedTrainer(task.model, members, settings)
+    flat = trainer.flat
+    best_key: list[tuple[float, float] | None] = [None] * k
+    best_epoch = np.full(k, -1)
+    best_state: list[torch.Tensor | None] = [None] * k
+    bad = np.zeros(k, dtype=int)
+    running = np.ones(k, dtype=bool)
+    rows: list[list[dict[str, float]]] = [[] for _ in range(k)]
+    epochs: Iterable[int] = range(settings.max_epochs)
+    if progress:
+        from tqdm.auto import tqdm
+
+        epochs = tqdm(epochs, desc=f"{names[0]} (+{k - 1})" if k > 1 else names[0], unit="epoch", leave=False)
+    for epoch in epochs:
+        if not running.any():
+            break
+        task.model.train()
+        train_loss = np.asarray(task.train_epoch(epoch, running.copy(), trainer), dtype=float)
+        task.model.eval()
+        with torch.no_grad():
+            score, loss = task.validate(running.copy())
+        score, loss = np.asarray(score, dtype=float), np.asarray(loss, dtype=float)
+        lr = trainer.optimizer.lr.cpu().numpy().copy()
+        if trainer.scheduler is not None:
+            trainer.scheduler.step(loss, running)
+        for i in np.flatnonzero(running):
+            rows[i].append(
+                {"epoch": epoch, "train_loss": float(train_loss[i]), "val_loss": float(loss[i]),
+                 "val_score": float(score[i]), "lr": float(lr[i])}
+            )  # fmt: skip
+            s = -math.inf if math.isnan(score[i]) else float(score[i])
+            v = math.inf if math.isnan(loss[i]) else float(loss[i])
+            key = (s, -v)
+            if best_key[i] is None or key > best_key[i]:
+                best_key[i], best_epoch[i], bad[i] = key, epoch, 0
+                best_state[i] = flat.snapshot(i)
+            else:
+                bad[i] += 1
+            if bad[i] >= settings.es_patience:
+                running[i] = False
+                log.info("%s: early stop at epoch %d (best epoch %d)", names[i], epoch, best_epoch[i])
+    histories = []
+    for i in range(k):
+        if best_state[i] is not None:
+            flat.load(i, best_state[i])
+        history = pd.DataFrame(rows[i], columns=["epoch", "train_loss", "val_loss", "val_score", "lr"])
+        history["best"] = history["epoch"] == best_epoch[i]
+        chosen = history.loc[history["best"]]
+        log.info(
+            "%s: %d epochs, best epoch %d (val score %.4f, val loss %.4f)",
+            names[i],
+            len(history),
+            best_epoch[i],
+            chosen["val_score"].iloc[0] if len(chosen) else float("nan"),
+            chosen["val_loss"].iloc[0] if len(chosen) else float("nan"),
+        )
+        histories.append(history)
+    task.model.eval()
+    return histories

@@ -1,0 +1,423 @@
+"""Many folds in one program: K independent models ("members") trained side by side as stacked tensors.
+
+Every per-fold model of the pipeline is small (at most a few million parameters, at most a few hundred
+patients), so one fold alone leaves the CPU (or GPU) waiting on per-step Python and framework overhead.
+Here member k of a stacked module is one fold's model: every parameter has a leading dimension K, a
+layer runs all members with one batched kernel (``baddbmm``), and each member keeps what makes it an
+independent training run:
+
+* its own data: member k's minibatches come from its own rows and its own NumPy generator;
+* its own randomness: initialisation, dropout masks and random modality draws use member k's torch
+  generator only, and only while member k is stepping, so member k's numbers do not depend on how
+  many other members there are or what they do;
+* its own optimiser state, learning-rate schedule, early stopping and selected epoch
+  (:func:`haf.runtime.fit.fit_stacked`).
+
+So member k trained among K members gives what it gives trained alone (K = 1) up to float rounding of
+the batched kernels (tested per model family).  Parameters of all members live in one flat buffer
+(:class:`FlatParameters`): the optimiser step, the best-state copy and its restore are a handful of
+tensor operations per step whatever the number of layers.
+
+Members with fewer rows than others are padded: a padded row has ``valid`` False and never reaches a
+loss, a batch statistic or a metric.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Members:
+    """The K members' identities and random sources (seed k drives member k only).
+
+    ``active`` is the mask of members taking part in the current optimiser step; stacked layers that
+    draw random numbers (dropout) draw them for active members only.
+    """
+
+    def __init__(self, seeds: Sequence[int], device: torch.device | str = "cpu") -> None:
+        self.seeds = [int(s) for s in seeds]
+        if not self.seeds:
+            raise ValueError("a stacked run needs at least one member")
+        self.device = torch.device(device)
+        gen_device = self.device if self.device.type == "cuda" else torch.device("cpu")
+        self.generators = [torch.Generator(device=gen_device).manual_seed(s) for s in self.seeds]
+        self.init_generators = [torch.Generator().manual_seed(s) for s in self.seeds]
+        self.rngs = [np.random.default_rng(s) for s in self.seeds]
+        self.active = torch.ones(len(self.seeds), dtype=torch.bool)
+
+    @property
+    def k(self) -> int:
+        return len(self.seeds)
+
+    def set_active(self, active: torch.Tensor | Sequence[bool]) -> None:
+        self.active = torch.as_tensor(active, dtype=torch.bool).cpu().clone()
+
+    def active_ids(self) -> list[int]:
+        return [int(i) for i in torch.nonzero(self.active).reshape(-1)]
+
+
+# ---------------------------------------------------------------------------------------------
+# stacked layers
+
+
+class StackedLinear(nn.Module):
+    """K linear layers ``y_k = x_k W_k^T + b_k``; ``x`` (K, ..., in) -> (K, ..., out).
+
+    ``weight`` is (K, out, in) like K stacked ``nn.Linear`` weights, so member k's slice is an
+    ``nn.Linear`` state dict (:meth:`member_state`).  Member k is initialised with its own generator,
+    by ``init`` (``"torch"``: ``nn.Linear``'s default; ``"xavier_normal"``: Xavier-normal weights, zero
+    bias, CLAM's).  ``in_widths`` gives each member's true input width when inputs are zero-padded to
+    a common width: the padded columns start (and stay) zero and the init uses the true fan-in.
+    """
+
+    def __init__(
+        self,
+        members: Members,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        init: str = "torch",
+        in_widths: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        k = members.k
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.weight = nn.Parameter(torch.zeros(k, out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(k, out_features)) if bias else None
+        widths = list(in_widths) if in_widths is not None else [in_features] * k
+        self.in_widths = [int(w) for w in widths]
+        with torch.no_grad():
+            for i, gen in enumerate(members.init_generators):
+                w = torch.empty(out_features, max(self.in_widths[i], 1))
+                if init == "torch":
+                    nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=gen)
+                elif init == "xavier_normal":
+                    nn.init.xavier_normal_(w, generator=gen)
+                else:
+                    raise ValueError(f"init must be torch or xavier_normal, got {init!r}")
+                self.weight[i, :, : self.in_widths[i]] = w[:, : self.in_widths[i]]
+                if self.bias is not None and init == "torch":
+                    bound = 1 / math.sqrt(max(self.in_widths[i], 1))
+                    self.bias[i].uniform_(-bound, bound, generator=gen)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = x.shape[0]
+        flat = x.reshape(k, -1, x.shape[-1])
+        if self.bias is None:
+            out = torch.bmm(flat, self.weight.transpose(1, 2))
+        else:
+            out = torch.baddbmm(self.bias.unsqueeze(1), flat, self.weight.transpose(1, 2))
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    def member_state(self, k: int, prefix: str = "") -> dict[str, torch.Tensor]:
+        """Member k as an ``nn.Linear(in_widths[k], out)`` state dict (keys ``prefix + weight/bias``)."""
+        state = {f"{prefix}weight": self.weight[k, :, : self.in_widths[k]].detach().clone()}
+        if self.bias is not None:
+            state[f"{prefix}bias"] = self.bias[k].detach().clone()
+        return state
+
+
+class StackedDropout(nn.Module):
+    """Dropout whose mask for member k comes from member k's generator, drawn only while k is active."""
+
+    def __init__(self, members: Members, p: float) -> None:
+        super().__init__()
+        self.members = [members]  # a list: not a submodule
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        members = self.members[0]
+        keep = torch.zeros_like(x, dtype=torch.bool)
+        for i in members.active_ids():
+            gen = members.generators[i]
+            keep[i] = torch.rand(x.shape[1:], generator=gen, device=gen.device).to(x.device) >= self.p
+        return x * keep.to(x.dtype) / (1.0 - self.p)
+
+
+class StackedLayerNorm(nn.Module):
+    """LayerNorm over the last dimension with per-member affine parameters (K, d); init 1 and 0."""
+
+    def __init__(self, members: Members, d: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(members.k, d))
+        self.bias = nn.Parameter(torch.zeros(members.k, d))
+        self.eps = float(eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
+        y = F.layer_norm(x, x.shape[-1:], eps=self.eps)
+        return y * self.weight.reshape(shape) + self.bias.reshape(shape)
+
+    def member_state(self, k: int, prefix: str = "") -> dict[str, torch.Tensor]:
+        return {
+            f"{prefix}weight": self.weight[k].detach().clone(),
+            f"{prefix}bias": self.bias[k].detach().clone(),
+        }
+
+
+def member_state_dict(module: nn.Module, k: int) -> dict[str, torch.Tensor]:
+    """Member k of a stacked module as the state dict of the equivalent single-fold module.
+
+    Stacked layers contribute their :meth:`member_state`; any other parameter or buffer (stacked, with
+    a leading K) contributes its slice k.  Names follow the module tree, so a stacked module mirroring
+    a single-fold module's structure gives a state dict that module loads strictly.
+    """
+    state: dict[str, torch.Tensor] = {}
+    handled: set[str] = set()
+    for name, sub in module.named_modules():
+        if hasattr(sub, "member_state"):
+            prefix = f"{name}." if name else ""
+            state.update(sub.member_state(k, prefix))
+            handled.update(f"{prefix}{n}" for n, _ in sub.named_parameters(recurse=False))
+    for name, p in module.named_parameters():
+        if name not in handled:
+            state[name] = p[k].detach().clone()
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
+# the flat parameter buffer and the stacked optimisers
+
+
+class FlatParameters:
+    """Every trainable parameter of a stacked module as views of one (K, P) buffer (grads too).
+
+    Parameters are re-pointed at slices of ``data``; their gradients are pre-allocated as views of
+    ``grad``, so ``backward`` accumulates straight into the flat buffer and an optimiser step, a
+    best-state copy and a restore are single tensor operations.
+    """
+
+    def __init__(self, module: nn.Module, k: int) -> None:
+        params = [p for p in module.parameters() if p.requires_grad]
+        for p in params:
+            if p.shape[0] != k:
+                raise ValueError(f"a stacked parameter has leading dimension {p.shape[0]}, expected K = {k}")
+        sizes = [p[0].numel() for p in params]
+        total = int(sum(sizes))
+        device = params[0].device if params else torch.device("cpu")
+        self.k, self.size = k, total
+        self.data = torch.zeros(k, total, device=device)
+        self.grad = torch.zeros(k, total, device=device)
+        self.params = params
+        offset = 0
+        for p, n in zip(params, sizes, strict=True):
+            shape = p.shape
+            view = self.data[:, offset : offset + n]
+            view.copy_(p.detach().reshape(k, n))
+            p.data = view.view(shape)
+            p.grad = self.grad[:, offset : offset + n].view(shape)
+            offset += n
+
+    def zero_grad(self) -> None:
+        self.grad.zero_()
+
+    def check_grads(self) -> None:
+        """Every gradient still accumulates into the flat buffer (autograd never swapped one out)."""
+        base = self.grad.untyped_storage().data_ptr()
+        for p in self.params:
+            if p.grad is None or p.grad.untyped_storage().data_ptr() != base:
+                raise RuntimeError("a parameter's gradient is no longer a view of the flat gradient buffer")
+
+    def snapshot(self, k: int) -> torch.Tensor:
+        return self.data[k].detach().clone()
+
+    def load(self, k: int, values: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.data[k].copy_(values)
+
+
+class StackedAdam:
+    """Adam (``decoupled=False``, L2 weight decay like ``torch.optim.Adam``) or AdamW, per member.
+
+    Each member has its own learning rate (``lr``, (K,)) and step count; :meth:`step` updates only the
+    active members (an inactive member's parameters, moments and step count are untouched).  The
+    update is ``torch.optim.Adam``'s: ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2``,
+    ``p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``; AdamW first scales
+    ``p *= 1 - lr * wd``.
+    """
+
+    def __init__(
+        self,
+        flat: FlatParameters,
+        lr: float,
+        weight_decay: float,
+        *,
+        decoupled: bool = False,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        self.flat = flat
+        device = flat.data.device
+        self.lr = torch.full((flat.k,), float(lr), device=device, dtype=torch.float64)
+        self.weight_decay = float(weight_decay)
+        self.decoupled = bool(decoupled)
+        self.b1, self.b2 = betas
+        self.eps = float(eps)
+        self.m = torch.zeros_like(flat.data)
+        self.v = torch.zeros_like(flat.data)
+        self.t = torch.zeros(flat.k, device=device, dtype=torch.float64)
+
+    @torch.no_grad()
+    def step(self, active: torch.Tensor) -> None:
+        active = active.to(self.flat.data.device)
+        if not bool(active.any()):
+            return
+        rows = torch.nonzero(active).reshape(-1)
+        p = self.flat.data[rows]
+        g = self.flat.grad[rows]
+        lr = self.lr[rows]
+        self.t[rows] += 1
+        t = self.t[rows]
+        lr_col = lr.to(p.dtype).unsqueeze(1)
+        if self.weight_decay:
+            if self.decoupled:
+                p = p * (1 - lr_col * self.weight_decay)
+            else:
+                g = g + self.weight_decay * p
+        m = self.m[rows].mul_(self.b1).add_(g, alpha=1 - self.b1)
+        v = self.v[rows].mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
+        bc1 = (1 - self.b1**t).to(p.dtype).unsqueeze(1)
+        bc2_sqrt = (1 - self.b2**t).sqrt().to(p.dtype).unsqueeze(1)
+        denom = v.sqrt() / bc2_sqrt + self.eps
+        p = p - (lr_col / bc1) * m / denom
+        self.m[rows] = m
+        self.v[rows] = v
+        self.flat.data[rows] = p
+
+
+# ---------------------------------------------------------------------------------------------
+# per-member learning-rate schedules (the formulas of torch's schedulers, vectorised)
+
+
+class StackedPlateau:
+    """``torch.optim.lr_scheduler.ReduceLROnPlateau`` (mode min, threshold 1e-4 rel, cooldown 0) per member."""
+
+    def __init__(self, optimizer: StackedAdam, factor: float, patience: int, threshold: float = 1e-4) -> None:
+        self.opt = optimizer
+        self.factor, self.patience, self.threshold = float(factor), int(patience), float(threshold)
+        k = optimizer.flat.k
+        self.best = np.full(k, np.inf)
+        self.bad = np.zeros(k, dtype=int)
+
+    def step(self, values: np.ndarray, members: np.ndarray) -> None:
+        """``values`` (K,) validation losses; only ``members`` (bool K,) advance."""
+        for i in np.flatnonzero(members):
+            current = float(values[i]) if math.isfinite(float(values[i])) else math.inf
+            if current < self.best[i] * (1.0 - self.threshold):
+                self.best[i], self.bad[i] = current, 0
+            else:
+                self.bad[i] += 1
+            if self.bad[i] > self.patience:
+                old = float(self.opt.lr[i])
+                new = old * self.factor
+                if old - new > 1e-8:
+                    self.opt.lr[i] = new
+                self.bad[i] = 0
+
+
+class StackedCosine:
+    """``torch.optim.lr_scheduler.CosineAnnealingLR`` per member (closed form; period 2 * t_max)."""
+
+    def __init__(self, optimizer: StackedAdam, t_max: int, eta_min: float) -> None:
+        self.opt = optimizer
+        self.base = optimizer.lr.clone()
+        self.t_max, self.eta_min = int(t_max), float(eta_min)
+        self.epoch = np.zeros(optimizer.flat.k, dtype=int)
+
+    def step(self, values: np.ndarray, members: np.ndarray) -> None:
+        for i in np.flatnonzero(members):
+            self.epoch[i] += 1
+            cos = (1 + math.cos(math.pi * self.epoch[i] / self.t_max)) / 2
+            self.opt.lr[i] = self.eta_min + (float(self.base[i]) - self.eta_min) * cos
+
+
+# ---------------------------------------------------------------------------------------------
+# batches: each member's own minibatches, padded into one (K, B) index matrix
+
+
+@dataclass
+class StackedBatch:
+    """One optimiser step of every active member: row indices (K, B) into each member's rows."""
+
+    rows: torch.Tensor  # (K, B) long; padded entries point at row 0
+    valid: torch.Tensor  # (K, B) bool
+    active: torch.Tensor  # (K,) bool: the member has a batch at this step
+
+    @property
+    def counts(self) -> torch.Tensor:
+        return self.valid.sum(dim=1)
+
+
+def member_minibatches(idx: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """One member's shuffled minibatches; a trailing batch of one joins the previous (Cox/BN need 2+)."""
+    order = rng.permutation(idx)
+    starts = list(range(0, len(order), batch_size))
+    if len(starts) > 1 and len(order) - starts[-1] < 2:
+        starts.pop()
+    return [order[s : (starts[j + 1] if j + 1 < len(starts) else len(order))] for j, s in enumerate(starts)]
+
+
+def stacked_epoch(
+    members: Members,
+    train_rows: Sequence[np.ndarray],
+    batch_size: int,
+    running: np.ndarray,
+    device: torch.device | str = "cpu",
+) -> Iterator[StackedBatch]:
+    """The steps of one epoch: member k's minibatches (its rng), for the members still ``running``.
+
+    A member draws its permutation only while it runs, so its batches never depend on the others.
+    """
+    k = members.k
+    per_member = [
+        member_minibatches(np.asarray(train_rows[i]), batch_size, members.rngs[i]) if running[i] else []
+        for i in range(k)
+    ]
+    n_steps = max((len(b) for b in per_member), default=0)
+    width = max((len(x) for b in per_member for x in b), default=0)
+    for step in range(n_steps):
+        rows = torch.zeros(k, width, dtype=torch.long)
+        valid = torch.zeros(k, width, dtype=torch.bool)
+        active = torch.zeros(k, dtype=torch.bool)
+        for i, batches in enumerate(per_member):
+            if step < len(batches):
+                b = torch.as_tensor(batches[step], dtype=torch.long)
+                rows[i, : len(b)] = b
+                valid[i, : len(b)] = True
+                active[i] = True
+        yield StackedBatch(rows.to(device), valid.to(device), active)
+
+
+def pad_rows(
+    index_lists: Sequence[np.ndarray], device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row indices of every member (e.g. its validation part) as a padded (K, n_max) matrix and mask."""
+    width = max((len(x) for x in index_lists), default=0)
+    rows = torch.zeros(len(index_lists), width, dtype=torch.long)
+    valid = torch.zeros(len(index_lists), width, dtype=torch.bool)
+    for i, idx in enumerate(index_lists):
+        rows[i, : len(idx)] = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+        valid[i, : len(idx)] = True
+    return rows.to(device), valid.to(device)
+
+
+def gather_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``x`` (K, n, ...) -> (K, B, ...) rows per member."""
+    index = rows.reshape(*rows.shape, *([1] * (x.dim() - 2))).expand(*rows.shape, *x.shape[2:])
+    return torch.gather(x, 1, index)
+
+
+def masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(K, B) -> (K,) mean over each member's valid entries (0 for a member without any)."""
+    w = valid.to(values.dtype)
+    return (torch.where(valid, values, torch.zeros_like(values)) * w).sum(dim=1) / w.sum(dim=1).clamp(min=1)
