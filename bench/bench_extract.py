@@ -54,12 +54,32 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def make_cores(folder: Path, n_cores: int, unique: int, core_px: int, per_patient: int, seed: int) -> Path:
-    """Render ``unique`` distinct cores and copy them to ``n_cores`` HANCOCK-named PNGs; write a manifest."""
+def _render_core(path: Path, core_px: int, seed: np.random.SeedSequence) -> Path:
+    rng = np.random.default_rng(seed)
+    density = float(rng.uniform(0.6, 2.5))
+    Image.fromarray(he_tile(rng, core_px, density=density, tissue=float(rng.uniform(0.85, 0.95)))).save(path)
+    return path
+
+
+def make_cores(
+    folder: Path, n_cores: int, unique: int, core_px: int, per_patient: int, seed: int, workers: int = 1
+) -> Path:
+    """Render ``unique`` distinct cores and copy them to ``n_cores`` HANCOCK-named PNGs; write a manifest.
+
+    ``workers`` > 1 renders in that many processes (a 3072-px core takes seconds to draw and save),
+    each render from its own child seed, so the images differ from the serial ones.
+    """
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     sources = []
-    for k in range(unique):
+    if workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        paths = [folder / f"unique_{k}.png" for k in range(unique)]
+        seeds = np.random.SeedSequence(seed).spawn(unique)
+        with ProcessPoolExecutor(max_workers=min(workers, unique)) as pool:
+            sources = list(pool.map(_render_core, paths, [core_px] * unique, seeds))
+    for k in range(unique if workers <= 1 else 0):
         path = folder / f"unique_{k}.png"
         density = float(rng.uniform(0.6, 2.5))
         Image.fromarray(he_tile(rng, core_px, density=density, tissue=float(rng.uniform(0.85, 0.95)))).save(

@@ -80,41 +80,60 @@ def masked_auc(run, inputs, p: float = 0.5, repeats: int = 10) -> float:
     )
 
 
-def bench_hancock(config: dict, device: torch.device, folds: int, outdir: Path) -> None:
+def haf_fold(config: dict, device: torch.device, fold: int, outdir: Path, n_patients: int = 763) -> dict:
+    """One fold of ``haf`` on the synthetic HANCOCK-sized cohort: Stage 2 GA, Stage 3, the four outputs.
+
+    Returns the stage times, the test AUC and the written predictions (also used by bench/gpu_suite.py).
+    """
     spec = MethodSpec.from_declaration("haf", config["methods"]["haf"])
+    inputs = synthetic_fold_inputs(n_patients, fold=fold, seed=2026)
+    sync(device)
+    t0 = time.perf_counter()
+    aligned = train_alignment(inputs, "ga", config["stage2"], device)
+    sync(device)
+    t1 = time.perf_counter()
+    run = train_fusion(
+        inputs,
+        spec,
+        config["stage3"],
+        config["stage2"],
+        device,
+        projectors=aligned.projectors,
+        stage2_meta={"align": "ga", "untrained": aligned.untrained},
+    )
+    sync(device)
+    t2 = time.perf_counter()
+    out = {k: outdir / f"haf_{fold}_{k}" for k in ("model", "predictions", "train_log")}
+    out["masked"] = outdir / f"haf_{fold}_masked.tsv.gz"
+    preds = write_run(run, out, seed=0, evaluation=config["evaluation"])
+    t3 = time.perf_counter()
+    test = preds[preds["part"] == "test"]
+    return {
+        "stage2_s": t1 - t0,
+        "stage3_s": t2 - t1,
+        "outputs_s": t3 - t2,
+        "stage2_epochs": len(aligned.history),
+        "stage3_epochs": len(run.history),
+        "test_auc": auc_or_nan(test["label"].to_numpy(), test["risk"].to_numpy()),
+        "predictions": preds,
+        "n_scored": int((inputs.part != "train").sum()),  # val + test patients: the rows of predictions
+        "outputs": out,
+    }
+
+
+def bench_hancock(config: dict, device: torch.device, folds: int, outdir: Path) -> None:
     total_s2 = total_s3 = total_io = 0.0
     aucs = []
     t_start, c_start = time.perf_counter(), time.process_time()
     for fold in range(folds):
-        inputs = synthetic_fold_inputs(763, fold=fold, seed=2026)
-        sync(device)
-        t0 = time.perf_counter()
-        aligned = train_alignment(inputs, "ga", config["stage2"], device)
-        sync(device)
-        t1 = time.perf_counter()
-        run = train_fusion(
-            inputs,
-            spec,
-            config["stage3"],
-            config["stage2"],
-            device,
-            projectors=aligned.projectors,
-            stage2_meta={"align": "ga", "untrained": aligned.untrained},
-        )
-        sync(device)
-        t2 = time.perf_counter()
-        out = {k: outdir / f"haf_{fold}_{k}" for k in ("model", "predictions", "train_log")}
-        out["masked"] = outdir / f"haf_{fold}_masked.tsv.gz"
-        preds = write_run(run, out, seed=0, evaluation=config["evaluation"])
-        t3 = time.perf_counter()
-        test = preds[preds["part"] == "test"]
-        aucs.append(auc_or_nan(test["label"].to_numpy(), test["risk"].to_numpy()))
-        total_s2 += t1 - t0
-        total_s3 += t2 - t1
-        total_io += t3 - t2
+        r = haf_fold(config, device, fold, outdir)
+        aucs.append(r["test_auc"])
+        total_s2 += r["stage2_s"]
+        total_s3 += r["stage3_s"]
+        total_io += r["outputs_s"]
         print(
-            f"  fold {fold}: stage2 {t1 - t0:6.1f}s ({len(aligned.history)} ep)  stage3 {t2 - t1:6.1f}s "
-            f"({len(run.history)} ep)  outputs+masked eval {t3 - t2:5.1f}s  test AUC {aucs[-1]:.3f}",
+            f"  fold {fold}: stage2 {r['stage2_s']:6.1f}s ({r['stage2_epochs']} ep)  stage3 {r['stage3_s']:6.1f}s "
+            f"({r['stage3_epochs']} ep)  outputs+masked eval {r['outputs_s']:5.1f}s  test AUC {aucs[-1]:.3f}",
             flush=True,
         )
     total = total_s2 + total_s3 + total_io
