@@ -39,6 +39,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import torch
+from fakes.config import load_config
 from fakes.extract import he_tile
 from PIL import Image
 
@@ -219,18 +220,22 @@ def main(argv: list[str] | None = None) -> dict:
         print(
             f"generated {args.n_cores} cores of {args.core_px} px ({args.unique_cores} distinct) in {time.perf_counter() - t0:.1f} s"
         )
-        section = {
-            "encoder": args.encoder,
-            "weights": args.weights,
-            "markers": ["HE"],
-            "tile_px": args.tile_px,
-            "tile_mpp": args.tile_mpp,
-            "core_mpp": args.core_mpp,
-            "batch_size": args.batch_size,
-            "num_workers": args.num_workers,
-            "compile": args.compile,
-            "channels_last": args.channels_last,
-        }
+        section = load_config(
+            {
+                "extract": {
+                    "encoder": args.encoder,
+                    "weights": args.weights,
+                    "markers": ["HE"],
+                    "tile_px": args.tile_px,
+                    "tile_mpp": args.tile_mpp,
+                    "core_mpp": args.core_mpp,
+                    "batch_size": args.batch_size,
+                    "num_workers": args.num_workers,
+                    "compile": args.compile,
+                    "channels_last": args.channels_last,
+                }
+            }
+        )["extract"]
         settings = TilingSettings.from_section(section)
         encoder = load_encoder(args.encoder, args.weights, allow_random=args.random_weights)
         torch.set_num_threads(max(1, args.threads))

@@ -29,12 +29,13 @@ from pathlib import Path
 import _repo  # noqa: F401 (puts the checkout's src/ and tests/ first on sys.path)
 import numpy as np
 import torch
+from fakes.config import settings as config_settings
 from fakes.mil import BagSpec, write_synthetic_cohort
 
 from haf.logs import setup_logging
 from haf.mil.bags import BagStore, CapReport
 from haf.mil.clam import GatedAttentionMIL, clam_loss
-from haf.mil.train import Stage1Settings, Stage1Trainer, fold_table
+from haf.mil.train import Stage1Trainer, fold_table
 from haf.runtime.device import autocast, resolve_device
 from haf.runtime.fit import make_optimizer
 
@@ -149,8 +150,9 @@ def main(argv: list[str] | None = None) -> None:
         manifest, targets, folds = workdir / "manifest.tsv", workdir / "targets.tsv", workdir / "folds.tsv"
         print("reusing the cohort in --workdir")
     try:
-        section = dict(wsi_dim=args.dim, batch_bags=args.batch_bags, max_instances=args.cap)
-        settings = Stage1Settings.from_config(section)
+        settings = config_settings(
+            "stage1", wsi_dim=args.dim, batch_bags=args.batch_bags, max_instances=args.cap
+        )
         t0 = time.perf_counter()
         store = BagStore.for_pathology_model("wsi", manifest=manifest, wsi_dim=args.dim)
         budget = args.cache_gb

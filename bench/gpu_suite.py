@@ -77,7 +77,7 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-for _p in (REPO / "src", REPO / "bench"):
+for _p in (REPO / "src", REPO / "bench", REPO / "tests"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
@@ -356,18 +356,24 @@ def arm_extract(ctx: ArmContext) -> None:
         ctx.work / "cores", p["n_cores"], p["unique_cores"], p["core_px"], p["cores_per_patient"], 0, threads
     )
     ctx.metric("generate_s", time.perf_counter() - t0)
-    section = {
-        "encoder": p["encoder"],
-        "weights": None,
-        "markers": ["HE"],
-        "tile_px": p["tile_px"],
-        "tile_mpp": p["tile_mpp"],
-        "core_mpp": p["core_mpp"],
-        "batch_size": p["batch_size"],
-        "num_workers": None,
-        "compile": p["compile"],
-        "channels_last": False,
-    }
+    from fakes.config import load_config
+
+    section = load_config(
+        {
+            "extract": {
+                "encoder": p["encoder"],
+                "weights": None,
+                "markers": ["HE"],
+                "tile_px": p["tile_px"],
+                "tile_mpp": p["tile_mpp"],
+                "core_mpp": p["core_mpp"],
+                "batch_size": p["batch_size"],
+                "num_workers": None,
+                "compile": p["compile"],
+                "channels_last": False,
+            }
+        }
+    )["extract"]
     settings = TilingSettings.from_section(section)
     t0 = time.perf_counter()
     encoder = load_encoder(p["encoder"], None, allow_random=True)
@@ -457,9 +463,9 @@ def arm_extract(ctx: ArmContext) -> None:
 )
 def arm_model(ctx: ArmContext) -> None:
     import torch
+    from fakes.extract import he_tile
 
     from haf.extract.registry import load_encoder
-    from haf.extract.synthetic import he_tile
 
     smoke, device = ctx.smoke, ctx.device
     p = dict(
@@ -558,10 +564,10 @@ def arm_model(ctx: ArmContext) -> None:
 def arm_stage1(ctx: ArmContext) -> None:
     import torch
     from bench_stage1 import PerBagLoop, time_epochs
+    from fakes.mil import BagSpec, write_synthetic_cohort
 
     from haf.mil.bags import BagStore, CapReport
-    from haf.mil.synthetic import BagSpec, write_synthetic_cohort
-    from haf.mil.train import Stage1Settings, Stage1Trainer, fold_table
+    from haf.mil.train import Stage1Trainer, fold_table
 
     smoke, device = ctx.smoke, ctx.device
     p = dict(
@@ -588,9 +594,9 @@ def arm_stage1(ctx: ArmContext) -> None:
         store_dtype=p["h5_dtype"],
     )
     ctx.metric("write_cohort_s", time.perf_counter() - t0)
-    settings = Stage1Settings.from_config(
-        dict(wsi_dim=p["dim"], batch_bags=p["batch_bags"], max_instances=p["cap"])
-    )
+    from fakes.config import settings as config_settings
+
+    settings = config_settings("stage1", wsi_dim=p["dim"], batch_bags=p["batch_bags"], max_instances=p["cap"])
     t0 = time.perf_counter()
     store = BagStore.for_pathology_model("wsi", manifest=cohort.manifest, wsi_dim=p["dim"])
     budget = settings.cache_gb_gpu if device.type == "cuda" else settings.cache_gb_cpu
