@@ -190,33 +190,39 @@ def member_state_dict(module: nn.Module, k: int) -> dict[str, torch.Tensor]:
 
 
 class FlatParameters:
-    """Every trainable parameter of a stacked module as views of one (K, P) buffer (grads too).
+    """Every trainable parameter of a stacked module as a view of one flat buffer (gradients too).
 
-    Parameters are re-pointed at slices of ``data``; their gradients are pre-allocated as views of
-    ``grad``, so ``backward`` accumulates straight into the flat buffer and an optimiser step, a
-    best-state copy and a restore are single tensor operations.
+    Parameter j (leading dimension K) occupies one contiguous block of ``data``, so every parameter
+    stays contiguous; ``member_of`` names the member of each element.  Gradients are pre-allocated as
+    views of ``grad``, so ``backward`` accumulates straight into the flat buffer and an optimiser step
+    is a handful of element-wise operations whatever the number of layers.
     """
 
     def __init__(self, module: nn.Module, k: int) -> None:
         params = [p for p in module.parameters() if p.requires_grad]
         for p in params:
-            if p.shape[0] != k:
-                raise ValueError(f"a stacked parameter has leading dimension {p.shape[0]}, expected K = {k}")
-        sizes = [p[0].numel() for p in params]
-        total = int(sum(sizes))
+            if p.dim() == 0 or p.shape[0] != k:
+                raise ValueError(
+                    f"a stacked parameter has shape {tuple(p.shape)}, expected a leading K = {k}"
+                )
         device = params[0].device if params else torch.device("cpu")
-        self.k, self.size = k, total
-        self.data = torch.zeros(k, total, device=device)
-        self.grad = torch.zeros(k, total, device=device)
-        self.params = params
+        sizes = [p.numel() for p in params]
+        self.k, self.params = k, params
+        self.data = torch.zeros(int(sum(sizes)), device=device)
+        self.grad = torch.zeros_like(self.data)
+        self.blocks: list[tuple[int, int]] = []  # (offset, elements per member)
+        member_of = []
         offset = 0
         for p, n in zip(params, sizes, strict=True):
-            shape = p.shape
-            view = self.data[:, offset : offset + n]
-            view.copy_(p.detach().reshape(k, n))
-            p.data = view.view(shape)
-            p.grad = self.grad[:, offset : offset + n].view(shape)
+            view = self.data[offset : offset + n].view(p.shape)
+            view.copy_(p.detach())
+            p.data = view
+            p.grad = self.grad[offset : offset + n].view(p.shape)
+            per = n // k
+            self.blocks.append((offset, per))
+            member_of.append(torch.arange(k, device=device).repeat_interleave(per))
             offset += n
+        self.member_of = torch.cat(member_of) if member_of else torch.zeros(0, dtype=torch.long)
 
     def zero_grad(self) -> None:
         self.grad.zero_()
@@ -229,11 +235,15 @@ class FlatParameters:
                 raise RuntimeError("a parameter's gradient is no longer a view of the flat gradient buffer")
 
     def snapshot(self, k: int) -> torch.Tensor:
-        return self.data[k].detach().clone()
+        """Member k's parameters (a copy), e.g. its best epoch's state."""
+        return torch.cat([self.data[o + k * n : o + (k + 1) * n] for o, n in self.blocks]).clone()
 
     def load(self, k: int, values: torch.Tensor) -> None:
         with torch.no_grad():
-            self.data[k].copy_(values)
+            start = 0
+            for o, n in self.blocks:
+                self.data[o + k * n : o + (k + 1) * n] = values[start : start + n]
+                start += n
 
 
 class StackedAdam:
@@ -272,27 +282,28 @@ class StackedAdam:
         active = active.to(self.flat.data.device)
         if not bool(active.any()):
             return
-        rows = torch.nonzero(active).reshape(-1)
-        p = self.flat.data[rows]
-        g = self.flat.grad[rows]
-        lr = self.lr[rows]
-        self.t[rows] += 1
-        t = self.t[rows]
-        lr_col = lr.to(p.dtype).unsqueeze(1)
-        if self.weight_decay:
-            if self.decoupled:
-                p = p * (1 - lr_col * self.weight_decay)
-            else:
-                g = g + self.weight_decay * p
-        m = self.m[rows].mul_(self.b1).add_(g, alpha=1 - self.b1)
-        v = self.v[rows].mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
-        bc1 = (1 - self.b1**t).to(p.dtype).unsqueeze(1)
-        bc2_sqrt = (1 - self.b2**t).sqrt().to(p.dtype).unsqueeze(1)
-        denom = v.sqrt() / bc2_sqrt + self.eps
-        p = p - (lr_col / bc1) * m / denom
-        self.m[rows] = m
-        self.v[rows] = v
-        self.flat.data[rows] = p
+        everyone = bool(active.all())
+        self.t += active.to(self.t.dtype)
+        dtype = self.flat.data.dtype
+        t = self.t.clamp(min=1)  # inactive members with t = 0 are masked out below
+        lr = self.lr.to(dtype)[self.flat.member_of]
+        step_size = (self.lr / (1 - self.b1**t)).to(dtype)[self.flat.member_of]
+        bc2_sqrt = (1 - self.b2**t).sqrt().to(dtype)[self.flat.member_of]
+        p, g = self.flat.data, self.flat.grad
+        if self.weight_decay and not self.decoupled:
+            g = g + self.weight_decay * p
+        m = self.m * self.b1 + (1 - self.b1) * g
+        v = self.v * self.b2 + (1 - self.b2) * g * g
+        new_p = p * (1 - lr * self.weight_decay) if (self.weight_decay and self.decoupled) else p
+        new_p = new_p - step_size * m / (v.sqrt() / bc2_sqrt + self.eps)
+        if everyone:
+            self.m, self.v = m, v
+            p.copy_(new_p)
+        else:
+            mask = active[self.flat.member_of]
+            self.m = torch.where(mask, m, self.m)
+            self.v = torch.where(mask, v, self.v)
+            p.copy_(torch.where(mask, new_p, p))
 
 
 # ---------------------------------------------------------------------------------------------
