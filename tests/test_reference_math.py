@@ -1,0 +1,531 @@
+"""Reference values for the training math, computed outside the code under test.
+
+Every test builds a hand-sized example, computes the expected value with an independent
+implementation (plain Python or numpy loops written from the paper's formula, numpy's SVD) and,
+where the example is fixed, also against the literal value written here.  Tolerances come from the
+measured difference (noted next to each), not loose by default.
+
+Formulas: Cox partial likelihood (Breslow, Efron), CLAM Eq. 1-3 (``haf.mil.clam``), the SVD global
+alignment Eq. 5-7 (``haf.fusion.alignment``), MoFe and the fusion loss Eq. 10-11
+(``haf.fusion.model``), GCS steering on a quadratic with known curvature (``haf.comparators.gcs``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from haf.comparators.gcs import GCSConfig, GCSStep
+from haf.fusion import model as fusion_model
+from haf.fusion.alignment import global_alignment_loss
+from haf.fusion.model import FusionHead, fusion_loss
+from haf.losses import binary_loss, cox_partial_likelihood
+from haf.mil.clam import GatedAttentionMIL, clam_loss
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _logsumexp(values) -> float:
+    top = max(values)
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+def _bce(logit: float, y: float) -> float:
+    """Binary cross-entropy of one logit, written out: -(y log s + (1 - y) log(1 - s))."""
+    p = 1.0 / (1.0 + math.exp(-logit))
+    return -(y * math.log(p) + (1 - y) * math.log(1 - p))
+
+
+# ---------------------------------------------------------------------------------------------
+# Cox partial likelihood
+# ---------------------------------------------------------------------------------------------
+def _cox_reference(risk, time, event, ties: str) -> float:
+    """-(1 / n_events) log PL, from the textbook formula with explicit loops over the event times."""
+    n = len(risk)
+    total = 0.0
+    for t in sorted({time[i] for i in range(n) if event[i]}):
+        dead = [i for i in range(n) if time[i] == t and event[i]]
+        at_risk = [j for j in range(n) if time[j] >= t]
+        risk_set = sum(math.exp(risk[j]) for j in at_risk)
+        tied = sum(math.exp(risk[i]) for i in dead)
+        d = len(dead)
+        for ell, i in enumerate(dead):
+            denom = risk_set - (ell / d) * tied if ties == "efron" else risk_set
+            total += risk[i] - math.log(denom)
+    return -total / sum(event)
+
+
+# a tie of three events at t = 2 with a censored patient at the same time (in the risk set, not the
+# tie), a tie of two at t = 5, a censored patient last
+COX_RISK = [0.5, -0.2, 0.3, 1.1, 0.1, -1.0, 0.7, -0.4]
+COX_TIME = [1.0, 2.0, 2.0, 2.0, 2.0, 5.0, 5.0, 7.0]
+COX_EVENT = [1, 1, 1, 1, 0, 1, 1, 0]
+# _cox_reference on this example, written down once (pins the reference itself)
+COX_LITERAL = {"breslow": 1.6545294767, "efron": 1.4611362371}
+
+
+@pytest.mark.parametrize("ties", ["breslow", "efron"])
+def test_cox_partial_likelihood_matches_the_textbook_formula(ties):
+    expected = _cox_reference(COX_RISK, COX_TIME, COX_EVENT, ties)
+    assert expected == pytest.approx(COX_LITERAL[ties], abs=1e-9)
+    # shuffle the patients: the Efron rank within a tie must not depend on the input order
+    perm = [6, 2, 0, 7, 4, 1, 5, 3]
+    for order in (list(range(8)), perm):
+        risk = torch.tensor([COX_RISK[i] for i in order], dtype=torch.float64)
+        time = torch.tensor([COX_TIME[i] for i in order], dtype=torch.float64)
+        event = torch.tensor([COX_EVENT[i] for i in order])
+        got = cox_partial_likelihood(risk, time, event, ties=ties).item()
+        assert got == pytest.approx(expected, abs=1e-12)  # measured |diff| <= 4.5e-16 in float64
+    # float32 (what training uses): measured |diff| <= 1.1e-7
+    got32 = cox_partial_likelihood(
+        torch.tensor(COX_RISK), torch.tensor(COX_TIME), torch.tensor(COX_EVENT), ties=ties
+    ).item()
+    assert got32 == pytest.approx(expected, abs=1e-6)
+
+
+def test_cox_gradient_matches_the_closed_form_breslow_score():
+    # d(-log PL)/d r_k = -(1 / D) sum_i delta_i (1[k = i] - 1[t_k >= t_i] e^{r_k} / sum_{j in R_i} e^{r_j})
+    risk = torch.tensor(COX_RISK, dtype=torch.float64, requires_grad=True)
+    cox_partial_likelihood(
+        risk, torch.tensor(COX_TIME, dtype=torch.float64), torch.tensor(COX_EVENT)
+    ).backward()
+    n, d = len(COX_RISK), sum(COX_EVENT)
+    expected = np.zeros(n)
+    for i in range(n):
+        if not COX_EVENT[i]:
+            continue
+        at_risk = [j for j in range(n) if COX_TIME[j] >= COX_TIME[i]]
+        s = sum(math.exp(COX_RISK[j]) for j in at_risk)
+        expected[i] -= 1.0
+        for k in at_risk:
+            expected[k] += math.exp(COX_RISK[k]) / s
+    np.testing.assert_allclose(risk.grad.numpy(), expected / d, atol=1e-12)
+
+
+def test_cox_shift_invariance_and_sign():
+    # adding a constant to every risk leaves the partial likelihood unchanged (the max-shift is exact)
+    base = cox_partial_likelihood(
+        torch.tensor(COX_RISK, dtype=torch.float64), torch.tensor(COX_TIME), torch.tensor(COX_EVENT)
+    )
+    shifted = cox_partial_likelihood(
+        torch.tensor(COX_RISK, dtype=torch.float64) + 500.0, torch.tensor(COX_TIME), torch.tensor(COX_EVENT)
+    )
+    assert shifted.item() == pytest.approx(base.item(), abs=1e-10)
+    # higher risk for earlier death gives a lower loss than the reverse ordering
+    time = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    event = torch.tensor([1, 1, 1, 1])
+    good = cox_partial_likelihood(-time, time, event)
+    bad = cox_partial_likelihood(time, time, event)
+    assert good.item() < bad.item()
+
+
+def test_binary_loss_is_the_written_out_cross_entropy():
+    logit = [2.0, -1.0, 0.3, -3.5]
+    label = [1.0, 0.0, 0.0, 1.0]
+    each = [_bce(z, y) for z, y in zip(logit, label, strict=True)]
+    got = binary_loss(torch.tensor(logit, dtype=torch.float64), torch.tensor(label), reduction="none")
+    np.testing.assert_allclose(got.numpy(), each, atol=1e-12)
+    mean = binary_loss(torch.tensor(logit, dtype=torch.float64), torch.tensor(label))
+    assert mean.item() == pytest.approx(sum(each) / 4, abs=1e-12)
+    assert sum(each) / 4 == pytest.approx(1.2060738, abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLAM, Eq. 1-3
+# ---------------------------------------------------------------------------------------------
+# a 2-d bag of five instances and every weight of a d1 = 3, d2 = 2 network, written out
+BAG = np.array([[1.0, 0.5], [-0.3, 2.0], [0.8, -1.2], [1.5, 1.5], [-1.0, -0.2]])
+W_FC = np.array([[1.0, 0.2], [-0.5, 1.0], [0.3, -0.8]])
+B_FC = np.array([0.1, 0.0, 0.2])
+W_V = np.array([[0.6, -0.4, 0.9], [-0.7, 0.5, 0.2]])  # tanh branch (attention_a)
+B_V = np.array([0.05, -0.1])
+W_U = np.array([[0.3, 0.8, -0.5], [0.4, -0.6, 0.7]])  # sigmoid branch (attention_b)
+B_U = np.array([0.0, 0.1])
+W_A = np.array([[1.2, -0.9]])
+B_A = np.array([0.3])
+W_CLS = np.array([[0.7, -1.1, 0.4]])
+B_CLS = np.array([-0.2])
+W_INST = np.array([[0.5, -0.3, 0.8], [-0.6, 0.9, 0.2]])  # row c: instance classifier of class c
+B_INST = np.array([0.1, -0.1])
+
+
+def _clam_model() -> GatedAttentionMIL:
+    model = GatedAttentionMIL(2, d1=3, d2=2, dropout=0.0).eval()
+    with torch.no_grad():
+        for layer, w, b in (
+            (model.fc[0], W_FC, B_FC),
+            (model.attention_a[0], W_V, B_V),
+            (model.attention_b[0], W_U, B_U),
+            (model.attention_c, W_A, B_A),
+            (model.classifier, W_CLS, B_CLS),
+            (model.instance_classifiers, W_INST, B_INST),
+        ):
+            layer.weight.copy_(torch.tensor(w))
+            layer.bias.copy_(torch.tensor(b))
+    return model  # float32: the forward computes scores and z in float32 by design
+
+
+def _clam_reference(label: int, k_sample: int, bag_weight: float) -> dict:
+    """Eq. 1-3 of seed 000 (CLAM_SB, binary), in numpy."""
+    h = np.maximum(BAG @ W_FC.T + B_FC, 0.0)
+    gated = np.tanh(h @ W_V.T + B_V) * (1.0 / (1.0 + np.exp(-(h @ W_U.T + B_U))))
+    s = (gated @ W_A.T + B_A)[:, 0]  # Eq. 1 scores
+    a = np.exp(s - s.max()) / np.exp(s - s.max()).sum()
+    z = a @ h  # Eq. 2
+    logit = float(z @ W_CLS[0] + B_CLS[0])
+    bag = _bce(logit, label)
+    k = min(k_sample, len(BAG) // 2)
+    order = np.argsort(-s)
+    top, bottom = order[:k], order[::-1][:k]
+    inst_logit = h @ W_INST[label] + B_INST[label]  # the true class's instance classifier
+    inst = (sum(_bce(inst_logit[i], 1.0) for i in top) + sum(_bce(inst_logit[i], 0.0) for i in bottom)) / (
+        2 * k
+    )
+    return dict(a=a, z=z, logit=logit, bag=bag, inst=inst, total=bag_weight * bag + (1 - bag_weight) * inst)
+
+
+CLAM_LITERAL = {
+    # label -> (attention a, logit, bag BCE, instance loss) of the bag above, k_sample 2
+    1: (
+        [0.2857534857, 0.0533821769, 0.2134988928, 0.3367601208, 0.1106053237],
+        0.2871022242,
+        0.5598643355,
+        1.2137242296,
+    ),
+    0: (
+        [0.2857534857, 0.0533821769, 0.2134988928, 0.3367601208, 0.1106053237],
+        0.2871022242,
+        0.8469665597,
+        0.4896317682,
+    ),
+}
+
+
+@pytest.mark.parametrize("label", [1, 0])
+def test_clam_attention_embedding_and_losses_match_the_equations(label):
+    ref = _clam_reference(label, k_sample=2, bag_weight=0.7)
+    a_lit, logit_lit, bag_lit, inst_lit = CLAM_LITERAL[label]
+    np.testing.assert_allclose(ref["a"], a_lit, atol=1e-8)
+    assert (ref["logit"], ref["bag"], ref["inst"]) == pytest.approx((logit_lit, bag_lit, inst_lit), abs=1e-8)
+    model = _clam_model()
+    x = torch.tensor(BAG, dtype=torch.float32).unsqueeze(0)
+    mask = torch.ones(1, 5, dtype=torch.bool)
+    out = model(x, mask)
+    # float32 model: measured |diff| <= 6e-8 on a, z and the logit
+    np.testing.assert_allclose(out.attention[0].detach().numpy(), ref["a"], atol=5e-7)
+    np.testing.assert_allclose(out.z[0].detach().numpy(), ref["z"], atol=5e-7)
+    assert out.logit.item() == pytest.approx(ref["logit"], abs=5e-7)
+    loss = clam_loss(model, out, mask, torch.tensor([float(label)]), bag_weight=0.7, k_sample=2)
+    # float32 losses: measured |diff| <= 1.5e-7
+    assert loss.bag.item() == pytest.approx(ref["bag"], abs=1e-6)
+    assert loss.instance.item() == pytest.approx(ref["inst"], abs=1e-6)
+    assert loss.total.item() == pytest.approx(ref["total"], abs=1e-6)
+
+
+def test_clam_k_clamped_to_half_the_bag_and_weight_mix():
+    # k_sample 8 on a bag of five: k = 2 (never overlapping top and bottom)
+    ref8 = _clam_reference(1, k_sample=8, bag_weight=0.3)
+    ref2 = _clam_reference(1, k_sample=2, bag_weight=0.3)
+    assert ref8["inst"] == ref2["inst"]
+    model = _clam_model()
+    mask = torch.ones(1, 5, dtype=torch.bool)
+    out = model(torch.tensor(BAG, dtype=torch.float32).unsqueeze(0), mask)
+    loss = clam_loss(model, out, mask, torch.tensor([1.0]), bag_weight=0.3, k_sample=8)
+    assert loss.total.item() == pytest.approx(ref8["total"], abs=1e-6)
+    k1 = _clam_reference(1, k_sample=1, bag_weight=0.3)
+    loss1 = clam_loss(model, out, mask, torch.tensor([1.0]), bag_weight=0.3, k_sample=1)
+    assert loss1.instance.item() == pytest.approx(k1["inst"], abs=1e-6)
+    assert abs(k1["inst"] - ref2["inst"]) > 1e-2  # the example tells k = 1 from k = 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 2 global alignment, Eq. 5-7
+# ---------------------------------------------------------------------------------------------
+def _unit_rows(a: np.ndarray) -> np.ndarray:
+    return a / np.linalg.norm(a, axis=-1, keepdims=True)
+
+
+ALIGN_U = _unit_rows(
+    np.array(
+        [
+            [[1.0, 0.2, 0.0], [0.8, 0.5, 0.1], [0.9, -0.1, 0.3]],
+            [[0.1, 1.0, 0.2], [-0.3, 0.9, 0.0], [5.0, 5.0, 5.0]],
+            [[2.0, 2.0, 2.0], [0.0, 0.3, 1.0], [0.4, -0.2, 0.9]],
+            [[-1.0, 0.2, 0.1], [0.0, 0.0, 1.0], [0.5, 0.5, 0.0]],
+            [[0.3, 0.3, -0.9], [1.0, 1.0, 1.0], [0.2, -1.0, 0.4]],
+        ]
+    )
+)
+# patient 1: slots 0, 1; patient 2: slots 1, 2; patient 3: slot 1 only (no alignment term)
+ALIGN_PRESENT = np.array([[1, 1, 1], [1, 1, 0], [0, 1, 1], [0, 1, 0], [1, 0, 1]], dtype=bool)
+
+
+def _alignment_reference(tau_sv: float, tau_pd: float, lambda_pd: float) -> tuple[float, float, float]:
+    """L_SV (Eq. 5), L_PD (Eq. 6) and L_GA (Eq. 7) by numpy's SVD of each patient's observed columns."""
+    sv, q = [], []
+    for u, present in zip(ALIGN_U, ALIGN_PRESENT, strict=True):
+        if present.sum() < 2:
+            continue
+        cols = u[present].T  # (d, k): U = [u^(m)] over the observed modalities only
+        left, sigma, _ = np.linalg.svd(cols, full_matrices=False)
+        sv.append(_logsumexp(list(sigma / tau_sv)) - sigma[0] / tau_sv)
+        q1 = left[:, 0]
+        q.append(q1 if q1 @ cols.sum(axis=1) >= 0 else -q1)  # sign: along the sum of the columns
+    q = np.array(q)
+    logits = q @ q.T / tau_pd
+    pd = float(np.mean([_logsumexp(list(row)) - row[i] for i, row in enumerate(logits)]))
+    l_sv = float(np.mean(sv))
+    return l_sv, pd, l_sv + lambda_pd * pd
+
+
+def test_global_alignment_matches_numpy_svd():
+    # tau_sv != tau_pd and lambda != 1: swapping the temperatures or dropping one changes the value
+    cfg = dict(tau_sv=0.1, tau_pd=0.5, lambda_pd=0.3)
+    l_sv, l_pd, l_ga = _alignment_reference(**cfg)
+    assert (l_sv, l_pd, l_ga) == pytest.approx((0.00083769090, 0.49071526484, 0.14805227035), abs=1e-9)
+    u = torch.tensor(ALIGN_U, dtype=torch.float64)
+    terms = global_alignment_loss(u, torch.tensor(ALIGN_PRESENT), **cfg)
+    assert terms.n_patients == 4
+    # float64: measured |diff| <= 1.2e-16
+    assert terms.sv.item() == pytest.approx(l_sv, abs=1e-10)
+    assert terms.pd.item() == pytest.approx(l_pd, abs=1e-10)
+    assert terms.loss.item() == pytest.approx(l_ga, abs=1e-10)
+    # float32 (training): measured |diff| 1.1e-7
+    terms32 = global_alignment_loss(u.float(), torch.tensor(ALIGN_PRESENT), **cfg)
+    assert terms32.loss.item() == pytest.approx(l_ga, abs=1e-6)
+
+
+def test_alignment_without_observed_pairs_is_zero():
+    u = torch.tensor(ALIGN_U[3:4], dtype=torch.float64)
+    terms = global_alignment_loss(u, torch.tensor(ALIGN_PRESENT[3:4]), tau_sv=0.1, tau_pd=0.5, lambda_pd=0.3)
+    assert terms.n_patients == 0 and terms.loss.item() == 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 3 fusion loss with MoFe, Eq. 10-11
+# ---------------------------------------------------------------------------------------------
+FUSION_U = np.array(
+    [
+        [[0.6, -0.8], [1.0, 0.0], [0.0, 1.0]],
+        [[0.0, 1.0], [0.6, 0.8], [-1.0, 0.0]],
+        [[0.8, 0.6], [-0.6, 0.8], [0.0, -1.0]],
+        [[1.0, 0.0], [0.8, -0.6], [0.6, 0.8]],
+        [[-0.8, 0.6], [0.0, 1.0], [1.0, 0.0]],
+    ]
+)
+FUSION_MASK = np.array([[1, 1, 0], [1, 0, 0], [1, 1, 1], [0, 1, 1], [1, 1, 1]], dtype=bool)
+# the reduced sets, fixed for the test (drawing them is tested in test_fusion.py)
+FUSION_REDUCED = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 1], [0, 0, 1], [1, 0, 1]], dtype=bool)
+FUSION_HAS = np.array([True, False, True, True, True])
+rng = np.random.default_rng(3)
+W1 = rng.normal(size=(4, 3 * 2 + 3))
+B1 = rng.normal(size=4)
+W2 = rng.normal(size=(1, 4))
+B2 = rng.normal(size=1)
+del rng
+
+
+def _head_reference(u: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Eq. 8-9: concat(slots x mask, mask) -> Linear -> ReLU -> Linear."""
+    m = mask.astype(float)
+    h = np.concatenate([(u * m[:, :, None]).reshape(len(u), -1), m], axis=1)
+    return (np.maximum(h @ W1.T + B1, 0) @ W2.T + B2)[:, 0]
+
+
+def _head() -> FusionHead:
+    head = FusionHead(3, 2, 4, 0.0).double().eval()
+    with torch.no_grad():
+        head.net[0].weight.copy_(torch.tensor(W1))
+        head.net[0].bias.copy_(torch.tensor(B1))
+        head.net[3].weight.copy_(torch.tensor(W2))
+        head.net[3].bias.copy_(torch.tensor(B2))
+    return head
+
+
+@pytest.fixture()
+def fixed_reduced(monkeypatch):
+    def draw(present, generator=None):
+        assert torch.equal(present, torch.tensor(FUSION_MASK))
+        return torch.tensor(FUSION_REDUCED), torch.tensor(FUSION_HAS)
+
+    monkeypatch.setattr(fusion_model, "draw_reduced", draw)
+
+
+def test_fusion_loss_bce_with_mofe_matches_eq_10_11(fixed_reduced):
+    label = [0.0, 1.0, 0.0, 1.0, 1.0]
+    full = _head_reference(FUSION_U, FUSION_MASK)
+    part = _head_reference(FUSION_U, FUSION_REDUCED)
+    l_full = np.array([_bce(z, y) for z, y in zip(full, label, strict=True)])
+    l_red = np.array([_bce(z, y) for z, y in zip(part, label, strict=True)])[FUSION_HAS]
+    gap = l_full[FUSION_HAS] - l_red
+    assert (gap > 0).any() and (gap < 0).any()  # the example exercises both sides of the hinge
+    mofe = np.maximum(gap, 0).mean()  # Eq. 10: penalise a full set that does worse than its reduced set
+    expected = l_full.mean() + l_red.mean() + 0.25 * mofe  # Eq. 11
+    assert expected == pytest.approx(2.6442504236, abs=1e-9)
+    target = {k: torch.tensor(label, dtype=torch.float64) for k in ("label", "time", "event")}
+    loss, parts = fusion_loss(
+        _head(),
+        torch.tensor(FUSION_U),
+        torch.tensor(FUSION_MASK),
+        target,
+        kind="bce",
+        drop=True,
+        lambda_mofe=0.25,
+    )
+    # float64: measured |diff| <= 4.5e-16
+    assert loss.item() == pytest.approx(expected, abs=1e-12)
+    assert parts["task"] == pytest.approx(l_full.mean(), abs=1e-12)
+    assert parts["reduced"] == pytest.approx(l_red.mean(), abs=1e-12)
+    assert parts["mofe"] == pytest.approx(mofe, abs=1e-12)
+
+
+def test_fusion_loss_cox_with_mofe_matches_eq_10_11(fixed_reduced):
+    time = [3.0, 1.0, 5.0, 2.0, 4.0]
+    event = [1, 1, 0, 1, 1]
+    full = _head_reference(FUSION_U, FUSION_MASK)
+    part = _head_reference(FUSION_U, FUSION_REDUCED)
+    rows = np.flatnonzero(FUSION_HAS)
+    sub_t, sub_e = [time[i] for i in rows], [event[i] for i in rows]
+    l_full = _cox_reference(list(full), time, event, "breslow")
+    l_red = _cox_reference(list(part[rows]), sub_t, sub_e, "breslow")
+    # Eq. 10 for a set loss: both partial likelihoods over the patients that have a reduced set
+    mofe = max(_cox_reference(list(full[rows]), sub_t, sub_e, "breslow") - l_red, 0.0)
+    expected = l_full + l_red + 0.25 * mofe
+    assert mofe > 0  # the hinge is active in this example
+    target = {
+        "label": torch.zeros(5, dtype=torch.float64),
+        "time": torch.tensor(time, dtype=torch.float64),
+        "event": torch.tensor(event, dtype=torch.float64),
+    }
+    loss, parts = fusion_loss(
+        _head(),
+        torch.tensor(FUSION_U),
+        torch.tensor(FUSION_MASK),
+        target,
+        kind="cox",
+        drop=True,
+        lambda_mofe=0.25,
+    )
+    assert loss.item() == pytest.approx(expected, abs=1e-12)
+    assert parts["mofe"] == pytest.approx(mofe, abs=1e-12)
+    assert parts["reduced"] == pytest.approx(l_red, abs=1e-12)
+
+
+def test_fusion_loss_without_drop_is_the_plain_task_loss():
+    label = [1.0, 0.0, 0.0, 1.0, 1.0]
+    full = _head_reference(FUSION_U, FUSION_MASK)
+    expected = np.mean([_bce(z, y) for z, y in zip(full, label, strict=True)])
+    loss, parts = fusion_loss(
+        _head(),
+        torch.tensor(FUSION_U),
+        torch.tensor(FUSION_MASK),
+        {"label": torch.tensor(label, dtype=torch.float64)},
+        kind="bce",
+        drop=False,
+        lambda_mofe=0.25,
+    )
+    assert loss.item() == pytest.approx(expected, abs=1e-12) and set(parts) == {"task"}
+
+
+# ---------------------------------------------------------------------------------------------
+# GCS on a quadratic with known curvature
+# ---------------------------------------------------------------------------------------------
+class _Hazard(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(1.0, dtype=torch.float64))
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return f * self.w
+
+
+class _QuadraticModel(nn.Module):
+    """f_b = x_b * theta, h = w f, L = sum_b 0.5 a_b ||h_b||^2: dL/df_b = a_b w^2 f_b, Hessian a_b w^2 I."""
+
+    modalities = ["wsi", "tma", "cell", "clin"]
+
+    def __init__(self, theta: np.ndarray) -> None:
+        super().__init__()
+        self.theta = nn.Parameter(torch.tensor(theta, dtype=torch.float64))
+        self.hazard_net = _Hazard()
+
+    def encode(self, x, present):
+        return x * self.theta
+
+    def hazard(self, f):
+        return self.hazard_net(f)
+
+    def hazard_parameters(self):
+        return self.hazard_net.parameters()
+
+    def cox_loss(self, h, a):
+        return 0.5 * (a.unsqueeze(1) * h**2).sum()
+
+    def loss(self, x, present, a):
+        return self.cox_loss(self.hazard(self.encode(x, present)), a)
+
+
+GCS_X = np.array([[1.0, -2.0, 0.5], [0.3, 0.4, -1.0], [2.0, 1.0, 1.0], [-0.5, 0.0, 2.0]])
+GCS_A = np.array([0.5, 4.0, 1.0, 10.0])  # per-sample curvature of the quadratic
+GCS_THETA = np.array([0.8, -0.6, 1.2])
+GCS_PRESENT = np.zeros((4, 7), dtype=bool)
+GCS_PRESENT[:, :4] = [[1, 1, 1, 1], [1, 0, 1, 1], [1, 0, 0, 1], [1, 1, 1, 0]]
+
+
+def _gcs_reference(theta, w, gamma, missing_weight):
+    """Algorithm 2 on the quadratic, by hand: encoder and hazard gradients of one steered step."""
+    d = GCS_X.shape[1]
+    f = GCS_X * theta
+    g = GCS_A[:, None] * w**2 * f  # dL/df
+    c = GCS_A * w**2 * d  # r^T (a w^2 I) r = a w^2 d for every Rademacher r
+    s = c * np.linalg.norm(g, axis=1)
+    z = (s - s.mean()) / s.std()  # population standard deviation
+    missing = 1 - GCS_PRESENT[:, :4].mean(axis=1)
+    omega = 1 / (1 + np.exp(-(z + missing_weight * missing)))
+    g_steered = ((1 - omega) + omega / (1 + gamma * c))[:, None] * g
+    grad_theta = (g_steered * GCS_X).sum(axis=0)
+    grad_w = float((GCS_A[:, None] * w * f**2).sum())
+    return grad_theta, grad_w
+
+
+def _gcs_step(cfg: GCSConfig, lr: float = 0.1):
+    model = _QuadraticModel(GCS_THETA)
+    step = GCSStep(model, torch.optim.SGD(model.parameters(), lr=lr), cfg, seed=0)
+    step(torch.tensor(GCS_X), torch.tensor(GCS_PRESENT), torch.tensor(GCS_A))
+    return model
+
+
+def test_gcs_step_on_a_quadratic_with_known_curvature():
+    gamma, mw = 0.5, 2.0
+    grad_theta, grad_w = _gcs_reference(GCS_THETA, 1.0, gamma, mw)
+    model = _gcs_step(GCSConfig(enabled=True, rho=0.0, gamma=gamma, epsilon=0.01, missing_weight=mw))
+    # float64, finite differences exact on a quadratic: measured |diff| <= 1.7e-15
+    np.testing.assert_allclose(model.theta.detach().numpy(), GCS_THETA - 0.1 * grad_theta, atol=1e-12)
+    assert model.hazard_net.w.item() == pytest.approx(1.0 - 0.1 * grad_w, abs=1e-12)
+    # the steering is not the identity in this example: without it the step differs
+    plain_theta, _ = _gcs_reference(GCS_THETA, 1.0, 0.0, mw)
+    assert np.abs(plain_theta - grad_theta).max() > 1e-2
+
+
+def test_gcs_step_with_sam_steers_at_the_perturbed_point():
+    gamma, mw, rho = 0.5, 2.0, 0.05
+    f = GCS_X * GCS_THETA
+    g_theta = (GCS_A[:, None] * f * GCS_X).sum(axis=0)  # plain gradients at (theta, w = 1)
+    g_w = float((GCS_A[:, None] * f**2).sum())
+    norm = math.sqrt(float((g_theta**2).sum()) + g_w**2)
+    theta_p, w_p = GCS_THETA + rho * g_theta / norm, 1.0 + rho * g_w / norm
+    grad_theta, grad_w = _gcs_reference(theta_p, w_p, gamma, mw)
+    model = _gcs_step(GCSConfig(enabled=True, rho=rho, gamma=gamma, epsilon=0.01, missing_weight=mw))
+    # measured |diff| ~ 1e-15: the step applies the perturbed point's gradients to the restored theta
+    np.testing.assert_allclose(model.theta.detach().numpy(), GCS_THETA - 0.1 * grad_theta, atol=1e-12)
+    assert model.hazard_net.w.item() == pytest.approx(1.0 - 0.1 * grad_w, abs=1e-12)
