@@ -1,0 +1,394 @@
+"""Reference values for the evaluation math, computed outside the code under test.
+
+``haf.eval.survival`` and ``haf.eval.scores`` wrap scikit-survival, so a comparison with sksurv
+would test sksurv against itself: the conventions (risk sign, which pairs are comparable, which
+part's censoring distribution weighs the test part, truncation at tau, the KM-weighted mean AUC)
+are pinned here with hand examples whose values are worked out by explicit loops.  The bootstrap
+CI and the paired test are recomputed with numpy and sklearn from the same resample indices;
+masking rates are checked against their closed form within a binomial tolerance from n; the target
+rules at the horizon and one day either side.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from haf.cohort.targets import build_targets
+from haf.eval import binary, survival
+from haf.eval.masking import SCENARIOS, draw_masks
+from haf.eval.scores import auc_or_nan, cindex_or_nan
+from haf.modalities import MODALITIES, PATHOLOGY
+
+
+# ---------------------------------------------------------------------------------------------
+# hand implementations
+# ---------------------------------------------------------------------------------------------
+def _km_censoring(time, event):
+    """Kaplan-Meier of the censoring times: G(t) = prod_{s <= t} (1 - censored_s / at_risk_s)."""
+    time = np.asarray(time, float)
+    cens = ~np.asarray(event, bool)
+
+    def g(t: float) -> float:
+        out = 1.0
+        for s in np.unique(time[cens]):
+            if s <= t:
+                out *= 1 - np.sum(cens & (time == s)) / np.sum(time >= s)
+        return out
+
+    return g
+
+
+def _km_survival(time, event, t):
+    """Kaplan-Meier survival S(t) of the deaths."""
+    time = np.asarray(time, float)
+    event = np.asarray(event, bool)
+    out = 1.0
+    for s in np.unique(time[event]):
+        if s <= t:
+            out *= 1 - np.sum(event & (time == s)) / np.sum(time >= s)
+    return out
+
+
+def _pair_score(ri: float, rj: float) -> float:
+    return 1.0 if ri > rj else 0.5 if ri == rj else 0.0
+
+
+def _harrell(time, event, risk) -> float:
+    """Comparable: i died and j was still under follow-up after t_i (or censored at t_i)."""
+    num = den = 0.0
+    for i in range(len(time)):
+        if not event[i]:
+            continue
+        for j in range(len(time)):
+            if time[i] < time[j] or (time[i] == time[j] and not event[j] and i != j):
+                num += _pair_score(risk[i], risk[j])
+                den += 1
+    return num / den
+
+
+def _uno(train_time, train_event, time, event, risk, tau) -> float:
+    """Uno et al. 2011: pairs weighted by G(t_i)^-2, G from the *training* censoring, t_i < tau."""
+    g = _km_censoring(train_time, train_event)
+    num = den = 0.0
+    for i in range(len(time)):
+        if not event[i] or time[i] >= tau:
+            continue
+        w = g(time[i]) ** -2
+        for j in range(len(time)):
+            if time[i] < time[j]:
+                num += w * _pair_score(risk[i], risk[j])
+                den += w
+    return num / den
+
+
+def _cd_auc(train_time, train_event, time, event, risk, t) -> float:
+    """Cumulative/dynamic AUC(t): cases died by t (weight 1 / G(t_i)), controls still alive after t."""
+    g = _km_censoring(train_time, train_event)
+    num = den = 0.0
+    for i in range(len(time)):
+        if not (event[i] and time[i] <= t):
+            continue
+        for j in range(len(time)):
+            if time[j] > t:
+                num += _pair_score(risk[i], risk[j]) / g(time[i])
+                den += 1 / g(time[i])
+    return num / den
+
+
+# training part: censoring early and often; test part: censoring late (so the two G differ)
+TRAIN_T = np.array([5, 8, 12, 15, 21, 26, 30, 34, 41, 47, 52, 60.0])
+TRAIN_E = np.array([0, 1, 0, 0, 1, 0, 1, 0, 1, 0, 1, 0], dtype=bool)
+TEST_T = np.array([6, 9, 13, 17, 19, 24, 28, 33, 38, 44, 49, 55.0])
+TEST_E = np.array([1, 1, 0, 1, 1, 1, 0, 1, 1, 0, 1, 0], dtype=bool)
+# mostly higher risk for earlier death, with discordant pairs and one risk tie
+TEST_RISK = np.array([2.0, 1.5, 1.7, 0.2, 1.0, 0.9, 0.9, 0.1, -0.3, 0.4, -1.0, -0.5])
+
+
+# ---------------------------------------------------------------------------------------------
+# Harrell's and Uno's C, td-AUC
+# ---------------------------------------------------------------------------------------------
+def test_harrell_c_by_hand_with_censoring_and_ties():
+    expected = _harrell(TEST_T, TEST_E, TEST_RISK)
+    assert expected == pytest.approx(41.5 / 50, abs=1e-12)  # 50 comparable pairs: 41 concordant, one tie
+    assert survival.harrell_c(TEST_T, TEST_E, TEST_RISK) == pytest.approx(expected, abs=1e-12)
+    # risk convention: higher risk = earlier death, so the negated score gives 1 - C
+    assert survival.harrell_c(TEST_T, TEST_E, -TEST_RISK) == pytest.approx(1 - expected, abs=1e-12)
+    # an event and a censoring at the same time form a pair (the censored one outlived the death)
+    t = np.array([1.0, 2.0, 2.0, 3.0])
+    e = np.array([1, 1, 0, 1], dtype=bool)
+    r = np.array([3.0, 1.0, 2.0, 0.0])
+    # pairs (0, 1), (0, 2), (0, 3), (1, 2) (discordant: the censored one has the higher risk), (1, 3)
+    assert _harrell(t, e, r) == pytest.approx(4 / 5)
+    assert cindex_or_nan(t, e, r) == pytest.approx(4 / 5, abs=1e-12)
+    assert math.isnan(cindex_or_nan(t, np.zeros(4, bool), r))
+
+
+def test_uno_c_weights_by_the_training_censoring_and_truncates_at_tau():
+    tau = 45.0
+    expected = _uno(TRAIN_T, TRAIN_E, TEST_T, TEST_E, TEST_RISK, tau)
+    assert expected == pytest.approx(0.8135110348, abs=1e-9)
+    got = survival.uno_c(TRAIN_T, TRAIN_E, TEST_T, TEST_E, TEST_RISK, tau)
+    assert got == pytest.approx(expected, abs=1e-12)  # measured |diff| ~ 1e-16
+    # the example tells the training censoring from the test part's, and tau from no truncation
+    wrong_part = _uno(TEST_T, TEST_E, TEST_T, TEST_E, TEST_RISK, tau)
+    no_tau = _uno(TRAIN_T, TRAIN_E, TEST_T, TEST_E, TEST_RISK, np.inf)
+    assert abs(wrong_part - expected) > 1e-3 and abs(no_tau - expected) > 1e-3
+    assert survival.uno_c(TRAIN_T, TRAIN_E, TEST_T, TEST_E, -TEST_RISK, tau) == pytest.approx(1 - expected)
+    # no event before tau: undefined
+    assert math.isnan(survival.uno_c(TRAIN_T, TRAIN_E, TEST_T, TEST_E, TEST_RISK, 5.0))
+
+
+def test_td_auc_and_its_km_weighted_mean_by_hand():
+    times = np.array([15.0, 30.0, 40.0])
+    expected = np.array([_cd_auc(TRAIN_T, TRAIN_E, TEST_T, TEST_E, TEST_RISK, t) for t in times])
+    np.testing.assert_allclose(expected, [1.0, 0.9565217391, 0.8327566321], atol=1e-9)
+    s = np.array([_km_survival(TEST_T, TEST_E, t) for t in times])
+    weights = -np.diff(np.r_[1.0, s])
+    mean = (expected * weights).sum() / (1 - s[-1])
+    auc, got_mean = survival.td_auc(TRAIN_T, TRAIN_E, TEST_T, TEST_E, TEST_RISK, times)
+    np.testing.assert_allclose(auc, expected, atol=1e-12)  # measured |diff| ~ 1e-16
+    assert got_mean == pytest.approx(mean, abs=1e-12)
+    wrong_part = [_cd_auc(TEST_T, TEST_E, TEST_T, TEST_E, TEST_RISK, t) for t in times]
+    assert np.abs(np.array(wrong_part) - expected).max() > 1e-3  # IPCW from the right part matters
+    # a death after the last grid time is a control at every grid time: AUC(t) is unchanged
+    late = TEST_E.copy()
+    late[-1] = True
+    np.testing.assert_allclose(
+        survival.td_auc(TRAIN_T, TRAIN_E, TEST_T, late, TEST_RISK, times)[0], expected, atol=1e-12
+    )
+    # one grid time: the mean is that AUC
+    one, one_mean = survival.td_auc(TRAIN_T, TRAIN_E, TEST_T, TEST_E, TEST_RISK, times[:1])
+    assert one_mean == pytest.approx(expected[0]) and len(one) == 1
+    empty, empty_mean = survival.td_auc(TRAIN_T, TRAIN_E, TEST_T, TEST_E, TEST_RISK, np.zeros(0))
+    assert len(empty) == 0 and math.isnan(empty_mean)
+
+
+def test_auc_or_nan_keeps_labelled_patients_only():
+    label = np.array([1, 0, np.nan, 1, 0, 0])
+    score = np.array([0.9, 0.2, 100.0, 0.3, 0.4, 0.1])
+    # pairs (pos, neg): (0.9 > 0.2, 0.4, 0.1), (0.3 > 0.2, 0.1; < 0.4): 5 of 6
+    assert auc_or_nan(label, score) == pytest.approx(5 / 6)
+    assert math.isnan(auc_or_nan(np.array([1.0, 1.0, np.nan]), np.array([0.1, 0.2, 0.3])))
+
+
+# ---------------------------------------------------------------------------------------------
+# bootstrap CI and paired test
+# ---------------------------------------------------------------------------------------------
+def _pooled(label, risk, pred=None):
+    label = np.asarray(label, dtype=int)
+    return pd.DataFrame(
+        dict(
+            patient_id=[f"p{i:03d}" for i in range(len(label))],
+            fold=0,
+            label=label,
+            risk=np.asarray(risk, float),
+            pred=(np.asarray(risk) >= 0).astype(int) if pred is None else pred,
+        )
+    )
+
+
+def _pair_auc(y: np.ndarray, s: np.ndarray) -> float:
+    """Mann-Whitney AUC from the pairs: (concordant + ties / 2) / (n_pos n_neg).
+
+    Counted exactly (halves are exact in floating point), so two methods with the same AUC on a
+    resample give a delta of exactly 0, which the paired test's ``delta <= 0`` / ``delta >= 0``
+    counts depend on (sklearn's trapezoid can differ in the last bit).
+    """
+    pos, neg = s[y == 1], s[y == 0]
+    if len(pos) == 0 or len(neg) == 0:
+        return np.nan
+    diff = pos[:, None] - neg[None, :]
+    return float(((diff > 0).sum() + 0.5 * (diff == 0).sum()) / (len(pos) * len(neg)))
+
+
+def _resample_metrics(pooled: pd.DataFrame, idx: np.ndarray) -> dict[str, np.ndarray]:
+    """AUC, accuracy, balanced accuracy of each resample, one at a time with sklearn / numpy."""
+    y, r, p = (pooled[c].to_numpy() for c in ("label", "risk", "pred"))
+    out = {"auc": [], "accuracy": [], "balanced_accuracy": []}
+    for row in idx:
+        yb, rb, pb = y[row], r[row], p[row]
+        out["auc"].append(_pair_auc(yb, rb))
+        out["accuracy"].append(np.mean(yb == pb))
+        sens = np.mean(pb[yb == 1] == 1) if (yb == 1).any() else np.nan
+        spec = np.mean(pb[yb == 0] == 0) if (yb == 0).any() else np.nan
+        out["balanced_accuracy"].append((sens + spec) / 2)
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def test_bootstrap_ci_is_the_percentile_interval_of_the_resamples():
+    rng = np.random.default_rng(11)
+    label = rng.integers(0, 2, 40)
+    pooled = _pooled(label, label * 0.8 + rng.normal(size=40))
+    n_boot, seed = 400, 9
+    ci = binary.bootstrap_ci(pooled, n_boot, seed, level=0.9)
+    idx = np.random.default_rng(seed).integers(0, 40, size=(n_boot, 40))  # the documented resampling
+    draws = _resample_metrics(pooled, idx)
+    for metric, values in draws.items():
+        valid = values[~np.isnan(values)]
+        assert ci[f"{metric}_n_boot_valid"] == len(valid)
+        # alpha = (1 - level) / 2 = 0.05 per side; the quantile at 2 alpha is a different number here
+        assert ci[f"{metric}_ci_low"] == pytest.approx(np.quantile(valid, 0.05), abs=1e-12)
+        assert ci[f"{metric}_ci_high"] == pytest.approx(np.quantile(valid, 0.95), abs=1e-12)
+        assert abs(np.quantile(valid, 0.10) - np.quantile(valid, 0.05)) > 1e-3
+        assert abs(np.quantile(valid, 0.90) - np.quantile(valid, 0.95)) > 1e-3
+    assert ci["auc_pooled"] == pytest.approx(roc_auc_score(label, pooled["risk"]))
+    assert ci["accuracy_pooled"] == pytest.approx(np.mean(label == pooled["pred"]))
+    assert ci["n_pooled"] == 40 and ci["n_boot"] == n_boot
+
+
+def test_bootstrap_ci_on_a_tiny_sample_counts_resamples_with_one_class():
+    pooled = _pooled([1, 0, 1], [0.5, -0.2, -0.1])
+    ci = binary.bootstrap_ci(pooled, 200, seed=1)
+    idx = np.random.default_rng(1).integers(0, 3, size=(200, 3))
+    one_class = np.array([len(np.unique(pooled["label"].to_numpy()[row])) < 2 for row in idx])
+    assert one_class.any()
+    assert ci["auc_n_boot_valid"] == int((~one_class).sum()) and ci["accuracy_n_boot_valid"] == 200
+
+
+def test_paired_bootstrap_delta_ci_and_p_value_by_hand():
+    rng = np.random.default_rng(12)
+    label = rng.integers(0, 2, 30)
+    a = _pooled(label, label * 0.6 + rng.normal(size=30))
+    b = _pooled(label, label * 0.3 + rng.normal(size=30))
+    b = b.iloc[::-1].reset_index(drop=True)  # another row order: pairing goes by patient id
+    extra = _pooled([1], [0.0]).assign(patient_id="only_b")
+    result = binary.paired_bootstrap(a, pd.concat([b, extra], ignore_index=True), 300, seed=4, level=0.8)
+    idx = np.random.default_rng(4).integers(0, 30, size=(300, 30))
+    b_sorted = b.sort_values("patient_id").reset_index(drop=True)
+    delta = _resample_metrics(a, idx)["auc"] - _resample_metrics(b_sorted, idx)["auc"]
+    delta = delta[~np.isnan(delta)]
+    k = len(delta)
+    p = min(1.0, 2 * min((np.sum(delta <= 0) + 1) / (k + 1), (np.sum(delta >= 0) + 1) / (k + 1)))
+    assert 0.01 < p < 1  # the example is not at either end of the scale
+    assert result["p_value"] == pytest.approx(p, abs=1e-12)
+    assert result["delta_ci_low"] == pytest.approx(np.quantile(delta, 0.1), abs=1e-12)
+    assert result["delta_ci_high"] == pytest.approx(np.quantile(delta, 0.9), abs=1e-12)
+    point = roc_auc_score(label, a["risk"]) - roc_auc_score(label, b_sorted["risk"])
+    assert result["delta"] == pytest.approx(point, abs=1e-12)
+    assert result["auc_reference"] == pytest.approx(roc_auc_score(label, a["risk"]), abs=1e-12)
+    assert result["n_common"] == 30 and result["n_only_other"] == 1 and result["n_only_reference"] == 0
+    assert result["n_boot_valid"] == k
+
+
+def test_paired_bootstrap_p_value_floor_is_one_over_b_plus_one():
+    # the reference beats the other on every resample: p = 2 / (B + 1), the smallest value it can take
+    label = np.array([0, 1] * 10)
+    a = _pooled(label, label + 0.01 * np.arange(20))
+    b = _pooled(label, -label + 0.01 * np.arange(20))
+    result = binary.paired_bootstrap(a, b, 99, seed=0)
+    assert result["p_value"] == pytest.approx(2 / 100)
+    with pytest.raises(ValueError, match="label"):
+        binary.paired_bootstrap(a, b.assign(label=1 - label), 10, seed=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# masking rates
+# ---------------------------------------------------------------------------------------------
+def _tolerance(rate: float, n: int) -> float:
+    """Five binomial standard errors: a false alarm has probability ~6e-7."""
+    return 5 * math.sqrt(rate * (1 - rate) / n)
+
+
+@pytest.mark.parametrize("p", [0.3, 0.7])
+def test_dropout_masking_rate_matches_the_closed_form(p):
+    # k observed modalities: one is kept if not dropped (1 - p) or if all k were dropped and it is
+    # the one given back (p^k / k)
+    n_patients, repeats = 600, 20
+    present = np.zeros((n_patients, 7), dtype=bool)
+    present[:200] = True  # k = 7
+    present[200:400, [0, 3]] = True  # k = 2
+    present[400:, 5] = True  # k = 1: never left without a modality
+    masks = draw_masks(present, p, repeats, "dropout", seed=3, fold=1)
+    assert not (masks & ~present).any()
+    for rows, k in ((slice(0, 200), 7), (slice(200, 400), 2), (slice(400, 600), 1)):
+        kept = masks[:, rows][:, :, present[rows][0]]
+        rate = (1 - p) + p**k / k
+        n = kept.size
+        assert abs(kept.mean() - rate) <= _tolerance(rate, n), (k, kept.mean(), rate)
+    assert masks.any(axis=2).all()
+
+
+def test_group_scenarios_drop_only_their_group_at_rate_p():
+    p, n_patients, repeats = 0.4, 500, 20
+    present = np.ones((n_patients, 7), dtype=bool)
+    masks = draw_masks(present, p, repeats, "pathology", seed=5, fold=0)
+    group = np.array([m in PATHOLOGY for m in MODALITIES])
+    assert masks[:, :, ~group].all()  # the tabular group is never touched
+    kept = masks[:, :, group]
+    # the tabular group is kept, so no patient is ever left empty: the rate is exactly 1 - p
+    assert abs(kept.mean() - (1 - p)) < _tolerance(1 - p, kept.size)
+    # a modality's drops are independent of another's: P(both kept) = (1 - p)^2
+    both = (kept[:, :, 0] & kept[:, :, 1]).mean()
+    assert abs(both - (1 - p) ** 2) < _tolerance((1 - p) ** 2, kept[:, :, 0].size)
+    assert set(SCENARIOS) == {"dropout", "pathology", "tabular", "mixed"}
+    assert not draw_masks(present, 0.0, 2, "mixed", seed=5, fold=0).sum() < present.sum() * 2
+
+
+def test_masks_depend_on_fold_scenario_and_p_not_on_the_call():
+    present = np.ones((50, 7), dtype=bool)
+    a = draw_masks(present, 0.5, 3, "dropout", seed=1, fold=0)
+    assert np.array_equal(a, draw_masks(present, 0.5, 3, "dropout", seed=1, fold=0))
+    for other in (
+        draw_masks(present, 0.5, 3, "dropout", seed=2, fold=0),
+        draw_masks(present, 0.5, 3, "dropout", seed=1, fold=1),
+        draw_masks(present, 0.5, 3, "mixed", seed=1, fold=0),
+        draw_masks(present, 0.5001, 3, "dropout", seed=1, fold=0),
+    ):
+        assert not np.array_equal(a, other)
+
+
+# ---------------------------------------------------------------------------------------------
+# target rules at their boundaries
+# ---------------------------------------------------------------------------------------------
+def _clinical(rows):
+    return pd.DataFrame(
+        rows,
+        columns=["patient_id", "survival_status", "days_to_last_information", "survival_status_with_cause"],
+    ).set_index("patient_id")
+
+
+BOUNDARY = _clinical(
+    [
+        ("d1824", "deceased", 1824, "deceased tumor specific"),
+        ("d1825", "deceased", 1825, "deceased tumor specific"),
+        ("d1826", "deceased", 1826, "deceased tumor specific"),
+        ("a1824", "living", 1824, None),
+        ("a1825", "living", 1825, None),
+        ("a1826", "living", 1826, None),
+        ("d0", "deceased", 0, "deceased not tumor specific"),
+        ("a0", "living", 0, None),
+    ]
+)
+
+
+def test_horizon_rule_at_the_horizon_and_one_day_either_side():
+    targets, counts = build_targets(BOUNDARY, list(BOUNDARY.index), "horizon", 1825)
+    got = dict(zip(targets["patient_id"], targets["label"], strict=True))
+    reason = dict(zip(targets["patient_id"], targets["label_reason"], strict=True))
+    # death on the horizon day counts as within the horizon; one day later does not
+    assert got["d1824"] == 1 and got["d1825"] == 1 and got["d1826"] == 0
+    assert reason["d1826"] == "death_after_horizon" and reason["d1825"] == "death_within_horizon"
+    # alive with follow-up exactly the horizon is known alive at the horizon; one day short is censored
+    assert math.isnan(got["a1824"]) and got["a1825"] == 0 and got["a1826"] == 0
+    assert reason["a1824"] == "censored_before_horizon" and reason["a1825"] == "alive_at_horizon"
+    assert got["d0"] == 1 and math.isnan(got["a0"])
+    assert counts["labelled"] == 6 and counts["positives"] == 3 and counts["no_label"] == 2
+    assert targets["event"].tolist() == [1, 1, 1, 0, 0, 0, 1, 0]
+    assert targets["time"].tolist() == [1824, 1825, 1826, 1824, 1825, 1826, 0, 0]
+    # another horizon moves the boundary with it
+    shorter, _ = build_targets(BOUNDARY, ["d1824", "a1824"], "horizon", 1823)
+    assert shorter["label"].tolist() == [0, 0]
+
+
+def test_status_rules_ignore_the_horizon_and_drop_non_tumour_deaths():
+    status, _ = build_targets(BOUNDARY, list(BOUNDARY.index), "status", 1825)
+    assert status["label"].tolist() == [1, 1, 1, 0, 0, 0, 1, 0]
+    specific, counts = build_targets(BOUNDARY, list(BOUNDARY.index), "status_tumor_specific", 1825)
+    assert specific["label"].tolist()[:6] == [1, 1, 1, 0, 0, 0]
+    assert math.isnan(specific["label"].iloc[6]) and specific["label_reason"].iloc[6] == "non_tumour_death"
+    assert counts["no_label"] == 1 and "horizon_days" not in counts
