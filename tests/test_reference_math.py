@@ -21,7 +21,14 @@ from torch import nn
 
 from haf.comparators.gcs import GCSConfig, GCSStep
 from haf.fusion import model as fusion_model
-from haf.fusion.alignment import global_alignment_loss
+from haf.fusion.alignment import (
+    alignment_loss,
+    clip_alignment_loss,
+    direction_loss,
+    dominant_direction,
+    global_alignment_loss,
+    observed_groups,
+)
 from haf.fusion.model import FusionHead, fusion_loss
 from haf.losses import binary_loss, cox_partial_likelihood
 from haf.mil.clam import GatedAttentionMIL, clam_loss
@@ -127,6 +134,26 @@ def test_cox_shift_invariance_and_sign():
     good = cox_partial_likelihood(-time, time, event)
     bad = cox_partial_likelihood(time, time, event)
     assert good.item() < bad.item()
+
+
+def test_cox_edge_cases_no_event_dtype_and_bad_ties():
+    # a batch without an event has no partial likelihood: exactly 0 whatever the risks, with a graph
+    risk = torch.tensor([0.7, -1.2, 2.5], requires_grad=True)
+    loss = cox_partial_likelihood(risk, torch.tensor([1.0, 2.0, 3.0]), torch.zeros(3))
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    assert torch.equal(risk.grad, torch.zeros(3))
+    # the loss has the risk's dtype whatever the dtypes of time and event
+    for ties in ("breslow", "efron"):
+        out = cox_partial_likelihood(
+            torch.tensor(COX_RISK), torch.tensor(COX_TIME, dtype=torch.float64),
+            torch.tensor(COX_EVENT, dtype=torch.float64), ties=ties,
+        )  # fmt: skip
+        assert out.dtype == torch.float32
+    with pytest.raises(ValueError, match="ties must be 'breslow' or 'efron', got 'exact'"):
+        cox_partial_likelihood(
+            torch.tensor(COX_RISK), torch.tensor(COX_TIME), torch.tensor(COX_EVENT), "exact"
+        )
 
 
 def test_binary_loss_is_the_written_out_cross_entropy():
@@ -309,6 +336,103 @@ def test_alignment_without_observed_pairs_is_zero():
     u = torch.tensor(ALIGN_U[3:4], dtype=torch.float64)
     terms = global_alignment_loss(u, torch.tensor(ALIGN_PRESENT[3:4]), tau_sv=0.1, tau_pd=0.5, lambda_pd=0.3)
     assert terms.n_patients == 0 and terms.loss.item() == 0.0
+
+
+def test_alignment_without_a_contributing_patient_returns_zero_parts():
+    u = torch.tensor(ALIGN_U[3:4], dtype=torch.float64, requires_grad=True)
+    for terms in (
+        global_alignment_loss(u, torch.tensor(ALIGN_PRESENT[3:4]), tau_sv=0.1, tau_pd=0.5, lambda_pd=0.3),
+        clip_alignment_loss(u, torch.tensor(ALIGN_PRESENT[3:4]), tau=0.07),
+    ):
+        assert terms.n_patients == 0
+        for part in (terms.loss, terms.sv, terms.pd):
+            assert isinstance(part, torch.Tensor) and part.item() == 0.0
+        terms.loss.backward()  # a graph, so a trainer can call backward on an empty batch
+
+
+def test_direction_loss_with_one_and_two_patients():
+    q = torch.tensor(_unit_rows(np.array([[1.0, 0.0, 0.0], [0.6, 0.8, 0.0]])))
+    # one patient: no negatives, no term (exactly 0, finite)
+    assert direction_loss(q[:1], 0.5).item() == 0.0
+    # two patients: InfoNCE, by hand: cos = 0.6 between them
+    expected = math.log(math.exp(1 / 0.5) + math.exp(0.6 / 0.5)) - 1 / 0.5
+    assert direction_loss(q, 0.5).item() == pytest.approx(expected, abs=1e-12)
+
+
+def test_dominant_direction_when_the_columns_sum_to_zero():
+    # u and -u: the sum of the columns is 0, so the sign rule has nothing to align to; q1 is still +-u
+    u = _unit_rows(np.array([0.3, -0.5, 0.8]))
+    cols = torch.tensor(np.stack([u, -u]))[None]
+    q1 = dominant_direction(cols)
+    assert abs(float(q1[0] @ torch.tensor(u))) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_observed_groups_list_each_rows_slots_in_slot_order():
+    present = torch.tensor(
+        [
+            [0, 1, 0, 1, 1, 0, 0],
+            [1, 0, 0, 0, 0, 0, 1],
+            [0, 0, 1, 0, 0, 0, 0],
+            [1, 1, 1, 1, 1, 1, 1],
+            [0, 0, 0, 0, 1, 1, 1],
+        ],
+        dtype=torch.bool,
+    )
+    groups = observed_groups(present)
+    assert sorted(groups) == [2, 3, 7]  # the one-slot row is left out
+    assert groups[3][0].tolist() == [0, 4] and groups[3][1].tolist() == [[1, 3, 4], [4, 5, 6]]
+    assert groups[2][0].tolist() == [1] and groups[2][1].tolist() == [[0, 6]]
+    assert groups[7][1].tolist() == [list(range(7))]
+
+
+def _clip_reference(u: np.ndarray, present: np.ndarray, tau: float, anchor: int = 0) -> tuple[float, int]:
+    """Symmetric InfoNCE between each slot and the anchor over the patients having both; mean over slots."""
+    terms, contributors = [], np.zeros(len(u), dtype=bool)
+    for m in range(u.shape[1]):
+        both = present[:, m] & present[:, anchor]
+        if m == anchor or both.sum() < 2:
+            continue
+        logits = u[both, anchor] @ u[both, m].T / tau
+        rows = np.mean([_logsumexp(list(r)) - r[i] for i, r in enumerate(logits)])
+        cols = np.mean([_logsumexp(list(c)) - c[i] for i, c in enumerate(logits.T)])
+        terms.append(0.5 * (rows + cols))
+        contributors |= both
+    return float(np.mean(terms)), int(contributors.sum())
+
+
+def test_clip_alignment_matches_the_symmetric_infonce():
+    u = _unit_rows(np.random.default_rng(5).normal(size=(4, 4, 3)))
+    present = np.array(
+        [
+            [1, 1, 0, 0],  # slot 1: two pairs (patients 0, 1)
+            [1, 1, 0, 1],
+            [1, 0, 1, 1],  # slot 2: one pair only (no term); slot 3: patients 1, 2
+            [0, 1, 1, 1],  # no anchor: contributes nothing
+        ],
+        dtype=bool,
+    )
+    expected, n = _clip_reference(u, present, tau=0.07)
+    assert n == 3
+    terms = clip_alignment_loss(torch.tensor(u), torch.tensor(present), tau=0.07)  # anchor: slot 0 (WSI)
+    assert terms.loss.item() == pytest.approx(expected, abs=1e-10)  # float64: measured |diff| ~ 1e-15
+    assert terms.pd.item() == pytest.approx(expected, abs=1e-10) and terms.sv.item() == 0.0
+    assert terms.n_patients == 3
+    other, n_other = _clip_reference(u, present, tau=0.07, anchor=1)
+    assert clip_alignment_loss(torch.tensor(u), torch.tensor(present), tau=0.07, anchor=1).loss.item() == (
+        pytest.approx(other, abs=1e-10)
+    )
+
+
+def test_alignment_loss_dispatches_on_align_with_the_config_values():
+    u = torch.tensor(ALIGN_U, dtype=torch.float64)
+    present = torch.tensor(ALIGN_PRESENT)
+    cfg = {"tau_sv": "0.1", "tau_pd": 0.5, "lambda_pd": 0.3, "tau_clip": 0.2}
+    ga = alignment_loss(u, present, "ga", cfg)
+    assert ga.loss.item() == pytest.approx(_alignment_reference(0.1, 0.5, 0.3)[2], abs=1e-10)
+    clip = alignment_loss(u, present, "clip", cfg)
+    assert clip.loss.item() == pytest.approx(_clip_reference(ALIGN_U, ALIGN_PRESENT, 0.2)[0], abs=1e-10)
+    with pytest.raises(ValueError, match="align must be 'ga' or 'clip', got 'svd'"):
+        alignment_loss(u, present, "svd", cfg)
 
 
 # ---------------------------------------------------------------------------------------------
