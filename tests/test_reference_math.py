@@ -31,7 +31,7 @@ from haf.fusion.alignment import (
 )
 from haf.fusion.model import FusionHead, fusion_loss
 from haf.losses import binary_loss, cox_partial_likelihood
-from haf.mil.clam import GatedAttentionMIL, clam_loss
+from haf.mil.clam import GatedAttentionMIL, clam_loss, instance_loss
 
 
 @pytest.fixture(autouse=True)
@@ -273,6 +273,85 @@ def test_clam_k_clamped_to_half_the_bag_and_weight_mix():
     loss1 = clam_loss(model, out, mask, torch.tensor([1.0]), bag_weight=0.3, k_sample=1)
     assert loss1.instance.item() == pytest.approx(k1["inst"], abs=1e-6)
     assert abs(k1["inst"] - ref2["inst"]) > 1e-2  # the example tells k = 1 from k = 2
+
+
+def test_clam_architecture_defaults_and_initialisation():
+    torch.manual_seed(0)
+    model = GatedAttentionMIL(10)
+    assert model.hparams == {"in_dim": 10, "d1": 64, "d2": 32, "dropout": 0.25}  # HAF's sizes
+    assert model.fc[0].weight.shape == (64, 10) and model.attention_a[0].weight.shape == (32, 64)
+    # CLAM_SB: dropout after w_l and after both gated-attention branches
+    for block in (model.fc, model.attention_a, model.attention_b):
+        assert isinstance(block[-1], nn.Dropout) and block[-1].p == 0.25
+    # CLAM's initialize_weights: zero biases, Xavier-normal weights (std sqrt(2 / (fan_in + fan_out)))
+    for layer in model.modules():
+        if isinstance(layer, nn.Linear):
+            assert torch.count_nonzero(layer.bias) == 0
+    std = float(model.fc[0].weight.detach().std())
+    assert std == pytest.approx(math.sqrt(2 / 74), rel=0.15)  # 640 draws: the SD's own error is ~3 %
+
+
+def test_clam_mask_of_another_dtype_and_shape_errors():
+    model = _clam_model()
+    x = torch.tensor(np.stack([BAG, BAG[::-1]]), dtype=torch.float32)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    ref = model(x, mask.bool())
+    for other in (mask, mask.float()):  # a 0/1 mask of another dtype means the same bags
+        out = model(x, other)
+        assert torch.equal(out.z, ref.z) and torch.equal(out.logit, ref.logit)
+        packed = model(x[mask.bool()], other)
+        assert torch.equal(packed.z, ref.z)
+        inst = instance_loss(model, ref, other, torch.tensor([1.0, 0.0]), 2)
+        assert torch.equal(inst, instance_loss(model, ref, mask.bool(), torch.tensor([1.0, 0.0]), 2))
+    with pytest.raises(ValueError, match=r"mask has shape \(2, 4\), expected \(2, 5\)"):
+        model(x, mask[:, :4].bool())
+    with pytest.raises(ValueError, match=r"a packed x needs a \(B, N\) mask, got shape \(8,\)"):
+        model(x[mask.bool()], mask.bool().reshape(-1)[:8])
+    with pytest.raises(ValueError, match=r"x must be \(B, N, D\).*got \(1, 2, 5, 2\)"):
+        model(x[None, :, :, :], None)
+
+
+def test_clam_loss_defaults_labels_and_valid_bags():
+    model = _clam_model()
+    x = torch.tensor(np.stack([BAG, BAG[::-1] * 0.5, BAG + 1.0]), dtype=torch.float32)
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    out = model(x, mask)
+    label = torch.tensor([1.0, 0.0, 1.0])
+    default = clam_loss(model, out, mask, label)
+    assert default.total.item() == clam_loss(model, out, mask, label, bag_weight=0.7, k_sample=8).total.item()
+    # integer labels are labels too
+    assert clam_loss(model, out, mask, torch.tensor([1, 0, 1])).total.item() == pytest.approx(
+        default.total.item()
+    )
+    # valid leaves bags out: the mean over the others, as if they were not in the batch
+    valid = torch.tensor([1, 0, 1])
+    kept = clam_loss(model, out, mask, label, valid=valid)
+    sub = model(x[[0, 2]], mask[[0, 2]])
+    alone = clam_loss(model, sub, mask[[0, 2]], label[[0, 2]])
+    assert kept.total.item() == pytest.approx(alone.total.item(), abs=1e-6)
+    assert abs(kept.total.item() - default.total.item()) > 1e-3
+    # a batch of single-instance or empty bags has no instance term: exactly 0, never NaN
+    empty = torch.zeros(2, 1, dtype=torch.bool)
+    none = model(torch.zeros(2, 1, 2), empty)
+    inst = instance_loss(model, none, empty, torch.tensor([1.0, 0.0]), 8)
+    assert torch.equal(inst, torch.zeros(2))
+
+
+class _NotAWeight:
+    pass
+
+
+def test_clam_checkpoint_keeps_meta_and_loads_weights_only(tmp_path):
+    model = _clam_model()
+    payload = model.checkpoint(fold=2, modality="wsi")
+    assert payload["meta"] == {"fold": 2, "modality": "wsi"} and payload["hparams"]["d1"] == 3
+    torch.save(payload, tmp_path / "model.pt")
+    back = GatedAttentionMIL.from_checkpoint(str(tmp_path / "model.pt"))
+    assert torch.equal(back.instance_classifiers.weight, model.instance_classifiers.weight)
+    # weights only: a checkpoint that carries a pickled object is refused, not executed
+    torch.save({**payload, "meta": {"x": _NotAWeight()}}, tmp_path / "evil.pt")
+    with pytest.raises(Exception, match="[Ww]eights only"):
+        GatedAttentionMIL.from_checkpoint(str(tmp_path / "evil.pt"))
 
 
 # ---------------------------------------------------------------------------------------------
