@@ -592,9 +592,15 @@ def test_fusion_loss_bce_with_mofe_matches_eq_10_11(fixed_reduced):
     assert parts["mofe"] == pytest.approx(mofe, abs=1e-12)
 
 
-def test_fusion_loss_cox_with_mofe_matches_eq_10_11(fixed_reduced):
-    time = [3.0, 1.0, 5.0, 2.0, 4.0]
-    event = [1, 1, 0, 1, 1]
+@pytest.mark.parametrize(
+    "time, event, hinge",
+    [
+        ([3.0, 1.0, 5.0, 2.0, 4.0], [1, 1, 0, 1, 1], "above 1"),
+        ([5.0, 4.0, 3.0, 2.0, 1.0], [0, 1, 1, 1, 1], "in (0, 1)"),
+        ([4.0, 3.0, 2.0, 1.0, 5.0], [1, 1, 1, 1, 1], "inactive"),
+    ],
+)
+def test_fusion_loss_cox_with_mofe_matches_eq_10_11(fixed_reduced, time, event, hinge):
     full = _head_reference(FUSION_U, FUSION_MASK)
     part = _head_reference(FUSION_U, FUSION_REDUCED)
     rows = np.flatnonzero(FUSION_HAS)
@@ -602,9 +608,10 @@ def test_fusion_loss_cox_with_mofe_matches_eq_10_11(fixed_reduced):
     l_full = _cox_reference(list(full), time, event, "breslow")
     l_red = _cox_reference(list(part[rows]), sub_t, sub_e, "breslow")
     # Eq. 10 for a set loss: both partial likelihoods over the patients that have a reduced set
-    mofe = max(_cox_reference(list(full[rows]), sub_t, sub_e, "breslow") - l_red, 0.0)
+    gap = _cox_reference(list(full[rows]), sub_t, sub_e, "breslow") - l_red
+    mofe = max(gap, 0.0)
     expected = l_full + l_red + 0.25 * mofe
-    assert mofe > 0  # the hinge is active in this example
+    assert {"above 1": gap > 1, "in (0, 1)": 0 < gap < 1, "inactive": gap < 0}[hinge]
     target = {
         "label": torch.zeros(5, dtype=torch.float64),
         "time": torch.tensor(time, dtype=torch.float64),
@@ -622,6 +629,62 @@ def test_fusion_loss_cox_with_mofe_matches_eq_10_11(fixed_reduced):
     assert loss.item() == pytest.approx(expected, abs=1e-12)
     assert parts["mofe"] == pytest.approx(mofe, abs=1e-12)
     assert parts["reduced"] == pytest.approx(l_red, abs=1e-12)
+
+
+def test_fusion_loss_with_drop_but_no_reduced_set_is_the_plain_task_loss():
+    # every patient has one modality: nothing to drop, the loss is l(y+) alone
+    mask = np.zeros((3, 3), dtype=bool)
+    mask[[0, 1, 2], [0, 2, 1]] = True
+    label = [1.0, 0.0, 1.0]
+    full = _head_reference(FUSION_U[:3], mask)
+    expected = np.mean([_bce(z, y) for z, y in zip(full, label, strict=True)])
+    for kind, target in (
+        ("bce", {"label": torch.tensor(label, dtype=torch.float64)}),
+        ("cox", {"time": torch.tensor([2.0, 1.0, 3.0]), "event": torch.tensor([1, 1, 0])}),
+    ):
+        loss, parts = fusion_loss(
+            _head(),
+            torch.tensor(FUSION_U[:3]),
+            torch.tensor(mask),
+            target,
+            kind=kind,
+            drop=True,
+            lambda_mofe=0.25,
+        )
+        want = (
+            expected if kind == "bce" else _cox_reference(list(full), [2.0, 1.0, 3.0], [1, 1, 0], "breslow")
+        )
+        assert loss.item() == pytest.approx(want, abs=1e-12)
+        assert parts == {"task": pytest.approx(want, abs=1e-12), "reduced": 0.0, "mofe": 0.0}
+    with pytest.raises(ValueError, match="task_loss must be bce or cox, got 'mse'"):
+        fusion_loss(
+            _head(), torch.tensor(FUSION_U[:3]), torch.tensor(mask), {}, kind="mse", drop=False, lambda_mofe=0
+        )
+
+
+def test_fusion_model_forward_spec_and_rebuild():
+    from haf.fusion.model import FusionModel, build_model, model_spec
+    from haf.fusion.projectors import ProjectorBank
+
+    torch.manual_seed(0)
+    bank = ProjectorBank({"wsi": 4, "clin": 3}, ["wsi", "clin"], hidden=5, d_out=2)
+    model = FusionModel(bank, hidden=6, dropout=0.3, slot_index=[0, 3]).eval()
+    x = {"wsi": torch.randn(4, 4), "clin": torch.randn(4, 3)}
+    present7 = torch.zeros(4, 7, dtype=torch.bool)
+    present7[:, 0] = torch.tensor([1, 0, 1, 1], dtype=torch.bool)
+    present7[:, 3] = torch.tensor([1, 1, 0, 1], dtype=torch.bool)
+    present7[:, 5] = True  # a slot this method does not use
+    mask = present7[:, [0, 3]]
+    assert torch.equal(model.slots(present7), mask)
+    expected = model.head(bank(x, mask), mask)
+    assert torch.equal(model(x, present7), expected) and torch.equal(model.embed(x, mask), bank(x, mask))
+    spec = model_spec(model)
+    assert spec["hidden"] == 6 and spec["dropout"] == 0.3 and spec["slot_index"] == [0, 3]
+    assert spec["projectors"] == bank.spec()
+    rebuilt = build_model(spec).eval()
+    rebuilt.load_state_dict(model.state_dict())
+    assert torch.equal(rebuilt(x, present7), expected)
+    assert rebuilt.slot_index == [0, 3] and rebuilt.head.net[2].p == 0.3
 
 
 def test_fusion_loss_without_drop_is_the_plain_task_loss():
