@@ -168,12 +168,154 @@ def test_td_auc_and_its_km_weighted_mean_by_hand():
     assert len(empty) == 0 and math.isnan(empty_mean)
 
 
+def _greenwood_km(time, event, t):
+    """KM S(t) with its 95% log-log CI (Greenwood variance), by hand."""
+    time = np.asarray(time, float)
+    event = np.asarray(event, bool)
+    s, var = 1.0, 0.0
+    for u in np.unique(time[event]):
+        if u <= t:
+            d, n = np.sum(event & (time == u)), np.sum(time >= u)
+            s *= 1 - d / n
+            var += d / (n * (n - d)) if n > d else np.inf
+    if s in (0.0, 1.0):
+        return s, s, s
+    se = math.sqrt(var) / abs(math.log(s))
+    return s, s ** math.exp(1.959963984540054 * se), s ** math.exp(-1.959963984540054 * se)
+
+
+def test_km_event_fraction_and_curve_by_hand():
+    horizon = 30.0
+    s, low, high = _greenwood_km(TEST_T, TEST_E, horizon)
+    got = survival.km_event_fraction(TEST_T, TEST_E, horizon)
+    # P(death by t) = 1 - S(t); its CI is 1 - the survival CI, bounds swapped
+    assert got == pytest.approx((1 - s, 1 - high, 1 - low), abs=1e-9)
+    assert got[0] == pytest.approx(1 - (11 / 12) * (10 / 11) * (8 / 9) * (7 / 8) * (6 / 7), abs=1e-12)
+    # no event by the horizon, no event at all, horizon beyond follow-up
+    assert survival.km_event_fraction(TEST_T, TEST_E, 5.0) == (0.0, 0.0, 0.0)
+    assert survival.km_event_fraction(TEST_T, np.zeros(12, bool), 30.0) == (0.0, 0.0, 0.0)
+    assert all(math.isnan(v) for v in survival.km_event_fraction(TEST_T, TEST_E, 56.0))
+    assert all(math.isnan(v) for v in survival.km_event_fraction(np.zeros(0), np.zeros(0, bool), 1.0))
+    curve = survival.km_curve(TEST_T, TEST_E)
+    assert curve.time[0] == 0.0 and curve.survival[0] == 1.0 and curve.low[0] == 1.0 and curve.high[0] == 1.0
+    for t_i, s_i, lo_i, hi_i in zip(
+        curve.time[1:], curve.survival[1:], curve.low[1:], curve.high[1:], strict=True
+    ):
+        ref = _greenwood_km(TEST_T, TEST_E, t_i)
+        assert (s_i, lo_i, hi_i) == pytest.approx(ref, abs=1e-9), t_i
+    np.testing.assert_array_equal(curve.time[1:], np.unique(TEST_T))
+
+
+def test_breslow_event_probability_by_hand():
+    base_risk = np.array([0.5, -0.3, 0.1, 0.8, -1.0, 0.0])
+    base_time = np.array([2.0, 3.0, 3.0, 5.0, 8.0, 9.0])
+    base_event = np.array([1, 1, 0, 1, 0, 1], dtype=bool)
+    horizon = 6.0
+    # Breslow: H0(t) = sum over death times s <= t of d_s / sum_{t_j >= s} exp(r_j)
+    h0 = 0.0
+    for u in (2.0, 3.0, 5.0):
+        d = np.sum(base_event & (base_time == u))
+        h0 += d / np.exp(base_risk[base_time >= u]).sum()
+    risk = np.array([-1.0, 0.0, 2.0])
+    expected = 1 - np.exp(-h0) ** np.exp(risk)
+    got = survival.breslow_event_probability(base_risk, base_time, base_event, risk, horizon)
+    np.testing.assert_allclose(got, expected, atol=1e-12)  # measured |diff| ~ 1e-16
+    assert survival.breslow_event_probability(base_risk, base_time, np.zeros(6, bool), risk, horizon) is None
+    assert survival.breslow_event_probability(base_risk, base_time, base_event, risk, 9.5) is None
+    assert survival.breslow_event_probability(base_risk, base_time, base_event, risk, 9.0) is not None
+
+
+def test_ipcw_brier_score_by_hand():
+    horizon = 30.0
+    g = _km_censoring(TRAIN_T, TRAIN_E)
+    prob = 1 / (1 + np.exp(-TEST_RISK))  # predicted P(death by the horizon)
+    total = 0.0
+    for t_i, e_i, p_i in zip(TEST_T, TEST_E, prob, strict=True):
+        if t_i <= horizon and e_i:  # died by the horizon: target survival 0, weight 1 / G(t_i)
+            total += (1 - p_i) ** 2 / g(t_i)
+        elif t_i > horizon:  # alive after the horizon: target 1, weight 1 / G(horizon)
+            total += p_i**2 / g(horizon)
+    expected = total / len(TEST_T)  # censored before the horizon: weight 0
+    got = survival.brier_at(TRAIN_T, TRAIN_E, TEST_T, TEST_E, prob, horizon)
+    assert got == pytest.approx(expected, abs=1e-12)
+    # the example tells the training part's censoring from the test part's
+    assert abs(survival.brier_at(TEST_T, TEST_E, TEST_T, TEST_E, prob, horizon) - expected) > 1e-3
+    assert math.isnan(survival.brier_at(TRAIN_T, TRAIN_E, TEST_T, TEST_E, prob, 100.0))
+
+
+def test_logrank_by_hand():
+    group = np.array(["a", "b"] * 6)
+    o_minus_e = var = 0.0
+    for u in np.unique(TEST_T[TEST_E]):
+        at_risk = TEST_T >= u
+        n, n1 = at_risk.sum(), (at_risk & (group == "a")).sum()
+        d = (TEST_E & (TEST_T == u)).sum()
+        d1 = (TEST_E & (TEST_T == u) & (group == "a")).sum()
+        o_minus_e += d1 - d * n1 / n
+        if n > 1:
+            var += d * (n1 / n) * (1 - n1 / n) * (n - d) / (n - 1)
+    chisq = o_minus_e**2 / var
+    got_chisq, got_p = survival.logrank(TEST_T, TEST_E, group)
+    assert got_chisq == pytest.approx(chisq, abs=1e-10)
+    assert got_p == pytest.approx(math.erfc(math.sqrt(chisq / 2)), abs=1e-10)  # chi-square, 1 df
+    assert all(math.isnan(v) for v in survival.logrank(TEST_T, TEST_E, np.array(["a"] * 12)))
+    assert all(math.isnan(v) for v in survival.logrank(TEST_T, np.zeros(12, bool), group))
+
+
+def test_calibration_bins_by_hand():
+    predicted = np.array([0.9, 0.1, 0.5, 0.3, 0.7, 0.2, 0.8, 0.4, 0.6, 0.05, 0.95, 0.35])
+    bins = survival.calibration_bins(predicted, TEST_T, TEST_E, 30.0, 3)
+    order = np.argsort(predicted, kind="stable")
+    assert bins["bin"].tolist() == [0, 1, 2] and bins["n"].tolist() == [4, 4, 4]
+    for b, rows in enumerate(np.split(order, 3)):
+        row = bins.iloc[b]
+        assert row["predicted_mean"] == pytest.approx(predicted[rows].mean(), abs=1e-12)
+        assert row["n_events_by_horizon"] == int((TEST_E[rows] & (TEST_T[rows] <= 30.0)).sum())
+        s, low, high = _greenwood_km(TEST_T[rows], TEST_E[rows], 30.0)
+        assert row["observed"] == pytest.approx(1 - s, abs=1e-12)
+    # ties in the prediction are split by order (rank "first"), so every bin is filled
+    tied = survival.calibration_bins(np.full(12, 0.5), TEST_T, TEST_E, 30.0, 4)
+    assert tied["n"].tolist() == [3, 3, 3, 3]
+
+
+def test_event_time_grid_and_windows():
+    time = np.array([10.0, 20.0, 30.0, 40.0, 50.0, 60.0])
+    event = np.array([1, 1, 1, 1, 1, 0], dtype=bool)
+    # event times 10..50: the 0.1 / 0.9 quantiles (linear) are 14 and 46
+    np.testing.assert_allclose(survival.event_time_grid(time, event, 5), [14, 22, 30, 38, 46])
+    np.testing.assert_allclose(survival.event_time_grid(time, event, 3, (0.0, 0.5)), [10, 20, 30])
+    np.testing.assert_array_equal(survival.event_time_grid(time, np.zeros(6, bool), 5), [])
+    one = np.array([0, 0, 1, 0, 0, 0], dtype=bool)
+    np.testing.assert_array_equal(survival.event_time_grid(time, one, 5), [30.0])
+    assert survival.follow_up_window([5, 80], [10, 70]) == (10.0, 70.0)
+    assert survival.follow_up_window([10, 70], [5, 80]) == (10.0, 70.0)
+    # lo inclusive, hi exclusive, duplicates merged, sorted
+    grid = survival.clamp_times([70, 10, 10, 40, 9.9], [(10, 70)])
+    assert grid.tolist() == [10.0, 40.0]
+    assert survival.surv([1, 0], [3, 4]).dtype.names is not None
+
+
 def test_auc_or_nan_keeps_labelled_patients_only():
     label = np.array([1, 0, np.nan, 1, 0, 0])
     score = np.array([0.9, 0.2, 100.0, 0.3, 0.4, 0.1])
     # pairs (pos, neg): (0.9 > 0.2, 0.4, 0.1), (0.3 > 0.2, 0.1; < 0.4): 5 of 6
     assert auc_or_nan(label, score) == pytest.approx(5 / 6)
     assert math.isnan(auc_or_nan(np.array([1.0, 1.0, np.nan]), np.array([0.1, 0.2, 0.3])))
+
+
+def test_score_helpers_at_their_edges():
+    # two labelled patients, one per class: defined (1.0); missing labels may come as None
+    assert auc_or_nan([1, 0], [0.9, 0.1]) == 1.0
+    assert auc_or_nan([1, None, 0, 1], [0.2, 5.0, 0.4, 0.9]) == pytest.approx(0.5)
+    assert math.isnan(auc_or_nan([1.0], [0.3])) and math.isnan(auc_or_nan([0, 0, 0], [0.1, 0.2, 0.3]))
+    # events as 0/1 integers; a single event is enough for comparable pairs
+    t = np.array([1.0, 2.0, 3.0, 4.0])
+    assert cindex_or_nan(t, np.array([1, 0, 1, 0]), -t) == 1.0
+    assert cindex_or_nan(t, np.array([0, 1, 0, 0]), np.array([0.0, 1.0, 0.5, 2.0])) == pytest.approx(0.5)
+    # an event but no comparable pair (the only death is the last time): NaN, not an error
+    assert math.isnan(
+        cindex_or_nan(np.array([1.0, 2.0, 3.0]), np.array([0, 0, 1]), np.array([0.1, 0.2, 0.3]))
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,13 +41,27 @@ tests/test_fusion.py::test_reduced_sets_are_uniform_proper_nonempty_subsets test
 MODULE[scores]=src/haf/eval/scores.py
 TESTS[scores]="tests/test_reference_metrics.py"
 MODULE[survival]=src/haf/eval/survival.py
-TESTS[survival]="tests/test_reference_metrics.py tests/test_eval.py"
+TESTS[survival]="tests/test_reference_metrics.py tests/test_eval.py::test_cindex_risk_sign_higher_risk_earlier_death
+tests/test_eval.py::test_time_grid_clamped_inside_train_and_test_follow_up
+tests/test_eval.py::test_td_auc_survives_test_deaths_beyond_training_follow_up
+tests/test_eval.py::test_breslow_probability_increases_with_risk"
 MODULE[binary]=src/haf/eval/binary.py
-TESTS[binary]="tests/test_reference_metrics.py tests/test_eval.py"
+TESTS[binary]="tests/test_reference_metrics.py tests/test_eval.py::test_fold_metrics_match_hand_computed_values
+tests/test_eval.py::test_fixed_threshold_is_prob_half_or_median_validation_risk_for_cox
+tests/test_eval.py::test_val_threshold_maximises_balanced_accuracy_on_validation
+tests/test_eval.py::test_val_rule_changes_accuracy_only_through_validation_predictions
+tests/test_eval.py::test_batched_auc_equals_sklearn_with_ties
+tests/test_eval.py::test_paired_bootstrap_identical_methods_gives_p_one_and_zero_delta
+tests/test_eval.py::test_paired_bootstrap_detects_a_clearly_better_method
+tests/test_eval.py::test_bootstrap_ci_brackets_the_pooled_estimate_and_is_seeded"
 MODULE[masking]=src/haf/eval/masking.py
-TESTS[masking]="tests/test_reference_metrics.py tests/test_core_contracts.py"
+TESTS[masking]="tests/test_reference_metrics.py tests/test_core_contracts.py::test_masks_keep_one_observed_and_are_seeded
+tests/test_core_contracts.py::test_mask_scenario_touches_only_its_group
+tests/test_core_contracts.py::test_masked_prediction_table_repeats
+tests/test_core_contracts.py::test_batched_masked_table_equals_unbatched"
 MODULE[targets]=src/haf/cohort/targets.py
-TESTS[targets]="tests/test_reference_metrics.py tests/test_cohort_manifest.py"
+TESTS[targets]="tests/test_reference_metrics.py tests/test_cohort_manifest.py::test_targets_rules
+tests/test_cohort_manifest.py::test_targets_count_every_exclusion"
 MODULE[tabular]=src/haf/cohort/tabular.py
 TESTS[tabular]="tests/test_cohort_tabular.py tests/test_reference_tabular.py"
 MODULE[gcs]=src/haf/comparators/gcs.py
