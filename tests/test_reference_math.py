@@ -767,7 +767,8 @@ def _gcs_reference(theta, w, gamma, missing_weight):
 def _gcs_step(cfg: GCSConfig, lr: float = 0.1):
     model = _QuadraticModel(GCS_THETA)
     step = GCSStep(model, torch.optim.SGD(model.parameters(), lr=lr), cfg, seed=0)
-    step(torch.tensor(GCS_X), torch.tensor(GCS_PRESENT), torch.tensor(GCS_A))
+    loss = step(torch.tensor(GCS_X), torch.tensor(GCS_PRESENT), torch.tensor(GCS_A))
+    model.step, model.reported_loss = step, loss
     return model
 
 
@@ -775,6 +776,18 @@ def test_gcs_step_on_a_quadratic_with_known_curvature():
     gamma, mw = 0.5, 2.0
     grad_theta, grad_w = _gcs_reference(GCS_THETA, 1.0, gamma, mw)
     model = _gcs_step(GCSConfig(enabled=True, rho=0.0, gamma=gamma, epsilon=0.01, missing_weight=mw))
+    f = GCS_X * GCS_THETA
+    assert model.reported_loss == pytest.approx(0.5 * float((GCS_A[:, None] * f**2).sum()), abs=1e-12)
+    # the epoch log: means of c, omega and the damping factor (1 - omega) + omega / (1 + gamma c)
+    c = GCS_A * 3.0
+    g = GCS_A[:, None] * f
+    s = c * np.linalg.norm(g, axis=1)
+    omega = 1 / (1 + np.exp(-((s - s.mean()) / s.std() + mw * (1 - GCS_PRESENT[:, :4].mean(axis=1)))))
+    stats = model.step.stats.reset()
+    assert stats["curvature"] == pytest.approx(c.mean(), abs=1e-9)
+    assert stats["omega"] == pytest.approx(omega.mean(), abs=1e-12)
+    assert stats["damping"] == pytest.approx(((1 - omega) + omega / (1 + gamma * c)).mean(), abs=1e-12)
+    assert model.step.stats.history == [stats] and model.step.stats.steps == 0
     # float64, finite differences exact on a quadratic: measured |diff| <= 1.7e-15
     np.testing.assert_allclose(model.theta.detach().numpy(), GCS_THETA - 0.1 * grad_theta, atol=1e-12)
     assert model.hazard_net.w.item() == pytest.approx(1.0 - 0.1 * grad_w, abs=1e-12)
@@ -792,6 +805,8 @@ def test_gcs_step_with_sam_steers_at_the_perturbed_point():
     theta_p, w_p = GCS_THETA + rho * g_theta / norm, 1.0 + rho * g_w / norm
     grad_theta, grad_w = _gcs_reference(theta_p, w_p, gamma, mw)
     model = _gcs_step(GCSConfig(enabled=True, rho=rho, gamma=gamma, epsilon=0.01, missing_weight=mw))
+    # the reported loss is the one at the unperturbed point
+    assert model.reported_loss == pytest.approx(0.5 * float((GCS_A[:, None] * f**2).sum()), abs=1e-12)
     # measured |diff| ~ 1e-15: the step applies the perturbed point's gradients to the restored theta
     np.testing.assert_allclose(model.theta.detach().numpy(), GCS_THETA - 0.1 * grad_theta, atol=1e-12)
     assert model.hazard_net.w.item() == pytest.approx(1.0 - 0.1 * grad_w, abs=1e-12)
