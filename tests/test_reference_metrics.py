@@ -295,6 +295,70 @@ def test_event_time_grid_and_windows():
     assert survival.surv([1, 0], [3, 4]).dtype.names is not None
 
 
+def test_survival_metrics_take_plain_lists_with_integer_events():
+    # the prediction files give events as 0/1 integers and times as numbers: same values as bool/float
+    t, e, r = TEST_T.astype(int).tolist(), TEST_E.astype(int).tolist(), TEST_RISK.tolist()
+    tt, te = TRAIN_T.astype(int).tolist(), TRAIN_E.astype(int).tolist()
+    assert survival.surv(e, t)["event"].dtype == bool
+    assert survival.harrell_c(t, e, r) == survival.harrell_c(TEST_T, TEST_E, TEST_RISK)
+    assert survival.uno_c(tt, te, t, e, r, 45.0) == pytest.approx(
+        survival.uno_c(TRAIN_T, TRAIN_E, TEST_T, TEST_E, TEST_RISK, 45.0), abs=1e-12
+    )
+    grid = [15, 30, 40]
+    np.testing.assert_allclose(
+        survival.td_auc(tt, te, t, e, r, grid)[0],
+        survival.td_auc(TRAIN_T, TRAIN_E, TEST_T, TEST_E, TEST_RISK, np.array(grid, float))[0],
+    )
+    assert survival.km_event_fraction(t, e, 30) == survival.km_event_fraction(TEST_T, TEST_E, 30.0)
+    np.testing.assert_array_equal(
+        survival.km_curve(t, e).survival, survival.km_curve(TEST_T, TEST_E).survival
+    )
+    np.testing.assert_array_equal(
+        survival.event_time_grid(t, e, 4), survival.event_time_grid(TEST_T, TEST_E, 4)
+    )
+    base = survival.breslow_event_probability(r, t, e, [0.0, 1.0], 30)
+    np.testing.assert_allclose(
+        base, survival.breslow_event_probability(TEST_RISK, TEST_T, TEST_E, [0.0, 1.0], 30.0)
+    )
+    assert survival.follow_up_window(tt, t) == (6.0, 55.0)
+    assert survival.clamp_times(grid, [(10, 35)]).tolist() == [15.0, 30.0]
+
+
+def test_survival_metrics_at_exact_boundaries(caplog):
+    # a death exactly at the last grid time is a case at that time
+    grid = np.array([15.0, 38.0])
+    auc, _ = survival.td_auc(TRAIN_T, TRAIN_E, TEST_T, TEST_E, TEST_RISK, grid)
+    np.testing.assert_allclose(auc[1], _cd_auc(TRAIN_T, TRAIN_E, TEST_T, TEST_E, TEST_RISK, 38.0), atol=1e-12)
+    # KM at a death time includes that death; at the first time; at the last follow-up time (defined)
+    assert survival.km_event_fraction(TEST_T, TEST_E, 24.0)[0] == pytest.approx(
+        1 - _km_survival(TEST_T, TEST_E, 24.0)
+    )
+    assert survival.km_event_fraction(TEST_T, TEST_E, 6.0)[0] == pytest.approx(1 / 12)
+    assert survival.km_event_fraction(TEST_T, TEST_E, 55.0)[0] == pytest.approx(
+        1 - _km_survival(TEST_T, TEST_E, 55.0)
+    )
+    # calibration: deaths on the horizon day count; CI columns; an empty bin is skipped, later bins kept
+    bins = survival.calibration_bins(np.arange(12.0), TEST_T, TEST_E, 24.0, 2)
+    assert bins["n_events_by_horizon"].tolist() == [5, 0]
+    s, low, high = _greenwood_km(TEST_T[:6], TEST_E[:6], 24.0)
+    assert (bins.loc[0, "observed_ci_low"], bins.loc[0, "observed_ci_high"]) == pytest.approx(
+        (1 - high, 1 - low)
+    )
+    two = survival.calibration_bins(np.array([0.2, 0.8]), TEST_T[:2], TEST_E[:2], 10.0, 4)
+    assert two["bin"].tolist() == [0, 2]
+    # windows: every one of them binds, not only the last
+    assert survival.clamp_times([5, 20, 60], [(10, 50), (0, 100)]).tolist() == [20.0]
+    # undefined metrics are NaN and say why in the log
+    with caplog.at_level("WARNING", logger="haf.eval.survival"):
+        auc, mean = survival.td_auc(TRAIN_T, TRAIN_E, TEST_T, TEST_E, TEST_RISK, np.array([30.0, 70.0]))
+        brier = survival.brier_at(TRAIN_T, TRAIN_E, TEST_T, TEST_E, np.full(12, 0.5), 100.0)
+    assert len(auc) == 2 and np.isnan(auc).all() and math.isnan(mean) and math.isnan(brier)
+    assert "td-AUC undefined: all times must be within follow-up time" in caplog.text
+    assert "Brier score at 100 days undefined: " in caplog.text
+    # an event before tau but no comparable pair: NaN, not an error
+    assert math.isnan(survival.uno_c(TRAIN_T, TRAIN_E, [1.0, 2.0, 3.0], [0, 0, 1], [0.1, 0.2, 0.3], 50.0))
+
+
 def test_auc_or_nan_keeps_labelled_patients_only():
     label = np.array([1, 0, np.nan, 1, 0, 0])
     score = np.array([0.9, 0.2, 100.0, 0.3, 0.4, 0.1])
