@@ -46,7 +46,7 @@ tests/test_eval.py::test_time_grid_clamped_inside_train_and_test_follow_up
 tests/test_eval.py::test_td_auc_survives_test_deaths_beyond_training_follow_up
 tests/test_eval.py::test_breslow_probability_increases_with_risk"
 MODULE[binary]=src/haf/eval/binary.py
-TESTS[binary]="tests/test_reference_metrics.py tests/test_eval.py::test_fold_metrics_match_hand_computed_values
+TESTS[binary]="tests/test_reference_metrics.py tests/test_reference_binary.py tests/test_eval.py::test_fold_metrics_match_hand_computed_values
 tests/test_eval.py::test_fixed_threshold_is_prob_half_or_median_validation_risk_for_cox
 tests/test_eval.py::test_val_threshold_maximises_balanced_accuracy_on_validation
 tests/test_eval.py::test_val_rule_changes_accuracy_only_through_validation_predictions
