@@ -20,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 
 from haf.cohort.targets import build_targets
 from haf.eval import binary, survival
-from haf.eval.masking import SCENARIOS, draw_masks
+from haf.eval.masking import SCENARIOS, draw_masks, masked_prediction_table
 from haf.eval.scores import auc_or_nan, cindex_or_nan
 from haf.modalities import MODALITIES, PATHOLOGY
 
@@ -546,6 +546,70 @@ def test_masks_depend_on_fold_scenario_and_p_not_on_the_call():
         draw_masks(present, 0.5001, 3, "dropout", seed=1, fold=0),
     ):
         assert not np.array_equal(a, other)
+
+
+def test_mask_draws_follow_the_documented_seed_and_rule():
+    # the first repeat by hand: SeedSequence([seed, fold, scenario index, round(p * 10000)]), one
+    # uniform per (patient, modality), dropped where < p among the observed eligible ones
+    present = np.ones((6, 7), dtype=bool)
+    present[0, 1:] = False  # one modality: given back if dropped
+    p = 0.35
+    masks = draw_masks(present, p, 2, "tabular", seed=11, fold=2)
+    rng = np.random.default_rng(np.random.SeedSequence([11, 2, list(SCENARIOS).index("tabular"), 3500]))
+    eligible = np.array([m not in PATHOLOGY for m in MODALITIES])
+    drop = (rng.random(present.shape) < p) & present & eligible
+    first = present & ~drop
+    if not first[0].any():
+        first[0, rng.choice(np.flatnonzero(drop[0]))] = True
+    np.testing.assert_array_equal(masks[0], first)
+    # a 0/1 integer presence matrix means the same
+    np.testing.assert_array_equal(draw_masks(present.astype(int), p, 2, "tabular", seed=11, fold=2), masks)
+
+
+def test_mask_inputs_are_checked_with_clear_errors():
+    present = np.ones((3, 7), dtype=bool)
+    with pytest.raises(
+        ValueError, match="unknown masking scenario 'radiology'; expected one of dropout, pathology"
+    ):
+        draw_masks(present, 0.1, 1, "radiology", seed=0, fold=0)
+    for p in (1.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match=rf"drop probability must be in \[0, 1\), got {p}"):
+            draw_masks(present, p, 1, "dropout", seed=0, fold=0)
+    with pytest.raises(ValueError, match=r"present must have shape \(n, 7\), got \(3, 6\)"):
+        draw_masks(present[:, :6], 0.1, 1, "dropout", seed=0, fold=0)
+    with pytest.raises(ValueError, match=r"present must have shape \(n, 7\), got \(7,\)"):
+        draw_masks(present[0], 0.1, 1, "dropout", seed=0, fold=0)
+    one_empty = present.copy()
+    one_empty[1] = False
+    with pytest.raises(ValueError, match="^a patient with no observed modality cannot be masked$"):
+        draw_masks(one_empty, 0.1, 1, "dropout", seed=0, fold=0)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize("with_prob", [False, True])
+def test_masked_prediction_table_columns_and_prob(batched, with_prob):
+    present = np.ones((4, 7), dtype=bool)
+
+    def predict(mask):
+        risk = mask.sum(axis=1).astype(float)
+        return risk, (risk / 10 if with_prob else None)
+
+    table = masked_prediction_table(
+        predict, present, ["a", "b", "c", "d"], method="m", fold=3, seed=1,
+        protocols={"dropout": [0.0, 0.5]}, n_repeats=2, batched=batched,
+    )  # fmt: skip
+    assert table.columns.tolist() == [
+        "method", "fold", "scenario", "p", "repeat", "patient_id", "n_present", "risk", "prob"
+    ]  # fmt: skip
+    assert table.index.tolist() == list(range(12))
+    assert (table["method"] == "m").all() and (table["fold"] == 3).all()
+    assert table["repeat"].tolist() == [0] * 4 + [0] * 4 + [1] * 4
+    assert table["patient_id"].tolist() == ["a", "b", "c", "d"] * 3
+    assert table["prob"].dtype == float
+    if with_prob:
+        np.testing.assert_allclose(table["prob"], table["risk"] / 10)
+    else:
+        assert table["prob"].isna().all()
 
 
 # ---------------------------------------------------------------------------------------------
