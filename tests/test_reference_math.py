@@ -319,6 +319,13 @@ def test_clam_loss_defaults_labels_and_valid_bags():
     label = torch.tensor([1.0, 0.0, 1.0])
     default = clam_loss(model, out, mask, label)
     assert default.total.item() == clam_loss(model, out, mask, label, bag_weight=0.7, k_sample=8).total.item()
+    # k_sample 8 by default: on a bag of 20 instances k = 8 (not 9, not 10)
+    big = torch.tensor(np.random.default_rng(1).normal(size=(1, 20, 2)), dtype=torch.float32)
+    big_out, big_mask = model(big, None), torch.ones(1, 20, dtype=torch.bool)
+    ks = [clam_loss(model, big_out, big_mask, label[:1], k_sample=k).instance.item() for k in (8, 9)]
+    assert (
+        clam_loss(model, big_out, big_mask, label[:1]).instance.item() == ks[0] and abs(ks[0] - ks[1]) > 1e-4
+    )
     # integer labels are labels too
     assert clam_loss(model, out, mask, torch.tensor([1, 0, 1])).total.item() == pytest.approx(
         default.total.item()

@@ -18,10 +18,12 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from haf.cohort.targets import build_targets
+from haf.cohort.targets import TARGET_COLUMNS, build_targets, read_targets
+from haf.errors import HafInputError
 from haf.eval import binary, survival
 from haf.eval.masking import SCENARIOS, draw_masks, masked_prediction_table
 from haf.eval.scores import auc_or_nan, cindex_or_nan
+from haf.io_utils import write_tsv
 from haf.modalities import MODALITIES, PATHOLOGY
 
 
@@ -662,3 +664,82 @@ def test_status_rules_ignore_the_horizon_and_drop_non_tumour_deaths():
     assert specific["label"].tolist()[:6] == [1, 1, 1, 0, 0, 0]
     assert math.isnan(specific["label"].iloc[6]) and specific["label_reason"].iloc[6] == "non_tumour_death"
     assert counts["no_label"] == 1 and "horizon_days" not in counts
+
+
+def test_target_defaults_counts_and_log(caplog):
+    cohort = ["d1826", "nobody", "a1825", "d1825", "d0", "a1824", "a0", "d1824", "a1826"]
+    with caplog.at_level("INFO", logger="haf.cohort.targets"):
+        targets, counts = build_targets(BOUNDARY, cohort)  # defaults: the 5-year horizon rule
+    assert targets.columns.tolist() == list(TARGET_COLUMNS)
+    assert targets["patient_id"].tolist() == [
+        c for c in cohort if c != "nobody"
+    ]  # an unknown id skips only itself
+    assert targets["label"].tolist()[:1] == [0.0]  # d1826: death one day after 1825 days
+    assert counts == {
+        "rule": "horizon",
+        "cohort": 9,
+        "horizon_days": 1825,
+        "excluded_no_clinical_record": 1,
+        "excluded_no_survival_status": 0,
+        "excluded_no_follow_up_time": 0,
+        "n_patients": 8,
+        "events": 4,
+        "label_reasons": {
+            "alive_at_horizon": 2,
+            "censored_before_horizon": 2,
+            "death_after_horizon": 1,
+            "death_within_horizon": 3,
+        },
+        "labelled": 6,
+        "positives": 3,
+        "no_label": 2,
+    }
+    assert "1 patients excluded from targets (no clinical record): nobody" in caplog.text
+    assert (
+        "targets (rule horizon, horizon 1825 days): 8 patients, 4 events; binary label for 6 (3 positive, 50.0 %), none for 2"
+        in caplog.text
+    )
+    assert "  label_reason death_within_horizon       3" in caplog.text
+    caplog.clear()
+    many = [f"x{i:02d}" for i in range(21)]
+    with caplog.at_level("INFO", logger="haf.cohort.targets"):
+        _, status = build_targets(BOUNDARY, ["d0", *many], "status")
+    assert (
+        "21 patients excluded from targets (no clinical record): " + ", ".join(many[:20]) + " ..."
+        in caplog.text
+    )
+    assert (
+        "targets (rule status): 1 patients, 1 events; binary label for 1 (1 positive, 100.0 %), none for 0"
+        in (caplog.text)
+    )
+    assert status["rule"] == "status" and status["cohort"] == 22
+    caplog.clear()
+    with caplog.at_level("INFO", logger="haf.cohort.targets"):
+        build_targets(BOUNDARY, many[:20], "status")
+    assert ", ".join(many[:20]) + "\n" in caplog.text + "\n" and " ..." not in caplog.text
+
+
+def test_target_errors_name_the_source_and_field():
+    with pytest.raises(
+        ValueError, match=r"target.rule must be one of \('horizon', 'status', 'status_tumor_specific'\)"
+    ):
+        build_targets(BOUNDARY, ["d0"], "os")
+    bad = BOUNDARY.copy()
+    bad.loc["a0", "days_to_last_information"] = -5
+    with pytest.raises(
+        HafInputError,
+        match=r"clinical_data.json, patient a0, field 'days_to_last_information': negative follow-up time -5",
+    ):
+        build_targets(bad, ["a0"])
+
+
+def test_targets_round_trip_types(tmp_path):
+    clinical = BOUNDARY.rename(index=lambda pid: f"{list(BOUNDARY.index).index(pid):03d}")
+    targets, _ = build_targets(clinical, list(clinical.index))
+    write_tsv(tmp_path / "targets.tsv", targets)
+    back = read_targets(tmp_path / "targets.tsv")
+    assert back.columns.tolist() == list(TARGET_COLUMNS)
+    assert back["time"].dtype == float and back["event"].dtype.kind == "i" and back["label"].dtype == float
+    pd.testing.assert_frame_equal(back, targets.assign(time=targets["time"].astype(float)), check_dtype=False)
+    with pytest.raises(HafInputError, match="cannot read targets table"):
+        read_targets(tmp_path / "missing.tsv")
