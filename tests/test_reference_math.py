@@ -19,7 +19,7 @@ import pytest
 import torch
 from torch import nn
 
-from haf.comparators.gcs import GCSConfig, GCSStep
+from haf.comparators.gcs import GCSConfig, GCSStats, GCSStep, controller, rademacher, sam_perturbation
 from haf.fusion import model as fusion_model
 from haf.fusion.alignment import (
     alignment_loss,
@@ -749,7 +749,7 @@ class _QuadraticModel(nn.Module):
 
 
 GCS_X = np.array([[1.0, -2.0, 0.5], [0.3, 0.4, -1.0], [2.0, 1.0, 1.0], [-0.5, 0.0, 2.0]])
-GCS_A = np.array([0.5, 4.0, 1.0, 10.0])  # per-sample curvature of the quadratic
+GCS_A = np.array([0.2, 4.0, 1.0, 10.0])  # per-sample curvature of the quadratic (c = 3a: one below 1)
 GCS_THETA = np.array([0.8, -0.6, 1.2])
 GCS_PRESENT = np.zeros((4, 7), dtype=bool)
 GCS_PRESENT[:, :4] = [[1, 1, 1, 1], [1, 0, 1, 1], [1, 0, 0, 1], [1, 1, 1, 0]]
@@ -817,3 +817,100 @@ def test_gcs_step_with_sam_steers_at_the_perturbed_point():
     # measured |diff| ~ 1e-15: the step applies the perturbed point's gradients to the restored theta
     np.testing.assert_allclose(model.theta.detach().numpy(), GCS_THETA - 0.1 * grad_theta, atol=1e-12)
     assert model.hazard_net.w.item() == pytest.approx(1.0 - 0.1 * grad_w, abs=1e-12)
+
+
+class _CoupledModel(_QuadraticModel):
+    """L = sum_b 0.5 a_b h_b^T M h_b with a non-diagonal M: the curvature estimate r^T M r depends on r."""
+
+    M = torch.tensor([[2.0, 0.9, -0.4], [0.9, 1.0, 0.3], [-0.4, 0.3, 1.5]], dtype=torch.float64)
+
+    def __init__(self, theta) -> None:
+        super().__init__(theta)
+        self.spare = nn.Parameter(torch.ones(2, dtype=torch.float64))  # never used by the loss
+
+    def cox_loss(self, h, a):
+        return 0.5 * (a * torch.einsum("bi,ij,bj->b", h, self.M, h)).sum()
+
+
+class _IgnoringModel(_QuadraticModel):
+    """A hazard that ignores the fused features: no gradient reaches the encoder."""
+
+    def hazard(self, f):
+        return self.hazard_net.w.expand(f.shape[0], f.shape[1])
+
+
+def _run(model_cls, cfg, seed=0, opt=None, steps=1):
+    model = model_cls(GCS_THETA)
+    optimizer = opt(model.parameters()) if opt else torch.optim.SGD(model.parameters(), lr=0.1)
+    step = GCSStep(model, optimizer, cfg, seed=seed)
+    for _ in range(steps):
+        step(torch.tensor(GCS_X), torch.tensor(GCS_PRESENT), torch.tensor(GCS_A))
+    return model, step
+
+
+def test_gcs_probes_come_from_the_steps_own_seeded_generator():
+    cfg = GCSConfig(enabled=True, rho=0.0, gamma=0.5, epsilon=0.01, missing_weight=1.0)
+    torch.manual_seed(1)
+    a, step = _run(_CoupledModel, cfg, steps=2)
+    assert step.generator.initial_seed() == 0  # the default seed
+    torch.manual_seed(2)  # the global RNG must not matter
+    b, _ = _run(_CoupledModel, cfg, steps=2)
+    c, _ = _run(_CoupledModel, cfg, seed=1, steps=2)
+    assert torch.equal(a.theta, b.theta) and not torch.equal(a.theta, c.theta)
+    g = torch.Generator().manual_seed(3)
+    like = torch.zeros(4, 5, dtype=torch.float64)
+    expected = torch.randint(0, 2, (4, 5), generator=torch.Generator().manual_seed(3)) * 2 - 1
+    assert torch.equal(rademacher(like, g), expected.double())
+
+
+def test_gcs_step_without_gradient_to_the_encoder():
+    cfg = GCSConfig(enabled=True, rho=0.05, gamma=0.5, epsilon=0.01, missing_weight=1.0)
+    model, step = _run(_IgnoringModel, cfg)
+    np.testing.assert_array_equal(model.theta.detach().numpy(), GCS_THETA)  # nothing reached theta
+    # the hazard still learns: L = 0.5 sum_b a_b d w^2, dL/dw = sum_b a_b d w (at the SAM point w + rho)
+    assert model.hazard_net.w.item() == pytest.approx(1.0 - 0.1 * GCS_A.sum() * 3 * 1.05, abs=1e-12)
+    assert step.stats.reset()["curvature"] == 0.0
+
+
+def test_gcs_leaves_parameters_without_gradient_alone():
+    # AdamW with weight decay: a parameter that gets no gradient must not be decayed (grads set to None)
+    cfg = GCSConfig(enabled=True, rho=0.05, gamma=0.5, epsilon=0.01, missing_weight=1.0)
+    model, _ = _run(_CoupledModel, cfg, opt=lambda p: torch.optim.AdamW(p, lr=0.1, weight_decay=0.5))
+    assert torch.equal(model.spare.detach(), torch.ones(2, dtype=torch.float64))
+    assert not np.array_equal(model.theta.detach().numpy(), GCS_THETA)
+
+
+def test_gcs_steered_backward_accumulates_like_backward():
+    cfg = GCSConfig(enabled=True, rho=0.0, gamma=0.5, epsilon=0.01, missing_weight=2.0)
+    model = _QuadraticModel(GCS_THETA)
+    step = GCSStep(model, torch.optim.SGD(model.parameters(), lr=0.1), cfg)
+    args = (torch.tensor(GCS_X), torch.tensor(GCS_PRESENT), torch.tensor(GCS_A))
+    step.steered_backward(*args)
+    once = (model.theta.grad.clone(), model.hazard_net.w.grad.clone())
+    step.steered_backward(*args)
+    torch.testing.assert_close(model.theta.grad, 2 * once[0])
+    torch.testing.assert_close(model.hazard_net.w.grad, 2 * once[1])
+
+
+def test_gcs_stats_average_over_the_steps_of_an_epoch():
+    stats = GCSStats()
+    stats.add(torch.tensor([1.0, 3.0]), torch.tensor([0.5, 0.5]), gamma=1.0)
+    stats.add(torch.tensor([0.0, 0.0]), torch.tensor([0.2, 0.4]), gamma=1.0)
+    # damping (1 - w) + w / (1 + c): step 1 (0.75 + 0.625) / 2, step 2: 1
+    out = stats.reset()
+    assert out == pytest.approx({"curvature": 1.0, "omega": 0.4, "damping": (0.6875 + 1.0) / 2})
+    assert stats.steps == 0 and stats.reset() == {"curvature": 0.0, "omega": 0.0, "damping": 0.0}
+    assert stats.history == [out, {"curvature": 0.0, "omega": 0.0, "damping": 0.0}]
+
+
+def test_gcs_controller_and_sam_edge_cases():
+    # one sample: nothing to standardise against
+    torch.testing.assert_close(controller(torch.tensor([5.0]), torch.tensor([2.0]), torch.tensor([0.5]), 1.0),
+                               torch.sigmoid(torch.tensor([0.5])))  # fmt: skip
+    # two samples with a spread below 1: still standardised (z = -1, +1)
+    omega = controller(torch.tensor([0.1, 0.3]), torch.ones(2), torch.zeros(2), 1.0)
+    torch.testing.assert_close(omega, torch.sigmoid(torch.tensor([-1.0, 1.0])))
+    assert sam_perturbation([None, None], 0.05) == [None, None]
+    grads = [torch.tensor([3.0, 4.0])]
+    assert sam_perturbation(grads, 0.0) == [None]
+    torch.testing.assert_close(sam_perturbation(grads, 1.0)[0], torch.tensor([0.6, 0.8]))

@@ -111,6 +111,9 @@ for key in "${ORDER[@]}"; do
         survived=$(grep -cE ": survived$" results.txt || true)
         other=$((total - killed - survived))
         echo "$key $module total=$total killed=$killed survived=$survived other=$other" | tee summary.txt
+        if grep -q "failed to collect stats\|clean tests failed" run.log; then
+            echo "  ERROR: the unmutated tests failed in the scratch copy; nothing was checked (see $work/run.log)"
+        fi
         grep -vE ": (killed|survived)$" results.txt | grep -E ": " | sed 's/^/  other: /' || true
     )
 done
