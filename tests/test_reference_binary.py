@@ -182,6 +182,7 @@ def test_pooled_oof_takes_labelled_test_rows_with_each_folds_decision():
     assert pooled["label"].tolist() == [1, 0, 0, 1] * 2 and pooled["label"].dtype.kind == "i"
     np.testing.assert_allclose(pooled["risk"], [2.0, -1.0, 0.5, -0.2, 3.0, 0.0, 1.5, 0.8])
     assert pooled["pred"].tolist() == [1, 0, 1, 0, 1, 1, 1, 1]  # both folds cut at -0.15
+    assert pooled.index.tolist() == list(range(8))
     twice = pd.concat([rows, rows[rows["fold"] == 0].assign(fold=2)], ignore_index=True)
     with pytest.raises(ValueError, match="m: patient t00 is a test patient of two folds"):
         binary.pooled_oof(twice, "fixed")

@@ -355,8 +355,9 @@ def test_survival_metrics_at_exact_boundaries(caplog):
         auc, mean = survival.td_auc(TRAIN_T, TRAIN_E, TEST_T, TEST_E, TEST_RISK, np.array([30.0, 70.0]))
         brier = survival.brier_at(TRAIN_T, TRAIN_E, TEST_T, TEST_E, np.full(12, 0.5), 100.0)
     assert len(auc) == 2 and np.isnan(auc).all() and math.isnan(mean) and math.isnan(brier)
-    assert "td-AUC undefined: all times must be within follow-up time" in caplog.text
-    assert "Brier score at 100 days undefined: " in caplog.text
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("td-AUC undefined: all times must be within follow-up time") for m in messages)
+    assert any(m.startswith("Brier score at 100 days undefined: ") and "None" not in m for m in messages)
     # an event before tau but no comparable pair: NaN, not an error
     assert math.isnan(survival.uno_c(TRAIN_T, TRAIN_E, [1.0, 2.0, 3.0], [0, 0, 1], [0.1, 0.2, 0.3], 50.0))
 
@@ -555,9 +556,9 @@ def test_mask_draws_follow_the_documented_seed_and_rule():
     # uniform per (patient, modality), dropped where < p among the observed eligible ones
     present = np.ones((6, 7), dtype=bool)
     present[0, 1:] = False  # one modality: given back if dropped
-    p = 0.35
+    p = 0.65
     masks = draw_masks(present, p, 2, "tabular", seed=11, fold=2)
-    rng = np.random.default_rng(np.random.SeedSequence([11, 2, list(SCENARIOS).index("tabular"), 3500]))
+    rng = np.random.default_rng(np.random.SeedSequence([11, 2, list(SCENARIOS).index("tabular"), 6500]))
     eligible = np.array([m not in PATHOLOGY for m in MODALITIES])
     drop = (rng.random(present.shape) < p) & present & eligible
     first = present & ~drop
