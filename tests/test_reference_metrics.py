@@ -695,12 +695,13 @@ def test_target_defaults_counts_and_log(caplog):
         "positives": 3,
         "no_label": 2,
     }
-    assert "1 patients excluded from targets (no clinical record): nobody" in caplog.text
+    messages = [r.getMessage() for r in caplog.records]
+    assert "1 patients excluded from targets (no clinical record): nobody" in messages
     assert (
         "targets (rule horizon, horizon 1825 days): 8 patients, 4 events; binary label for 6 (3 positive, 50.0 %), none for 2"
-        in caplog.text
+        in messages
     )
-    assert "  label_reason death_within_horizon       3" in caplog.text
+    assert "  label_reason death_within_horizon       3" in messages
     caplog.clear()
     many = [f"x{i:02d}" for i in range(21)]
     with caplog.at_level("INFO", logger="haf.cohort.targets"):
