@@ -852,7 +852,9 @@ def test_gcs_probes_come_from_the_steps_own_seeded_generator():
     cfg = GCSConfig(enabled=True, rho=0.0, gamma=0.5, epsilon=0.01, missing_weight=1.0)
     torch.manual_seed(1)
     a, step = _run(_CoupledModel, cfg, steps=2)
-    assert step.generator.initial_seed() == 0  # the default seed
+    assert (
+        GCSStep(a, torch.optim.SGD(a.parameters(), lr=0.1), cfg).generator.initial_seed() == 0
+    )  # default seed
     torch.manual_seed(2)  # the global RNG must not matter
     b, _ = _run(_CoupledModel, cfg, steps=2)
     c, _ = _run(_CoupledModel, cfg, seed=1, steps=2)
@@ -914,3 +916,30 @@ def test_gcs_controller_and_sam_edge_cases():
     grads = [torch.tensor([3.0, 4.0])]
     assert sam_perturbation(grads, 0.0) == [None]
     torch.testing.assert_close(sam_perturbation(grads, 1.0)[0], torch.tensor([0.6, 0.8]))
+
+
+class _SometimesModel(_QuadraticModel):
+    """``extra`` enters the features only when some patient has slot 4 (a modality missing from a batch)."""
+
+    def __init__(self, theta) -> None:
+        super().__init__(theta)
+        self.extra = nn.Parameter(torch.tensor([0.5, -0.5, 0.2], dtype=torch.float64))
+
+    def encode(self, x, present):
+        f = x * self.theta
+        return f + self.extra * present[:, 4:5].to(f.dtype) if bool(present[:, 4].any()) else f
+
+
+def test_gcs_parameter_absent_from_a_batch_is_not_moved_by_adamw():
+    # step 1 uses `extra`, step 2 does not: its gradient must be None (not a stale zero) so that AdamW
+    # neither decays it nor moves it along its running moments
+    cfg = GCSConfig(enabled=True, rho=0.0, gamma=0.5, epsilon=0.01, missing_weight=1.0)
+    model = _SometimesModel(GCS_THETA)
+    step = GCSStep(model, torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=0.5), cfg)
+    with_slot = torch.tensor(GCS_PRESENT)
+    with_slot[:, 4] = True
+    step(torch.tensor(GCS_X), with_slot, torch.tensor(GCS_A))
+    after_first = model.extra.detach().clone()
+    assert not torch.equal(after_first, torch.tensor([0.5, -0.5, 0.2], dtype=torch.float64))
+    step(torch.tensor(GCS_X), torch.tensor(GCS_PRESENT), torch.tensor(GCS_A))
+    assert model.extra.grad is None and torch.equal(model.extra.detach(), after_first)
