@@ -121,6 +121,10 @@ def test_imputers_alone():
 def test_unknown_scheme_and_missing_column_are_named():
     with pytest.raises(ValueError, match="tabular.preprocessing must be one of"):
         ModalityPreprocessor(SPEC, "zscore", "toy")
+    # fitted on no row: constants (0 / 'missing'), no scaler and no one-hot block
+    empty = ModalityPreprocessor(SPEC, "paper", "toy").fit(TRAIN.iloc[:0])
+    assert empty.num_scaler_ is None and empty.onehot_ is None and empty.cnt_scaler_ is None
+    np.testing.assert_array_equal(empty.transform(HELD), [[5.0, 0.0, 0.0, 4.0]])
     default = ModalityPreprocessor(SPEC)
     assert default.scheme == "paper" and default.name == "tabular"
     with pytest.raises(Exception, match="field 'c': tabular: column missing"):
@@ -151,8 +155,12 @@ def test_preprocess_fold_defaults_counts_and_log(caplog):
     tables["clin"] = pd.concat(
         [tables["clin"], tables["clin"].iloc[:1].rename(index={"001": "999"})]
     )  # not in fold
+    icd_train = sorted(set(tables["icd"].index) & train)[:3]
+    tables["icd"] = tables["icd"].copy()
+    tables["icd"].loc[icd_train, "codes"] += " z999"  # in exactly 3 training patients: kept at min_df 3
     with caplog.at_level("INFO", logger="haf.cohort.tabular"):
         arrays, fitted, counts = preprocess_fold(tables, assignment)
+    assert "icd_z999" in arrays["columns_icd"].tolist()
     explicit, _, _ = preprocess_fold(tables, assignment, "paper", 3)
     for key in arrays:
         np.testing.assert_array_equal(arrays[key], explicit[key], err_msg=key)
@@ -167,9 +175,10 @@ def test_preprocess_fold_defaults_counts_and_log(caplog):
     assert not arrays["present_cell"].any() and arrays["x_cell"].dtype == np.float32
     assert counts["cell"] == {"present": 0, "absent": 60, "train_present": 0, "width": len(names),
                               "missing_values_imputed": 0}  # fmt: skip
+    messages = [r.getMessage() for r in caplog.records]
     assert (
         "fold has no training patient with modality cell: it is marked absent for all 0 patients "
-        in caplog.text
+        "(nothing can be fitted on it)" in messages
     )
     clin = counts["clin"]
     assert clin["present"] == 60 and clin["absent"] == 0 and clin["train_present"] == len(train)
@@ -179,7 +188,7 @@ def test_preprocess_fold_defaults_counts_and_log(caplog):
     assert counts["icd"]["missing_values_imputed"] == 0
     assert (
         f"clin  present 60 / 60 (train {len(train)}); {clin['width']} columns; "
-        f"{clin['missing_values_imputed']} missing values inside present rows imputed" in caplog.text
+        f"{clin['missing_values_imputed']} missing values inside present rows imputed" in messages
     )
 
 
@@ -190,13 +199,17 @@ def test_preprocess_fold_without_icd_training_patients_and_with_empty_columns(ca
     tables["blood"] = tables["blood"].copy()
     column = SPECS["blood"].numeric[0]
     tables["blood"][column] = np.nan
+    tables["blood"][SPECS["blood"].numeric[1]] = np.nan
     with caplog.at_level("WARNING", logger="haf.cohort.tabular"):
         arrays, _, counts = preprocess_fold(tables, assignment)
     assert arrays["columns_icd"].tolist() == ["icd_none"] and not arrays["present_icd"].any()
     assert counts["icd"]["width"] == 1 and (arrays["x_icd"] == 0).all()
-    assert f"blood: columns without any training value (filled with a constant): {column}" in caplog.text
-    tables["blood"].iloc[0, 1] = np.inf
-    with pytest.raises(Exception, match=r"field 'Hemoglobin': blood: value .*inf.* is not a finite number"):
+    second = SPECS["blood"].numeric[1]
+    assert f"blood: columns without any training value (filled with a constant): {column}, {second}" in [
+        r.getMessage() for r in caplog.records
+    ]
+    tables["blood"].iloc[0, 2] = np.inf
+    with pytest.raises(Exception, match=r"blood: value .*inf.* is not a finite number"):
         preprocess_fold(tables, assignment)
 
 
