@@ -63,7 +63,7 @@ def test_fixed_thresholds_in_full():
     one = _val([0.7], [np.nan], prob=False)  # one validation patient is enough for a median
     assert binary.choose_threshold(one, "fixed").value == 0.7
     with pytest.raises(
-        ValueError, match="a risk-only method needs validation predictions for its median cut"
+        ValueError, match="^a risk-only method needs validation predictions for its median cut$"
     ):
         binary.choose_threshold(_val([], [], prob=False), "fixed")
     with pytest.raises(ValueError, match=r"threshold rule must be one of \('fixed', 'val'\), got 'youden'"):
@@ -183,6 +183,11 @@ def test_pooled_oof_takes_labelled_test_rows_with_each_folds_decision():
     np.testing.assert_allclose(pooled["risk"], [2.0, -1.0, 0.5, -0.2, 3.0, 0.0, 1.5, 0.8])
     assert pooled["pred"].tolist() == [1, 0, 1, 0, 1, 1, 1, 1]  # both folds cut at -0.15
     assert pooled.index.tolist() == list(range(8))
+    # fold 1's ids sorting first: the pooled table is still indexed 0..n-1 in patient order
+    renamed = rows.assign(patient_id=rows["patient_id"].str.replace("t1", "a1"))
+    reordered = binary.pooled_oof(renamed, "val")
+    assert reordered["patient_id"].tolist()[:4] == ["a10", "a11", "a12", "a13"]
+    assert reordered.index.tolist() == list(range(8)) and reordered["fold"].tolist() == [1] * 4 + [0] * 4
     twice = pd.concat([rows, rows[rows["fold"] == 0].assign(fold=2)], ignore_index=True)
     with pytest.raises(ValueError, match="m: patient t00 is a test patient of two folds"):
         binary.pooled_oof(twice, "fixed")
