@@ -87,7 +87,10 @@ def test_controller_range_and_missing_modality_bonus():
     gnorm = torch.tensor([1.0, 1.0, 1.0, 1.0])
     missing = torch.tensor([0.0, 0.5, 0.0, 0.0])
     omega = controller(c, gnorm, missing, missing_weight=2.0)
-    assert ((omega > 0) & (omega < 1)).all()
+    # by hand: s = max(c, 0) * ||g|| = (0.1, 0.1, 5, 0), standardised with the population SD
+    s = torch.tensor([0.1, 0.1, 5.0, 0.0])
+    z = (s - s.mean()) / s.std(unbiased=False)
+    torch.testing.assert_close(omega, torch.sigmoid(z + 2.0 * missing))
     assert omega[1] > omega[0]  # same curvature, missing modalities: steered more
     assert omega[2] > omega[0]  # higher curvature: steered more
     # all samples alike: no standardised signal, only the missing-modality term

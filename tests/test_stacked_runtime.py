@@ -87,7 +87,7 @@ def test_padded_input_columns_keep_the_true_fan_in_and_stay_zero():
 
 def test_dropout_masks_of_a_member_do_not_depend_on_the_others_or_on_inactive_steps():
     drop3 = StackedDropout(m3 := Members([5, 6, 7]), 0.5).train()
-    drop1 = StackedDropout(m1 := Members([7]), 0.5).train()
+    drop1 = StackedDropout(Members([7]), 0.5).train()
     x = torch.ones(3, 4, 10)
     m3.set_active([True, False, True])
     first = drop3(x)

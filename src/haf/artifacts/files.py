@@ -83,5 +83,5 @@ def read_npz(
         raise HafInputError(path, f"cannot read {what}: {exc}") from exc
     for key in required:
         if key not in arrays:
-            raise HafInputError(path, f"{what}: array missing", field=key)
+            raise HafInputError(path, "array missing", field=key)
     return arrays
