@@ -707,7 +707,7 @@ def test_target_defaults_counts_and_log(caplog):
     caplog.clear()
     many = [f"x{i:02d}" for i in range(21)]
     with caplog.at_level("INFO", logger="haf.cohort.targets"):
-        _, status = build_targets(BOUNDARY, ["d0", *many], "status")
+        _, status = build_targets(BOUNDARY, ["d1", *many], "status")
     assert (
         "21 patients excluded from targets (no clinical record): " + ", ".join(many[:20]) + " ..."
         in caplog.text
