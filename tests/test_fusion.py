@@ -12,6 +12,7 @@ import torch
 from fakes.config import declare, load_config
 from fakes.fusion import synthetic_fold_inputs
 
+from haf.alignment.projectors import ProjectorBank
 from haf.alignment.train import save_projectors, train_alignment
 from haf.artifacts.predictions import read_predictions
 from haf.errors import HafConfigError, HafInputError
@@ -21,6 +22,7 @@ from haf.fusion.spec import MethodSpec
 from haf.fusion.train import load_fusion_model, train_fusion, train_method, write_run
 from haf.methods import active_methods
 from haf.modalities import MODALITIES
+from haf.runtime.stacked import Layers, Members, member_state_dict
 from haf.runtime.tensors import FoldTensors, predict_scores
 from haf.settings import Stage1Settings
 
@@ -208,6 +210,17 @@ def test_single_modality_patients_and_modality_missing_in_training(cohort, caplo
     assert "no training patient has modality 'icd'" in caplog.text
     assert run.checkpoint["untrained"] == ["icd"]
     assert not any(p.requires_grad for p in run.model.projectors.proj["icd"].parameters())
+    # and it is exactly its initialisation: the fold's (seeded) stacked init, never updated
+    init = ProjectorBank(
+        {m: [inputs.dims()[m]] for m in MODALITIES}, MODALITIES, STAGE2["hidden"], STAGE2["d_out"],
+        Layers(Members([run.checkpoint["seed"]])),
+    )  # fmt: skip
+    for name, value in member_state_dict(init.proj["icd"], 0).items():
+        torch.testing.assert_close(run.model.projectors.proj["icd"].state_dict()[name], value, rtol=0, atol=0)
+    assert not torch.equal(
+        run.model.projectors.proj["path"].state_dict()["net.0.weight"],
+        member_state_dict(init.proj["path"], 0)["net.0.weight"],
+    )
     score = predict_scores(run.score_fn, run.tensors, inputs.index("test"))
     assert np.isfinite(score).all() and len(np.unique(score.round(6))) > 3
 

@@ -14,36 +14,58 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from haf.runtime.stacked import Layers
+
 
 class Projector(nn.Module):
-    """Linear(d_in, hidden) -> ReLU -> Linear(hidden, d_out); a zero-width input gets one zero column."""
+    """Linear(d_in, hidden) -> ReLU -> Linear(hidden, d_out); a zero-width input gets one zero column.
 
-    def __init__(self, d_in: int, hidden: int, d_out: int) -> None:
+    ``d_in`` may be a list (stacked over members whose fold gives this modality different widths: the
+    inputs are zero-padded to the widest, each member keeps its own fan-in).
+    """
+
+    def __init__(
+        self, d_in: int | Sequence[int], hidden: int, d_out: int, layers: Layers | None = None
+    ) -> None:
         super().__init__()
-        self.d_in = int(d_in)
-        self.net = nn.Sequential(nn.Linear(max(self.d_in, 1), hidden), nn.ReLU(), nn.Linear(hidden, d_out))
+        layers = layers or Layers()
+        widths = [int(w) for w in d_in] if isinstance(d_in, (list, tuple)) else None
+        self.d_in = max(widths) if widths is not None else int(d_in)
+        first = layers.linear(
+            max(self.d_in, 1), hidden, in_widths=[max(w, 1) for w in widths] if widths is not None else None
+        )
+        self.net = nn.Sequential(first, nn.ReLU(), layers.linear(hidden, d_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.d_in == 0:
-            x = x.new_zeros(x.shape[0], 1)
+            x = x.new_zeros(*x.shape[:-1], 1)
         return self.net(x)
 
 
 class ProjectorBank(nn.Module):
     """The projectors of a set of modalities; ``forward`` gives (B, M, d_out) unit vectors, zero where absent."""
 
-    def __init__(self, dims: dict[str, int], modalities: Sequence[str], hidden: int, d_out: int) -> None:
+    def __init__(
+        self,
+        dims: dict[str, int] | dict[str, list[int]],
+        modalities: Sequence[str],
+        hidden: int,
+        d_out: int,
+        layers: Layers | None = None,
+    ) -> None:
         super().__init__()
         self.modalities = tuple(modalities)
-        self.dims = {m: int(dims[m]) for m in self.modalities}
+        self.dims = {m: dims[m] if isinstance(dims[m], list) else int(dims[m]) for m in self.modalities}
         self.hidden = int(hidden)
         self.d_out = int(d_out)
-        self.proj = nn.ModuleDict({m: Projector(self.dims[m], hidden, d_out) for m in self.modalities})
+        self.proj = nn.ModuleDict(
+            {m: Projector(self.dims[m], hidden, d_out, layers) for m in self.modalities}
+        )
 
     def forward(self, x: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
-        """``x``: modality -> (B, d_m); ``present``: (B, M) over this bank's modalities."""
-        u = torch.stack([F.normalize(self.proj[m](x[m]), dim=1) for m in self.modalities], dim=1)
-        return u * present.unsqueeze(2).to(u.dtype)
+        """``x``: modality -> (..., B, d_m); ``present``: (..., B, M) over this bank's modalities."""
+        u = torch.stack([F.normalize(self.proj[m](x[m]), dim=-1) for m in self.modalities], dim=-2)
+        return u * present.unsqueeze(-1).to(u.dtype)
 
     def spec(self) -> dict[str, Any]:
         """What is needed to rebuild the bank (saved next to its state dict)."""

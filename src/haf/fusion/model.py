@@ -11,41 +11,56 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from haf.alignment.projectors import ProjectorBank
 from haf.losses import binary_loss, cox_partial_likelihood
+from haf.runtime.stacked import Layers, Members, masked_mean
 
 
 class FusionHead(nn.Module):
     """Shared fusion MLP: concat(M slots x d, mask M) -> hidden -> ReLU -> dropout -> 1."""
 
-    def __init__(self, n_slots: int, d: int, hidden: int, dropout: float) -> None:
+    def __init__(
+        self, n_slots: int, d: int, hidden: int, dropout: float, layers: Layers | None = None
+    ) -> None:
         super().__init__()
+        layers = layers or Layers()
         self.net = nn.Sequential(
-            nn.Linear(n_slots * d + n_slots, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1)
+            layers.linear(n_slots * d + n_slots, hidden),
+            nn.ReLU(),
+            layers.dropout(dropout),
+            layers.linear(hidden, 1),
         )
 
     def forward(self, u: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``u``: (B, M, d) (absent slots are re-zeroed here); ``mask``: (B, M) -> (B,) scores."""
+        """``u``: (..., B, M, d) (absent slots are re-zeroed here); ``mask``: (..., B, M) -> (..., B) scores."""
         m = mask.to(u.dtype)
-        h = torch.cat([(u * m.unsqueeze(2)).flatten(1), m], dim=1)
-        return self.net(h).squeeze(1)
+        h = torch.cat([(u * m.unsqueeze(-1)).flatten(-2), m], dim=-1)
+        return self.net(h).squeeze(-1)
 
 
 class FusionModel(nn.Module):
     """Projectors of the method's modalities + the fusion head; ``forward(x, present7) -> (B,)``."""
 
-    def __init__(self, projectors: ProjectorBank, hidden: int, dropout: float, slot_index: list[int]) -> None:
+    def __init__(
+        self,
+        projectors: ProjectorBank,
+        hidden: int,
+        dropout: float,
+        slot_index: list[int],
+        layers: Layers | None = None,
+    ) -> None:
         super().__init__()
         self.projectors = projectors
         self.slot_index = list(slot_index)  # positions of this method's modalities in the 7-slot mask
-        self.head = FusionHead(len(projectors.modalities), projectors.d_out, hidden, dropout)
+        self.head = FusionHead(len(projectors.modalities), projectors.d_out, hidden, dropout, layers)
 
     def slots(self, present7: torch.Tensor) -> torch.Tensor:
         """The method's columns of a 7-slot presence mask."""
-        return present7[:, self.slot_index].bool()
+        return present7[..., self.slot_index].bool()
 
     def embed(self, x: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
         return self.projectors(x, mask)
@@ -152,3 +167,78 @@ def build_model(spec: dict[str, Any]) -> FusionModel:
     return FusionModel(
         ProjectorBank.from_spec(spec["projectors"]), spec["hidden"], spec["dropout"], spec["slot_index"]
     )
+
+
+def _member_rows(valid: torch.Tensor, k: int) -> torch.Tensor:
+    return torch.nonzero(valid[k]).reshape(-1)
+
+
+def stacked_fusion_loss(
+    head: FusionHead,
+    u: torch.Tensor,
+    mask: torch.Tensor,
+    target: dict[str, torch.Tensor],
+    valid: torch.Tensor,
+    *,
+    kind: str,
+    drop: bool,
+    lambda_mofe: float,
+    members: Members,
+) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
+    """:func:`fusion_loss` of every active member at once: ``u`` (K, B, M, d), ``mask`` (K, B, M),
+    targets (K, B), ``valid`` (K, B) the member's real rows.  Returns (K,) losses and (K,) parts.
+
+    Member k's reduced sets are drawn from member k's generator over its valid rows only, exactly the
+    draws it would make trained alone; every mean runs over the member's own rows.
+    """
+    k_members = u.shape[0]
+    full = head(u, mask)  # (K, B)
+    active = members.active_ids()
+    zero = full.sum(dim=1) * 0.0
+    parts = {"task": np.zeros(k_members)}
+
+    def member_task(score: torch.Tensor, k: int, rows: torch.Tensor) -> torch.Tensor:
+        sub = {key: value[k, rows] for key, value in target.items()}
+        return task_loss(score[k, rows], sub, kind)
+
+    if kind == "bce":
+        per_row = task_loss(full, target, kind, reduction="none").reshape(full.shape)
+        l_full = masked_mean(per_row, valid)
+    else:
+        l_full = torch.stack([member_task(full, k, _member_rows(valid, k)) if k in active else zero[k]
+                              for k in range(k_members)])  # fmt: skip
+    if not drop:
+        parts["task"] = l_full.detach().cpu().numpy()
+        return l_full, parts
+    reduced = mask.clone()
+    has = torch.zeros_like(valid)
+    for k in active:
+        rows = _member_rows(valid, k)
+        red_k, has_k = draw_reduced(mask[k, rows], members.generators[k])
+        reduced[k, rows] = red_k
+        has[k, rows] = has_k
+    has = has & valid
+    part = head(u, reduced)
+    if kind == "bce":
+        red_row = task_loss(part, target, kind, reduction="none").reshape(part.shape)
+        l_red = masked_mean(red_row, has)
+        mofe = masked_mean(torch.clamp(per_row - red_row, min=0), has)
+    else:
+        l_red_list, mofe_list = [], []
+        for k in range(k_members):
+            rows = _member_rows(has, k)
+            if k not in active or len(rows) == 0:
+                l_red_list.append(zero[k])
+                mofe_list.append(zero[k])
+                continue
+            red_k = member_task(part, k, rows)
+            l_red_list.append(red_k)
+            mofe_list.append(torch.clamp(member_task(full, k, rows) - red_k, min=0))
+        l_red, mofe = torch.stack(l_red_list), torch.stack(mofe_list)
+    loss = l_full + l_red + lambda_mofe * mofe
+    parts = {
+        "task": l_full.detach().cpu().numpy(),
+        "reduced": l_red.detach().cpu().numpy(),
+        "mofe": mofe.detach().cpu().numpy(),
+    }
+    return loss, parts

@@ -33,13 +33,14 @@ from haf.artifacts.checkpoints import load_checkpoint
 from haf.artifacts.fold_inputs import FoldInputs
 from haf.errors import HafInputError
 from haf.eval.scores import auc_or_nan, cindex_or_nan
-from haf.fusion.model import FusionModel, build_model, fusion_loss, model_spec, task_loss
+from haf.fusion.model import FusionHead, FusionModel, build_model, model_spec, stacked_fusion_loss, task_loss
 from haf.fusion.spec import MethodSpec
 from haf.modalities import MODALITIES
-from haf.runtime.fit import fit, make_optimizer
+from haf.runtime.fit import StackedTrainer, fit_stacked
 from haf.runtime.outputs import write_method_outputs
 from haf.runtime.seeds import fold_seed, seed_everything
-from haf.runtime.tensors import FoldTensors, minibatches, training_rows
+from haf.runtime.stacked import Layers, Members, gather_rows, member_state_dict, pad_rows, stacked_epoch
+from haf.runtime.tensors import FoldTensors, StackedFoldTensors, training_rows
 from haf.settings import Stage1Settings, Stage2Settings, Stage3Settings
 
 log = logging.getLogger(__name__)
@@ -121,118 +122,211 @@ def train_fusion(
     stage2_meta: dict[str, Any] | None = None,
     progress: bool = False,
 ) -> FusionRun:
-    """Train one detached fusion method on one fold (``spec.detach``; see :mod:`haf.fusion.joint` otherwise)."""
+    """One fold of :func:`train_fusion_folds` (a stacked run with one member)."""
+    return train_fusion_folds(
+        [inputs],
+        spec,
+        stage3,
+        stage2,
+        device,
+        projectors=None if projectors is None else [projectors],
+        stage2_meta=None if stage2_meta is None else [stage2_meta],
+        progress=progress,
+    )[0]
+
+
+class _DetachedFusionTask:
+    """The stacked task of a detached fusion method: K folds' fusion models (and, with ``align: none``,
+    their projectors) trained side by side by :func:`haf.runtime.fit.fit_stacked`."""
+
+    def __init__(
+        self,
+        inputs: list[FoldInputs],
+        spec: MethodSpec,
+        stage3: Stage3Settings,
+        stage2: Stage2Settings,
+        device: torch.device,
+        banks: list[ProjectorBank] | None,
+    ) -> None:
+        self.inputs, self.spec, self.stage3, self.device = inputs, spec, stage3, device
+        self.members = Members([fold_seed(stage3.seed, i.fold) for i in inputs], device)
+        seed_everything(self.members.seeds[0])
+        self.tensors = StackedFoldTensors.from_inputs(inputs, device)
+        self.train_rows = [training_rows(i, "train", spec.task_loss) for i in inputs]
+        self.val_rows = [training_rows(i, "val", spec.task_loss) for i in inputs]
+        self.val_index, self.val_valid = pad_rows(self.val_rows, device)
+        layers = Layers(self.members)
+        self.frozen = spec.uses_stage2
+        slots = slot_index(spec)
+        self.missing = [
+            check_training_coverage(spec, i, r) for i, r in zip(inputs, self.train_rows, strict=True)
+        ]
+        if self.frozen:
+            # detached projections: computed once per fold with that fold's Stage 2 projectors
+            n_max, d_out = max(i.n for i in inputs), banks[0].d_out
+            u_all = torch.zeros(len(inputs), n_max, len(spec.modalities), d_out, device=device)
+            with torch.no_grad():
+                for k, (inp, bank) in enumerate(zip(inputs, banks, strict=True)):
+                    sub = bank.subset(spec.modalities).to(device).eval()
+                    plain = FoldTensors.from_inputs(inp, device)
+                    x, present = plain.rows(np.arange(inp.n))
+                    u_all[k, : inp.n] = sub(x, present[:, slots].bool())
+            self.u_all = u_all
+            self.model = FusionHead(len(spec.modalities), d_out, stage3.hidden, stage3.dropout, layers).to(
+                device
+            )
+        else:
+            dims = {m: self.tensors.widths[m] for m in spec.modalities}
+            bank = ProjectorBank(dims, spec.modalities, stage2.hidden, stage2.d_out, layers)
+            self.model = FusionModel(bank, stage3.hidden, stage3.dropout, slots, layers).to(device)
+        self.slots = slots
+        self.components: list[list[dict[str, float]]] = [[] for _ in inputs]
+
+    def freeze_untrainable(self, trainer: StackedTrainer) -> None:
+        if self.frozen:
+            return
+        for k, missing in enumerate(self.missing):
+            for m in missing:
+                trainer.flat.freeze(k, self.model.projectors.proj[m])
+
+    def head(self) -> FusionHead:
+        return self.model if self.frozen else self.model.head
+
+    def embed(self, rows: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, present = self.tensors.rows(rows, valid)
+        mask = present[..., self.slots].bool()
+        if self.frozen:
+            return gather_rows(self.u_all, rows) * mask.unsqueeze(-1).to(torch.float32), mask
+        return self.model.embed(x, mask), mask
+
+    def train_epoch(self, epoch: int, running: np.ndarray, trainer: StackedTrainer) -> np.ndarray:
+        if epoch == 0:
+            self.freeze_untrainable(trainer)
+        k = self.members.k
+        total, steps = np.zeros(k), np.zeros(k)
+        sums: list[dict[str, float]] = [{} for _ in range(k)]
+        for batch in stacked_epoch(
+            self.members, self.train_rows, self.stage3.batch_size, running, self.device
+        ):
+            self.members.set_active(batch.active)
+            u, mask = self.embed(batch.rows, batch.valid)
+            loss, parts = stacked_fusion_loss(
+                self.head(), u, mask, self.tensors.targets(batch.rows), batch.valid,
+                kind=self.spec.task_loss, drop=self.spec.drop, lambda_mofe=self.stage3.lambda_mofe,
+                members=self.members,
+            )  # fmt: skip
+            trainer.backward_step(loss, batch.active)
+            act = batch.active.numpy()
+            total += loss.detach().cpu().numpy() * act
+            steps += act
+            for i in np.flatnonzero(act):
+                for key, value in parts.items():
+                    sums[i][key] = sums[i].get(key, 0.0) + float(value[i])
+        for i in np.flatnonzero(running):
+            n = max(steps[i], 1)
+            self.components[i].append(
+                {"epoch": epoch, **{f"train_{key}": v / n for key, v in sums[i].items()}}
+            )
+        return total / np.maximum(steps, 1)
+
+    def validate(self, running: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        k = self.members.k
+        score, loss = np.full(k, np.nan), np.full(k, np.nan)
+        if self.val_index.shape[1] == 0:
+            return score, loss
+        u, mask = self.embed(self.val_index, self.val_valid)
+        out = self.head()(u, mask)
+        targets = self.tensors.targets(self.val_index)
+        for i in np.flatnonzero(running):
+            n = len(self.val_rows[i])
+            if n == 0:
+                continue
+            sub = {key: value[i, :n] for key, value in targets.items()}
+            loss[i] = float(task_loss(out[i, :n], sub, self.spec.task_loss))
+            score[i] = validation_score(
+                self.spec.task_loss, self.inputs[i], self.val_rows[i], out[i, :n].cpu().numpy()
+            )
+        return score, loss
+
+    def fold_model(self, k: int, bank: ProjectorBank | None) -> FusionModel:
+        """Member k as the plain single-fold model (eval mode) that predictions and checkpoints use."""
+        inp = self.inputs[k]
+        if self.frozen:
+            plain = FusionModel(
+                bank.subset(self.spec.modalities), self.stage3.hidden, self.stage3.dropout, self.slots
+            )
+            plain.head.load_state_dict(member_state_dict(self.model, k))
+        else:
+            dims = {m: inp.dims()[m] for m in self.spec.modalities}
+            plain = FusionModel(
+                ProjectorBank(dims, self.spec.modalities, self.model.projectors.hidden, self.model.projectors.d_out),
+                self.stage3.hidden, self.stage3.dropout, self.slots,
+            )  # fmt: skip
+            plain.load_state_dict(member_state_dict(self.model, k))
+            for m in self.missing[k]:  # kept at its initialisation (frozen in the stacked run)
+                plain.projectors.proj[m].requires_grad_(False)
+        return plain.to(self.device).eval()
+
+
+def train_fusion_folds(
+    inputs: list[FoldInputs],
+    spec: MethodSpec,
+    stage3: Stage3Settings,
+    stage2: Stage2Settings,
+    device: torch.device,
+    *,
+    projectors: list[ProjectorBank] | None = None,
+    stage2_meta: list[dict[str, Any]] | None = None,
+    progress: bool = False,
+) -> list[FusionRun]:
+    """Train one detached fusion method on several folds at once (one stacked member per fold).
+
+    Each fold keeps its own seed (``fold_seed(stage3.seed, fold)``), data, dropout and modality draws,
+    optimiser state, schedule, early stopping and selected epoch: a fold's result is the same trained
+    with the others or alone.  A fold without enough usable training patients stops the job naming it.
+    """
     if not spec.detach:
         raise ValueError(f"{spec.name}: detach false is trained by haf.fusion.joint.train_joint")
     if spec.uses_stage2 and projectors is None:
-        raise ValueError(f"{spec.name}: align {spec.align!r} needs the Stage 2 projectors of this fold")
+        raise ValueError(f"{spec.name}: align {spec.align!r} needs the Stage 2 projectors of every fold")
     stage3, stage2 = Stage3Settings.from_config(stage3), Stage2Settings.from_config(stage2)
-    seed = fold_seed(stage3.seed, inputs.fold)
-    rng = seed_everything(seed)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    tensors = FoldTensors.from_inputs(inputs, device)
-    train_idx = training_rows(inputs, "train", spec.task_loss)
-    val_idx = training_rows(inputs, "val", spec.task_loss)
-    if len(train_idx) < 2:
-        raise HafInputError(
-            f"fold_inputs fold {inputs.fold}",
-            f"{spec.name}: only {len(train_idx)} training patients usable for the {spec.task_loss} loss",
-        )
-    log_cohort(spec, inputs, train_idx, val_idx)
-    missing = check_training_coverage(spec, inputs, train_idx)
-
-    if spec.uses_stage2:
-        bank = projectors.subset(spec.modalities)
-        bank.requires_grad_(False)
-        untrained = list(stage2_meta["untrained"]) if stage2_meta else []
-        if untrained:
+    for k, inp in enumerate(inputs):
+        train_idx = training_rows(inp, "train", spec.task_loss)
+        val_idx = training_rows(inp, "val", spec.task_loss)
+        if len(train_idx) < 2:
+            raise HafInputError(
+                f"fold_inputs fold {inp.fold}",
+                f"{spec.name}: only {len(train_idx)} training patients usable for the {spec.task_loss} loss",
+            )
+        log_cohort(spec, inp, train_idx, val_idx)
+        untrained = list(stage2_meta[k]["untrained"]) if stage2_meta else []
+        if spec.uses_stage2 and untrained:
             log.warning(
                 "%s fold %d: Stage 2 left these projectors untrained (no training patient): %s",
                 spec.name,
-                inputs.fold,
+                inp.fold,
                 ", ".join(untrained),
             )
-    else:
-        bank = ProjectorBank(inputs.dims(), spec.modalities, stage2.hidden, stage2.d_out)
-        for m in missing:
-            bank.proj[m].requires_grad_(False)
-    model = FusionModel(bank, stage3.hidden, stage3.dropout, slot_index(spec)).to(device)
-    frozen = spec.uses_stage2
-
-    all_rows = torch.arange(inputs.n, device=device)
-    if frozen:  # detached projections: computed once, the fusion MLP trains on them
-        with torch.no_grad():
-            model.projectors.eval()
-            x_all, present_all = tensors.rows(all_rows)
-            u_all = model.embed(x_all, model.slots(present_all))
-
-    def embed(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x, present = tensors.rows(rows)
-        mask = model.slots(present)
-        if frozen:
-            return u_all[rows], mask
-        return model.embed(x, mask), mask
-
-    cfg = stage3.train
-    optimizer = make_optimizer(model.parameters(), cfg)
-    batch_size = stage3.batch_size
-    lambda_mofe = stage3.lambda_mofe
-    components: list[dict[str, float]] = []
-
-    def train_epoch(epoch: int) -> float:
-        if frozen:
-            model.projectors.eval()
-        sums: dict[str, float] = {}
-        total, n_batches = 0.0, 0
-        for batch in minibatches(train_idx, batch_size, rng):
-            rows = torch.as_tensor(batch, device=device)
-            u, mask = embed(rows)
-            loss, parts = fusion_loss(
-                model.head,
-                u,
-                mask,
-                targets_of(tensors, rows),
-                kind=spec.task_loss,
-                drop=spec.drop,
-                lambda_mofe=lambda_mofe,
-                generator=generator,
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach())
-            n_batches += 1
-            for key, value in parts.items():
-                sums[key] = sums.get(key, 0.0) + value
-        components.append({"epoch": epoch, **{f"train_{k}": v / max(n_batches, 1) for k, v in sums.items()}})
-        return total / max(n_batches, 1)
-
-    val_rows = torch.as_tensor(val_idx, device=device)
-
-    def validate() -> tuple[float, float]:
-        if len(val_idx) == 0:
-            return float("nan"), float("nan")
-        u, mask = embed(val_rows)
-        score = model.head(u, mask)
-        loss = float(task_loss(score, targets_of(tensors, val_rows), spec.task_loss))
-        return validation_score(spec.task_loss, inputs, val_idx, score.cpu().numpy()), loss
-
-    history = fit(
-        {"model": model},
-        optimizer,
-        cfg,
-        train_epoch,
-        validate,
-        name=f"{spec.name} fold {inputs.fold}",
-        progress=progress,
-    )
-    if components:
-        history = history.merge(pd.DataFrame(components), on="epoch", how="left")
-    history.insert(0, "method", spec.name)
-    model.eval()
-    notes = [f"no training patient has {m}: projector not trained" for m in missing]
-    checkpoint = make_checkpoint(spec, model, inputs.fold, stage2_meta=stage2_meta, untrained=missing)
-    return FusionRun(spec, model, history, inputs, tensors, checkpoint, notes)
+    task = _DetachedFusionTask(inputs, spec, stage3, stage2, device, projectors)
+    names = [f"{spec.name} fold {i.fold}" for i in inputs]
+    histories = fit_stacked(task, stage3.train, names=names, progress=progress)
+    runs = []
+    for k, inp in enumerate(inputs):
+        history = histories[k]
+        if task.components[k]:
+            history = history.merge(pd.DataFrame(task.components[k]), on="epoch", how="left")
+        history.insert(0, "method", spec.name)
+        model = task.fold_model(k, projectors[k] if projectors else None)
+        missing = task.missing[k]
+        notes = [f"no training patient has {m}: projector not trained" for m in missing]
+        checkpoint = make_checkpoint(
+            spec, model, inp.fold, stage2_meta=stage2_meta[k] if stage2_meta else None, untrained=missing,
+            extra={"seed": task.members.seeds[k]},
+        )  # fmt: skip
+        runs.append(
+            FusionRun(spec, model, history, inp, FoldTensors.from_inputs(inp, device), checkpoint, notes)
+        )
+    return runs
 
 
 def make_checkpoint(

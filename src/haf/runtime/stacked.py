@@ -223,6 +223,15 @@ class FlatParameters:
             member_of.append(torch.arange(k, device=device).repeat_interleave(per))
             offset += n
         self.member_of = torch.cat(member_of) if member_of else torch.zeros(0, dtype=torch.long)
+        self.frozen = torch.zeros_like(self.data, dtype=torch.bool)
+
+    def freeze(self, k: int, module: nn.Module) -> None:
+        """Member k never updates ``module``'s parameters (e.g. a projector no training patient of its
+        fold can train): the stacked counterpart of ``requires_grad_(False)`` for one fold."""
+        ids = {id(p) for p in module.parameters()}
+        for p, (o, n) in zip(self.params, self.blocks, strict=True):
+            if id(p) in ids:
+                self.frozen[o + k * n : o + (k + 1) * n] = True
 
     def zero_grad(self) -> None:
         self.grad.zero_()
@@ -296,11 +305,12 @@ class StackedAdam:
         v = self.v * self.b2 + (1 - self.b2) * g * g
         new_p = p * (1 - lr * self.weight_decay) if (self.weight_decay and self.decoupled) else p
         new_p = new_p - step_size * m / (v.sqrt() / bc2_sqrt + self.eps)
-        if everyone:
+        frozen = self.flat.frozen
+        if everyone and not bool(frozen.any()):
             self.m, self.v = m, v
             p.copy_(new_p)
         else:
-            mask = active[self.flat.member_of]
+            mask = active[self.flat.member_of] & ~frozen
             self.m = torch.where(mask, m, self.m)
             self.v = torch.where(mask, v, self.v)
             p.copy_(torch.where(mask, new_p, p))
@@ -432,3 +442,55 @@ def masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """(K, B) -> (K,) mean over each member's valid entries (0 for a member without any)."""
     w = valid.to(values.dtype)
     return (torch.where(valid, values, torch.zeros_like(values)) * w).sum(dim=1) / w.sum(dim=1).clamp(min=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# one model definition for one fold and for K stacked folds
+
+
+class Layers:
+    """Builds a model's layers as plain ``nn`` modules (one model) or stacked over ``members``.
+
+    A model written against this factory, with a forward that indexes from the right (``...``,
+    negative dims), is the same code for one fold (inputs (B, ...)) and for K folds (inputs
+    (K, B, ...)); member k of the stacked model loads into the plain model with
+    :func:`member_state_dict`, so prediction and checkpoints use the plain model.
+    """
+
+    def __init__(self, members: Members | None = None) -> None:
+        self.members = members
+
+    @property
+    def stacked(self) -> bool:
+        return self.members is not None
+
+    def linear(
+        self,
+        d_in: int,
+        d_out: int,
+        bias: bool = True,
+        *,
+        init: str = "torch",
+        in_widths: Sequence[int] | None = None,
+    ) -> nn.Module:
+        if self.members is not None:
+            return StackedLinear(self.members, d_in, d_out, bias, init=init, in_widths=in_widths)
+        layer = nn.Linear(d_in, d_out, bias=bias)
+        if init == "xavier_normal":
+            nn.init.xavier_normal_(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+        return layer
+
+    def dropout(self, p: float) -> nn.Module:
+        return StackedDropout(self.members, p) if self.members is not None else nn.Dropout(p)
+
+    def layer_norm(self, d: int) -> nn.Module:
+        return StackedLayerNorm(self.members, d) if self.members is not None else nn.LayerNorm(d)
+
+    def parameter(self, *shape: int, std: float = 0.02) -> nn.Parameter:
+        """A learned tensor (e.g. a missing-modality token), normal(0, std) per member; (K, *shape) stacked."""
+        if self.members is None:
+            return nn.Parameter(torch.randn(*shape) * std)
+        values = torch.stack([torch.randn(*shape, generator=g) * std for g in self.members.init_generators])
+        return nn.Parameter(values)

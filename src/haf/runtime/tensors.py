@@ -97,3 +97,69 @@ def predict_scores(
         x, m = tensors.rows(rows, mask)
         out.append(score_fn(x, m).float().reshape(-1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
+
+
+@dataclass
+class StackedFoldTensors:
+    """The fold inputs of K members as padded tensors (K, n_max, ...): member k's rows are its fold's.
+
+    Features are zero-padded to the widest fold of each modality (``widths[m][k]`` is member k's own
+    width) and patients to the largest fold; rows beyond member k's ``n[k]`` are never selected.
+    """
+
+    x: dict[str, torch.Tensor]  # modality -> (K, n_max, d_max)
+    present: torch.Tensor  # (K, n_max, 7) bool
+    label: torch.Tensor  # (K, n_max) float, NaN = no binary label
+    time: torch.Tensor
+    event: torch.Tensor
+    n: list[int]
+    widths: dict[str, list[int]]
+    device: torch.device
+
+    @classmethod
+    def from_inputs(cls, inputs: list[FoldInputs], device: torch.device) -> StackedFoldTensors:
+        k, n = len(inputs), [i.n for i in inputs]
+        n_max = max(n)
+        widths = {m: [int(i.features[m].shape[1]) for i in inputs] for m in MODALITIES}
+        x = {}
+        for m in MODALITIES:
+            arr = np.zeros((k, n_max, max(widths[m])), dtype=np.float32)
+            for j, i in enumerate(inputs):
+                arr[j, : i.n, : widths[m][j]] = i.features[m]
+            x[m] = torch.as_tensor(arr, device=device)
+
+        def stack(name: str, fill: float, dtype) -> torch.Tensor:
+            arr = np.full((k, n_max), fill, dtype=dtype)
+            for j, i in enumerate(inputs):
+                arr[j, : i.n] = getattr(i, name)
+            return torch.as_tensor(arr, device=device)
+
+        present = np.zeros((k, n_max, len(MODALITIES)), dtype=bool)
+        for j, i in enumerate(inputs):
+            present[j, : i.n] = i.present
+        return cls(
+            x=x,
+            present=torch.as_tensor(present, device=device),
+            label=stack("label", np.nan, np.float32),
+            time=stack("time", 1.0, np.float32),
+            event=stack("event", 0.0, np.float32),
+            n=n,
+            widths=widths,
+            device=torch.device(device),
+        )
+
+    def rows(self, rows: torch.Tensor, valid: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Features (K, B, d) and presence (K, B, 7) of these rows; absent modalities and padding zeroed."""
+        from haf.runtime.stacked import gather_rows
+
+        present = gather_rows(self.present, rows) & valid.unsqueeze(-1)
+        x = {
+            m: gather_rows(self.x[m], rows) * present[..., j : j + 1].to(torch.float32)
+            for j, m in enumerate(MODALITIES)
+        }
+        return x, present
+
+    def targets(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        from haf.runtime.stacked import gather_rows
+
+        return {name: gather_rows(getattr(self, name), rows) for name in ("label", "time", "event")}
