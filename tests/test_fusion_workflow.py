@@ -2,7 +2,7 @@
 
 A small Snakefile defines what ``common.smk`` would (results folder, methods, helpers) and includes
 the real ``stage2.smk`` and ``stage3.smk``, so the rule wiring, the script adapters and the library
-are exercised together (three jobs, about 20 s: Snakemake and torch start-up dominate).
+are exercised together (three jobs, each training both folds; about 20 s: Snakemake and torch start-up dominate).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import textwrap
 import pandas as pd
 import pytest
 import yaml
+from fakes.config import load_config
 from fakes.fusion import synthetic_fold_inputs
 
 SMALL_DIMS = {"wsi": 6, "tma": 6, "cell": 4, "clin": 4, "path": 5, "blood": 4, "icd": 3}
@@ -22,7 +23,7 @@ SMALL_DIMS = {"wsi": 6, "tma": 6, "cell": 4, "clin": 4, "path": 5, "blood": 4, "
 @pytest.mark.e2e
 def test_align_and_fusion_rules_run_under_snakemake(tmp_path, repo_root):
     results = tmp_path / "results"
-    for fold in (0,):
+    for fold in (0, 1):
         synthetic_fold_inputs(80, fold=fold, seed=5, dims=SMALL_DIMS).save(
             results / "fold_inputs" / f"fold_{fold}.npz"
         )
@@ -30,7 +31,6 @@ def test_align_and_fusion_rules_run_under_snakemake(tmp_path, repo_root):
         "results": str(results),
         "logs": str(tmp_path / "logs"),
         "device": "cpu",
-        "stage1": {},
         "stage2": {
             "d_out": 8,
             "hidden": 16,
@@ -66,9 +66,12 @@ def test_align_and_fusion_rules_run_under_snakemake(tmp_path, repo_root):
             "haf_cox": {"family": "fusion", "align": "ga", "drop": True, "task_loss": "cox"},
         },
     }
+    config = load_config(config)
+    config["run_methods"] = ["haf", "haf_cox"]
+    config["methods"] = {m: d for m, d in config["methods"].items() if m in config["run_methods"]}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     rules = repo_root / "workflow" / "rules"
-    targets = [f"{results}/methods/{m}/fold_{f}/predictions.tsv" for m in config["methods"] for f in (0,)]
+    targets = [f"{results}/methods/{m}/fold_{f}/predictions.tsv" for m in config["methods"] for f in (0, 1)]
     (tmp_path / "Snakefile").write_text(
         textwrap.dedent(
             f"""
@@ -83,11 +86,14 @@ def test_align_and_fusion_rules_run_under_snakemake(tmp_path, repo_root):
             FUSION_METHODS = list(METHODS)
             DETACHED_FUSION_METHODS = [m for m in METHODS if METHODS[m]["detach"]]
             JOINT_FUSION_METHODS = [m for m in METHODS if not METHODS[m]["detach"]]
+            FOLDS = [0, 1]
+            def per_fold(template):
+                return [template.replace("{{fold}}", str(k)) for k in FOLDS]
             def fusion_inputs(wildcards):
                 align = METHODS[wildcards.method]["align"]
-                inputs = {{"fold_inputs": f"{{RES}}/fold_inputs/fold_{{wildcards.fold}}.npz"}}
+                inputs = {{"fold_inputs": per_fold(f"{{RES}}/fold_inputs/fold_{{{{fold}}}}.npz")}}
                 if align != "none":
-                    inputs["projectors"] = f"{{RES}}/stage2/{{align}}/fold_{{wildcards.fold}}/projectors.pt"
+                    inputs["projectors"] = per_fold(f"{{RES}}/stage2/{{align}}/fold_{{{{fold}}}}/projectors.pt")
                 return inputs
             TMA_INDEX = f"{{RES}}/features/tma/index.tsv"
             def name_pattern(names):
@@ -120,7 +126,7 @@ def test_align_and_fusion_rules_run_under_snakemake(tmp_path, repo_root):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    for fold in (0,):
+    for fold in (0, 1):
         assert (results / "stage2" / "ga" / f"fold_{fold}" / "aligned.npz").is_file()
         for method in config["methods"]:
             folder = results / "methods" / method / f"fold_{fold}"
@@ -128,5 +134,5 @@ def test_align_and_fusion_rules_run_under_snakemake(tmp_path, repo_root):
             assert set(predictions["part"]) == {"val", "test"} and (predictions["method"] == method).all()
             assert predictions["prob"].isna().all() == (method == "haf_cox")
             assert (folder / "masked.tsv.gz").is_file() and (folder / "model.pt").is_file()
-    log = (tmp_path / "logs" / "methods" / "haf" / "fold_0.log").read_text()
-    assert "haf fold 0" in log and "usable for the bce loss" in log
+    log = (tmp_path / "logs" / "methods" / "haf.log").read_text()
+    assert "haf fold 0" in log and "haf fold 1" in log and "usable for the bce loss" in log

@@ -81,3 +81,23 @@ def test_a_fold_stacked_with_others_equals_it_trained_alone(name, decl, folds, b
     # the folds really are different runs: another fold's predictions differ
     assert not np.allclose(predict_scores(together[0].score_fn, together[1].tensors, test), pa)
     assert together[1].checkpoint["seed"] != together[0].checkpoint["seed"]
+
+
+@pytest.mark.parametrize("align", ["ga", "clip"])
+def test_stage2_fold_stacked_with_others_equals_it_trained_alone(align, folds):
+    from haf.alignment.train import project_all, train_alignment_folds
+
+    together = train_alignment_folds(folds, align, STAGE2, CPU)
+    alone = train_alignment_folds(folds[1:2], align, STAGE2, CPU)[0]
+    a, b = together[1].history, alone.history
+    assert a["epoch"].tolist() == b["epoch"].tolist()
+    pd.testing.assert_frame_equal(a, b, rtol=1e-4, atol=1e-5)  # measured: <= 1e-7
+    np.testing.assert_allclose(
+        project_all(together[1].projectors, folds[1], CPU),
+        project_all(alone.projectors, folds[1], CPU),
+        atol=1e-5,
+    )
+    # the untrained initial projections (Fig. 3-4's "before") are the fold's own seeded init
+    np.testing.assert_array_equal(
+        project_all(together[1].initial, folds[1], CPU), project_all(alone.initial, folds[1], CPU)
+    )

@@ -75,9 +75,9 @@ rule tabular:
         manifest=f"{RES}/cohort/manifest.tsv",
         folds=f"{RES}/cohort/folds.tsv",
     output:
-        f"{RES}/tabular/fold_{{fold}}.npz",
+        per_fold(f"{RES}/tabular/fold_{{fold}}.npz"),
     log:
-        f"{LOGS}/tabular/fold_{{fold}}.log",
+        f"{LOGS}/tabular.log",
     conda:
         "../../envs/data.yaml"
     threads: 1
@@ -88,27 +88,30 @@ rule tabular:
         data_root=DATA,
         paths=config["paths"],
         tabular=config["tabular"],
+        folds=FOLDS,
     script:
         "../scripts/preprocess_tabular.py"
 
 
 rule fold_inputs:
     input:
-        tabular=f"{RES}/tabular/fold_{{fold}}.npz",
+        tabular=per_fold(f"{RES}/tabular/fold_{{fold}}.npz"),
         targets=f"{RES}/cohort/targets.tsv",
         folds=f"{RES}/cohort/folds.tsv",
         manifest=f"{RES}/cohort/manifest.tsv",
-        wsi=f"{RES}/stage1/wsi/fold_{{fold}}/embeddings.npz",
-        tma=f"{RES}/stage1/tma/fold_{{fold}}/embeddings.npz",
+        wsi=per_fold(f"{RES}/stage1/wsi/fold_{{fold}}/embeddings.npz"),
+        tma=per_fold(f"{RES}/stage1/tma/fold_{{fold}}/embeddings.npz"),
     output:
-        f"{RES}/fold_inputs/fold_{{fold}}.npz",
+        per_fold(f"{RES}/fold_inputs/fold_{{fold}}.npz"),
     log:
-        f"{LOGS}/fold_inputs/fold_{{fold}}.log",
+        f"{LOGS}/fold_inputs.log",
     conda:
         "../../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        folds=FOLDS,
     script:
         "../scripts/assemble_fold_inputs.py"

@@ -121,14 +121,23 @@ def stage1_raw_inputs(wildcards):
 
 
 def fusion_inputs(wildcards):
-    """Detached fusion methods read the fold inputs, plus the frozen Stage 2 projectors if they align."""
+    """Detached fusion methods read every fold's inputs, plus the frozen Stage 2 projectors if they align."""
     align = METHODS[wildcards.method]["align"]
-    inputs = {"fold_inputs": f"{RES}/fold_inputs/fold_{wildcards.fold}.npz"}
+    inputs = {"fold_inputs": per_fold(f"{RES}/fold_inputs/fold_{{fold}}.npz")}
     if align != "none":
-        inputs["projectors"] = (
-            f"{RES}/stage2/{align}/fold_{wildcards.fold}/projectors.pt"
+        inputs["projectors"] = per_fold(
+            f"{RES}/stage2/{align}/fold_{{fold}}/projectors.pt"
         )
     return inputs
+
+
+def per_fold(template):
+    """One path per fold of this run: ``{fold}`` filled in, other wildcards kept (``{method}``, ...).
+
+    Training rules train every fold of a method in one job (stacked: haf.runtime.stacked), so they
+    declare each fold's files; asking for one fold's file runs the method's job.
+    """
+    return [template.replace("{fold}", str(k)) for k in FOLDS]
 
 
 def stage1_dir(pmod, fold):

@@ -1,4 +1,6 @@
-# Stage 1: CLAM gated-attention MIL per fold and pathology model (wsi, tma, wsi_tma).
+# Stage 1: CLAM gated-attention MIL per pathology model (wsi, tma, wsi_tma), every fold in one job.
+# One intra-op thread: the folds train side by side (haf.runtime.stacked), and two such jobs share two
+# cores better than one job with two threads.
 
 
 rule stage1:
@@ -9,23 +11,26 @@ rule stage1:
         folds=f"{RES}/cohort/folds.tsv",
         tma_index=TMA_INDEX,
     output:
-        model=f"{RES}/stage1/{{pmod}}/fold_{{fold}}/model.pt",
-        embeddings=f"{RES}/stage1/{{pmod}}/fold_{{fold}}/embeddings.npz",
-        predictions=f"{RES}/stage1/{{pmod}}/fold_{{fold}}/predictions.tsv",
-        train_log=f"{RES}/stage1/{{pmod}}/fold_{{fold}}/train_log.tsv",
-        loss_curve=f"{RES}/stage1/{{pmod}}/fold_{{fold}}/loss_curve.png",
+        model=per_fold(f"{RES}/stage1/{{pmod}}/fold_{{fold}}/model.pt"),
+        embeddings=per_fold(f"{RES}/stage1/{{pmod}}/fold_{{fold}}/embeddings.npz"),
+        predictions=per_fold(f"{RES}/stage1/{{pmod}}/fold_{{fold}}/predictions.tsv"),
+        train_log=per_fold(f"{RES}/stage1/{{pmod}}/fold_{{fold}}/train_log.tsv"),
+        loss_curve=per_fold(f"{RES}/stage1/{{pmod}}/fold_{{fold}}/loss_curve.png"),
     log:
-        f"{LOGS}/stage1/{{pmod}}/fold_{{fold}}.log",
+        f"{LOGS}/stage1/{{pmod}}.log",
+    benchmark:
+        f"{LOGS}/benchmarks/stage1_{{pmod}}.tsv"
     conda:
         "../../envs/train.yaml"
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
         mem_mb=8000,
-        runtime=60,
+        runtime=120,
     params:
         stage1=config["stage1"],
         encoder=ENCODER,
         device=config["device"],
+        folds=FOLDS,
     script:
         "../scripts/train_stage1.py"

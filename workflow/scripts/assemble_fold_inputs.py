@@ -1,4 +1,4 @@
-"""Rule fold_inputs: one fold's FoldInputs from targets, folds, tabular and Stage 1 embeddings (thin adapter)."""
+"""Rule fold_inputs: every fold's FoldInputs from targets, folds, tabular and Stage 1 embeddings (thin adapter)."""
 
 from _haf_rule import start
 
@@ -8,14 +8,17 @@ from haf.artifacts.targets import read_targets
 from haf.cohort.assemble import assemble_fold_inputs
 
 log = start(snakemake, "haf.fold_inputs")
-fold = int(snakemake.wildcards.fold)
-inputs, counts = assemble_fold_inputs(
-    fold,
-    read_targets(snakemake.input.targets),
-    read_folds(snakemake.input.folds),
-    snakemake.input.tabular,
-    {"wsi": snakemake.input.wsi, "tma": snakemake.input.tma},
-    manifest=read_manifest(snakemake.input.manifest),
-)
-inputs.save(snakemake.output[0])
-log.info("wrote %s: %s", snakemake.output[0], counts)
+targets = read_targets(snakemake.input.targets)
+folds = read_folds(snakemake.input.folds)
+manifest = read_manifest(snakemake.input.manifest)
+for k, fold in enumerate(snakemake.params.folds):
+    inputs, counts = assemble_fold_inputs(
+        fold,
+        targets,
+        folds,
+        snakemake.input.tabular[k],
+        {"wsi": snakemake.input.wsi[k], "tma": snakemake.input.tma[k]},
+        manifest=manifest,
+    )
+    inputs.save(snakemake.output[k])
+    log.info("wrote %s: %s", snakemake.output[k], counts)

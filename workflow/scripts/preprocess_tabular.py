@@ -1,4 +1,4 @@
-"""Rule tabular: one fold's tabular matrices, every transform fitted on its training part (thin adapter)."""
+"""Rule tabular: every fold's tabular matrices, each transform fitted on that fold's training part (thin adapter)."""
 
 from _haf_rule import start
 
@@ -12,12 +12,8 @@ from haf.modalities import TABULAR
 from haf.settings import TabularSettings
 
 log = start(snakemake, "haf.tabular")
-fold = int(snakemake.wildcards.fold)
 tab = TabularSettings.from_config(snakemake.params.tabular)
 folds = read_folds(snakemake.input.folds)
-assignment = folds.loc[folds["fold"] == fold, ["patient_id", "part"]]
-if assignment.empty:
-    raise HafInputError(snakemake.input.folds, f"no rows for fold {fold}", field="fold")
 sources = load_tabular_sources(
     snakemake.params.data_root, snakemake.params.paths, tab.blood_duplicates, tab.blood_outlier
 )
@@ -33,13 +29,17 @@ for m in TABULAR:  # the manifest and this rule read the same sources: presence 
             "the data changed since the manifest was built; rerun the manifest rule",
             field=f"has_{m}",
         )
-log.info(
-    "fold %d: %d patients; preprocessing %r, icd_min_df %d",
-    fold,
-    len(assignment),
-    tab.preprocessing,
-    tab.icd_min_df,
-)
-arrays, _fitted, counts = preprocess_fold(sources.tables, assignment, tab.preprocessing, tab.icd_min_df)
-write_tabular_npz(snakemake.output[0], arrays, fold)
-log.info("wrote %s: %s", snakemake.output[0], counts)
+for fold, output in zip(snakemake.params.folds, snakemake.output, strict=True):
+    assignment = folds.loc[folds["fold"] == fold, ["patient_id", "part"]]
+    if assignment.empty:
+        raise HafInputError(snakemake.input.folds, f"no rows for fold {fold}", field="fold")
+    log.info(
+        "fold %d: %d patients; preprocessing %r, icd_min_df %d",
+        fold,
+        len(assignment),
+        tab.preprocessing,
+        tab.icd_min_df,
+    )
+    arrays, _fitted, counts = preprocess_fold(sources.tables, assignment, tab.preprocessing, tab.icd_min_df)
+    write_tabular_npz(output, arrays, fold)
+    log.info("wrote %s: %s", output, counts)

@@ -1,5 +1,5 @@
 """Rule ``comparator``: train one comparable method (late fusion, attention fusion, MFMF, feature
-interaction or PARACHUTE) on one fold and write its four outputs."""
+interaction or PARACHUTE) on every fold and write each fold's four outputs."""
 
 from _haf_rule import start
 
@@ -13,23 +13,22 @@ from haf.settings import EvaluationSettings, ParachuteSettings, Stage3Settings  
 set_torch_threads(snakemake.threads)
 device = resolve_device(snakemake.params.device)
 method = snakemake.wildcards.method
-inputs = FoldInputs.load(snakemake.input.fold_inputs)
-log.info("%s fold %d: %d patients from %s", method, inputs.fold, inputs.n, snakemake.input.fold_inputs)
-run_comparator(
-    inputs,
-    snakemake.params.declaration,
-    {
-        "stage3": Stage3Settings.from_config(snakemake.params.stage3),
-        "parachute": ParachuteSettings.from_config(snakemake.params.parachute),
-    },
-    EvaluationSettings.from_config(snakemake.params.evaluation),
-    {
-        "model": snakemake.output.model,
-        "predictions": snakemake.output.predictions,
-        "masked": snakemake.output.masked,
-        "train_log": snakemake.output.train_log,
-    },
-    method=method,
-    device=device,
-    progress=True,
-)
+sections = {
+    "stage3": Stage3Settings.from_config(snakemake.params.stage3),
+    "parachute": ParachuteSettings.from_config(snakemake.params.parachute),
+}
+evaluation = EvaluationSettings.from_config(snakemake.params.evaluation)
+out = snakemake.output
+for k, path in enumerate(snakemake.input.fold_inputs):
+    inputs = FoldInputs.load(path)
+    log.info("%s fold %d: %d patients from %s", method, inputs.fold, inputs.n, path)
+    run_comparator(
+        inputs,
+        snakemake.params.declaration,
+        sections,
+        evaluation,
+        {key: getattr(out, key)[k] for key in ("model", "predictions", "masked", "train_log")},
+        method=method,
+        device=device,
+        progress=True,
+    )

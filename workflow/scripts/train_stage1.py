@@ -1,4 +1,4 @@
-"""Rule stage1: train one fold's CLAM model for one pathology model (wsi | tma | wsi_tma)."""
+"""Rule stage1: train every fold's CLAM model of one pathology model (wsi | tma | wsi_tma)."""
 
 from _haf_rule import start
 
@@ -10,26 +10,29 @@ from haf.settings import Stage1Settings  # noqa: E402
 
 set_torch_threads(snakemake.threads)
 device = resolve_device(snakemake.params.device)
+settings = Stage1Settings.from_config(snakemake.params.stage1)
 log.info(
-    "stage1 %s fold %s on %s (%d threads)",
+    "stage1 %s folds %s on %s (%d threads)",
     snakemake.wildcards.pmod,
-    snakemake.wildcards.fold,
+    snakemake.params.folds,
     device,
     snakemake.threads,
 )
-run_stage1(
-    pmod=snakemake.wildcards.pmod,
-    fold=int(snakemake.wildcards.fold),
-    manifest=snakemake.input.manifest,
-    targets=snakemake.input.targets,
-    folds=snakemake.input.folds,
-    tma_index=snakemake.input.tma_index,
-    section=Stage1Settings.from_config(snakemake.params.stage1),
-    device=device,
-    encoder=snakemake.params.encoder,
-    outputs={
-        key: getattr(snakemake.output, key)
-        for key in ("model", "embeddings", "predictions", "train_log", "loss_curve")
-    },
-    progress=True,
-)
+out = snakemake.output
+for k, fold in enumerate(snakemake.params.folds):
+    run_stage1(
+        pmod=snakemake.wildcards.pmod,
+        fold=int(fold),
+        manifest=snakemake.input.manifest,
+        targets=snakemake.input.targets,
+        folds=snakemake.input.folds,
+        tma_index=snakemake.input.tma_index,
+        section=settings,
+        device=device,
+        encoder=snakemake.params.encoder,
+        outputs={
+            key: getattr(out, key)[k]
+            for key in ("model", "embeddings", "predictions", "train_log", "loss_curve")
+        },
+        progress=True,
+    )

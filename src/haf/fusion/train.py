@@ -376,11 +376,44 @@ def train_method(
     bags: dict[str, Any] | None = None,
     progress: bool = False,
 ) -> FusionRun:
-    """Train method ``name`` on one fold.
+    """Train method ``name`` on one fold (:func:`train_method_folds` with one fold)."""
+    return train_method_folds(
+        name,
+        declaration,
+        [fold_inputs],
+        params,
+        device,
+        projectors=None if projectors is None else [projectors],
+        bags=bags,
+        progress=progress,
+    )[0]
 
-    ``params`` holds the settings (or schema-filled config sections) ``stage1``, ``stage2``, ``stage3``; ``projectors`` is the
-    fold's Stage 2 ``projectors.pt`` (detached aligned methods); ``bags`` the bag sources of the
-    no-detach methods (``manifest`` and ``tma_index`` paths).
+
+def _load_fold_projectors(path: str | Path, spec: MethodSpec, fold: int, device: torch.device):
+    bank, meta = load_projectors(path, device)
+    if meta.get("align") != spec.align:
+        raise ValueError(f"{path}: holds {meta.get('align')!r} projectors, {spec.name} needs {spec.align!r}")
+    if int(meta["fold"]) != fold:
+        raise ValueError(f"{path}: fold {meta.get('fold')} but the fold inputs are fold {fold}")
+    return bank, meta
+
+
+def train_method_folds(
+    name: str,
+    declaration: dict[str, Any],
+    fold_inputs: list[str | Path],
+    params: dict[str, Any],
+    device: torch.device,
+    *,
+    projectors: list[str | Path] | None = None,
+    bags: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> list[FusionRun]:
+    """Train method ``name`` on every given fold (the rule's job: all folds side by side).
+
+    ``params`` holds the settings (or schema-filled config sections) ``stage1``, ``stage2``, ``stage3``;
+    ``projectors`` the folds' Stage 2 ``projectors.pt`` (detached aligned methods), in the order of
+    ``fold_inputs``; ``bags`` the bag sources of the no-detach methods (``manifest``, ``tma_index``).
     """
     spec = MethodSpec.from_declaration(name, declaration)
     params = {
@@ -388,35 +421,34 @@ def train_method(
         "stage2": Stage2Settings.from_config(params["stage2"]),
         "stage3": Stage3Settings.from_config(params["stage3"]),
     }
-    inputs = FoldInputs.load(fold_inputs)  # validates: NaN/inf errors name the modality and the patient
-    log.info("%s fold %d: %s; %d patients; device %s", name, inputs.fold, spec.as_dict(), inputs.n, device)
+    inputs = [FoldInputs.load(path) for path in fold_inputs]  # validates: NaN/inf errors name the patient
+    for inp in inputs:
+        log.info("%s fold %d: %s; %d patients; device %s", name, inp.fold, spec.as_dict(), inp.n, device)
     if not spec.detach:
         from haf.fusion.joint import train_joint
 
         if bags is None:
             raise ValueError(f"{name}: detach false needs the bags (manifest, tma_index)")
-        return train_joint(inputs, spec, params, device, bags=bags, progress=progress)
-    bank, meta = (None, None)
+        return [train_joint(inp, spec, params, device, bags=bags, progress=progress) for inp in inputs]
+    banks = metas = None
     if spec.uses_stage2:
-        if projectors is None:
-            raise ValueError(f"{name}: align {spec.align} needs stage2/{spec.align}/fold_k/projectors.pt")
-        bank, meta = load_projectors(projectors, device)
-        if meta.get("align") != spec.align:
+        if projectors is None or len(projectors) != len(inputs):
             raise ValueError(
-                f"{projectors}: holds {meta.get('align')!r} projectors, {name} needs {spec.align!r}"
+                f"{name}: align {spec.align} needs stage2/{spec.align}/fold_k/projectors.pt of every fold"
             )
-        if int(meta["fold"]) != inputs.fold:
-            raise ValueError(
-                f"{projectors}: fold {meta.get('fold')} but the fold inputs are fold {inputs.fold}"
-            )
-    return train_fusion(
+        loaded = [
+            _load_fold_projectors(path, spec, inp.fold, device)
+            for path, inp in zip(projectors, inputs, strict=True)
+        ]
+        banks, metas = [b for b, _ in loaded], [m for _, m in loaded]
+    return train_fusion_folds(
         inputs,
         spec,
         params["stage3"],
         params["stage2"],
         device,
-        projectors=bank,
-        stage2_meta=meta,
+        projectors=banks,
+        stage2_meta=metas,
         progress=progress,
     )
 
