@@ -101,3 +101,12 @@ def test_stage2_fold_stacked_with_others_equals_it_trained_alone(align, folds):
     np.testing.assert_array_equal(
         project_all(together[1].initial, folds[1], CPU), project_all(alone.initial, folds[1], CPU)
     )
+
+
+def test_a_fold_without_a_usable_validation_part_fails_naming_it(folds):
+    from haf.errors import HafInputError
+
+    broken = [synthetic_fold_inputs(140, fold=f, n_folds=5, seed=4, dims=DIMS) for f in (0, 1, 2)]
+    broken[2].label[broken[2].index("val")] = np.nan  # no labelled validation patient in fold 2
+    with pytest.raises(HafInputError, match=r"fusion_mlp_all fold 2: the validation part has no patient"):
+        train_fusion_folds(broken, _spec("fusion_mlp_all", align="none"), STAGE3, STAGE2, CPU)

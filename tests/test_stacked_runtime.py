@@ -204,3 +204,19 @@ def test_a_member_trained_with_others_equals_it_trained_alone():
 def test_trainer_rejects_unknown_optimiser():
     with pytest.raises(ValueError, match="optimizer"):
         StackedTrainer(_Toy(Members([1])), Members([1]), _settings(optimizer="sgd"))
+
+
+def test_blind_early_stopping_is_an_error_naming_the_member():
+    from haf.errors import HafInputError
+
+    task = _Task([1, 2])
+    real = task.validate
+
+    def validate(running):
+        score, loss = real(running)
+        score[1], loss[1] = np.nan, np.nan  # member 1's validation part has no usable patient
+        return score, loss
+
+    task.validate = validate
+    with pytest.raises(HafInputError, match=r"fold 7: the validation part has no patient"):
+        fit_stacked(task, _settings(max_epochs=3), names=["fold 3", "fold 7"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import tempfile
@@ -47,10 +48,19 @@ def write_json(path: str | Path, payload: Any) -> None:
 
 
 def write_tsv(path: str | Path, frame, **kwargs: Any) -> None:
-    """Write a DataFrame as TSV (gzip if the name ends in .gz), atomically."""
-    compression = "gzip" if str(path).endswith(".gz") else None
-    with atomic_path(path, ".gz" if compression else ".tsv") as tmp:
-        frame.to_csv(tmp, sep="\t", index=False, compression=compression, **kwargs)
+    """Write a DataFrame as TSV (gzip if the name ends in .gz), atomically and byte-stably.
+
+    The gzip header carries neither a timestamp nor the (random) temporary file's name, so the same
+    table gives the same bytes on every run.
+    """
+    if not str(path).endswith(".gz"):
+        with atomic_path(path, ".tsv") as tmp:
+            frame.to_csv(tmp, sep="\t", index=False, **kwargs)
+        return
+    text = frame.to_csv(sep="\t", index=False, **kwargs).encode()
+    with atomic_path(path, ".gz") as tmp:
+        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as handle:
+            handle.write(text)
 
 
 def _json_default(value: Any) -> Any:

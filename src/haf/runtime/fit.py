@@ -203,7 +203,8 @@ def fit_stacked(
     ((K,) scores, (K,) losses)``.  Each member has its own learning-rate schedule, early stopping
     (validation score, ties by lower validation loss, ``es_patience``) and selected epoch; a member
     that stops stays frozen while the others go on; at the end each member's best state is restored.
-    Returns one history per member (the columns of :func:`fit`).
+    A member whose validation part gives neither a score nor a loss is an error naming it (early
+    stopping would be blind). Returns one history per member (the columns of :func:`fit`).
     """
     members = task.members
     k = members.k
@@ -229,6 +230,19 @@ def fit_stacked(
         with torch.no_grad():
             score, loss = task.validate(running.copy())
         score, loss = np.asarray(score, dtype=float), np.asarray(loss, dtype=float)
+        if epoch == 0:
+            blind = [names[i] for i in np.flatnonzero(running) if np.isnan(score[i]) and np.isnan(loss[i])]
+            if blind:
+                from haf.errors import HafInputError
+
+                raise HafInputError(
+                    None,
+                    f"{', '.join(blind)}: the validation part has no patient the validation score or loss can "
+                    "use, so early stopping and the learning-rate schedule would be blind (a silent epoch-0 "
+                    "model). Give the validation part labelled patients with the method's modalities "
+                    "(cv.val_fraction) or use fewer folds.",
+                    where="part val",
+                )
         lr = trainer.optimizer.lr.cpu().numpy().copy()
         if trainer.scheduler is not None:
             trainer.scheduler.step(loss, running)
