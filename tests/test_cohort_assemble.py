@@ -118,3 +118,15 @@ def test_assemble_counts_manifest_patients_without_embedding(tmp_path):
         0, targets, folds, tmp_path / "tab.npz", _paths(tmp_path), manifest=manifest
     )
     assert counts["wsi_available_without_embedding"] == 3  # 004, 005, 006 have WSI but no embedding
+
+
+def test_a_pathology_modality_left_out_is_absent_for_everyone(tmp_path):
+    targets, folds, _ = _write_inputs(tmp_path)
+    inputs, counts = assemble_fold_inputs(
+        0, targets, folds, tmp_path / "tab.npz", {"wsi": tmp_path / "wsi.npz"}
+    )
+    tma = MODALITIES.index("tma")
+    assert not inputs.present[:, tma].any() and inputs.features["tma"].shape == (inputs.n, 0)
+    assert counts["tma_embeddings"] == 0
+    # patient 004 had only TMA (and tabular) data: it stays with its tabular modalities
+    assert "004" in inputs.patient_id.tolist()

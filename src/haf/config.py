@@ -33,3 +33,18 @@ def check_data_root(config: dict[str, Any]) -> None:
         path = data_path(config, key)
         if not path.is_file():
             raise HafConfigError(f"data_root: required file {str(path)!r} (paths.{key}) is missing")
+
+
+def pathology_available(config: dict[str, Any]) -> tuple[str, ...]:
+    """The pathology modalities the cohort can have: both for the demo; for a real download ``wsi``
+    when the WSI encodings folder exists and ``tma`` when the core images folder (or a folder of
+    precomputed TMA features) exists. A partial download runs without the missing ones."""
+    if config["demo"]["enabled"]:
+        return ("wsi", "tma")
+    available = []
+    if data_path(config, "wsi_h5").is_dir():
+        available.append("wsi")
+    precomputed = (config.get("extract") or {}).get("precomputed") or {}
+    if data_path(config, "tma_cores").is_dir() or precomputed.get("dir"):
+        available.append("tma")
+    return tuple(available)

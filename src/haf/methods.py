@@ -13,7 +13,7 @@ Adding a comparator: its model and builder, one entry here, the family in the sc
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,3 +172,36 @@ def evaluation_methods(
         "survival_figures": [m for m in evaluation["survival_methods"] if m in methods],
         "survival": list(methods),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# which pathology modalities (and Stage 1 models) a run needs
+
+
+def pathology_needed(methods: Mapping[str, Mapping[str, Any]], available: Sequence[str]) -> list[str]:
+    """Pathology modalities some running method uses and the cohort has (their Stage 1 runs).
+
+    A method none of whose modalities the cohort has (e.g. ``tma_clam`` on a download without the TMA
+    cores) cannot run: an error naming the method and what is missing, before any job.
+    """
+    from haf.modalities import PATHOLOGY
+
+    for name, decl in methods.items():
+        usable = [m for m in decl["modalities"] if m not in PATHOLOGY or m in available]
+        if not usable:
+            missing = ", ".join(m for m in decl["modalities"] if m not in available)
+            raise HafConfigError(
+                f"run_methods: {name} needs {missing}, which this cohort does not have (the folder in "
+                f"paths is missing under data_root); remove {name} from run_methods or add the data"
+            )
+    used = {m for decl in methods.values() for m in decl["modalities"]}
+    return [m for m in PATHOLOGY if m in used and m in available]
+
+
+def stage1_models(methods: Mapping[str, Mapping[str, Any]], needed: Sequence[str]) -> list[str]:
+    """Stage 1 models of the run: each needed pathology modality's (fold inputs) and the CLAM baselines'."""
+    models = list(needed)
+    for decl in methods.values():
+        if decl["family"] == "clam" and decl["pathology_model"] not in models:
+            models.append(decl["pathology_model"])
+    return [m for m in PATHOLOGY_MODELS if m in models]

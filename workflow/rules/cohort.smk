@@ -95,12 +95,11 @@ rule tabular:
 
 rule fold_inputs:
     input:
+        **fold_embeddings(),
         tabular=per_fold(f"{RES}/tabular/fold_{{fold}}.npz"),
         targets=f"{RES}/cohort/targets.tsv",
         folds=f"{RES}/cohort/folds.tsv",
         manifest=f"{RES}/cohort/manifest.tsv",
-        wsi=per_fold(f"{RES}/stage1/wsi/fold_{{fold}}/embeddings.npz"),
-        tma=per_fold(f"{RES}/stage1/tma/fold_{{fold}}/embeddings.npz"),
     output:
         per_fold(f"{RES}/fold_inputs/fold_{{fold}}.npz"),
     log:
@@ -113,5 +112,6 @@ rule fold_inputs:
         runtime=10,
     params:
         folds=FOLDS,
+        pathology=PATHOLOGY_NEEDED,
     script:
         "../scripts/assemble_fold_inputs.py"

@@ -12,14 +12,15 @@ min_version("9.0")
 sys.path.insert(0, str(Path(workflow.current_basedir).parents[1] / "src"))
 
 from haf.cohort.folds import fold_ids  # noqa: E402
-from haf.config import check_data_root, data_path  # noqa: E402
-from haf.methods import (
+from haf.config import check_data_root, data_path, pathology_available  # noqa: E402
+from haf.methods import (  # noqa: E402
     active_methods,
     evaluation_methods,
     is_joint,
     methods_of_kind,
-)  # noqa: E402
-from haf.modalities import PATHOLOGY_MODELS  # noqa: E402
+    pathology_needed,
+    stage1_models,
+)
 from haf.settings import CVSettings  # noqa: E402
 
 validate(config, schema="../../config/schema.yaml")
@@ -44,6 +45,19 @@ FIGURE_ALIGNMENT = "ga"
 ALIGNMENTS = sorted(
     {METHODS[m]["align"] for m in FUSION_METHODS} - {"none"} | {FIGURE_ALIGNMENT}
 )
+# Which pathology modalities the run needs (the running methods declare their modalities) and the
+# cohort has (a real download without the TMA core archive, or without the WSI encodings, still runs
+# every method that can do without them: the modality is absent for every patient).
+PATHOLOGY_AVAILABLE = pathology_available(config)
+PATHOLOGY_NEEDED = pathology_needed(METHODS, PATHOLOGY_AVAILABLE)
+STAGE1_MODELS = stage1_models(METHODS, PATHOLOGY_NEEDED)
+for _m in ("wsi", "tma"):
+    if _m not in PATHOLOGY_AVAILABLE:
+        print(
+            f"HAF-flow: the cohort has no {_m} data (paths in config): {_m} is absent for every patient; "
+            "methods that use it run without it",
+            file=sys.stderr,
+        )
 # the method lists of every table and figure (haf.methods.evaluation_methods)
 EVAL_METHODS = evaluation_methods(METHODS, config["evaluation"])
 MASKED_METHODS = EVAL_METHODS["masked"]
@@ -56,7 +70,7 @@ def name_pattern(names):
 
 wildcard_constraints:
     fold=r"\d+",
-    pmod=name_pattern(PATHOLOGY_MODELS),
+    pmod=name_pattern(STAGE1_MODELS),
     align=name_pattern(ALIGNMENTS),
 
 
@@ -138,6 +152,31 @@ def per_fold(template):
     declare each fold's files; asking for one fold's file runs the method's job.
     """
     return [template.replace("{fold}", str(k)) for k in FOLDS]
+
+
+def fold_embeddings(wildcards=None):
+    """The Stage 1 embeddings the fold inputs take: those of the pathology modalities the run needs."""
+    return {
+        m: per_fold(f"{RES}/stage1/{m}/fold_{{fold}}/embeddings.npz")
+        for m in PATHOLOGY_NEEDED
+    }
+
+
+def tma_index_input(wildcards):
+    """The TMA feature index, for the jobs that read TMA bags."""
+    pmod = getattr(wildcards, "pmod", None)
+    if pmod is not None:
+        return (
+            [TMA_INDEX]
+            if pmod in ("tma", "wsi_tma") and "tma" in PATHOLOGY_NEEDED
+            else []
+        )
+    method = METHODS[wildcards.method]
+    return (
+        [TMA_INDEX]
+        if "tma" in method["modalities"] and "tma" in PATHOLOGY_NEEDED
+        else []
+    )
 
 
 def stage1_dir(pmod, fold):

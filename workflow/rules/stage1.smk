@@ -9,7 +9,7 @@ rule stage1:
         manifest=f"{RES}/cohort/manifest.tsv",
         targets=f"{RES}/cohort/targets.tsv",
         folds=f"{RES}/cohort/folds.tsv",
-        tma_index=TMA_INDEX,
+        tma_index=tma_index_input,
     output:
         model=per_fold(f"{RES}/stage1/{{pmod}}/fold_{{fold}}/model.pt"),
         embeddings=per_fold(f"{RES}/stage1/{{pmod}}/fold_{{fold}}/embeddings.npz"),

@@ -41,7 +41,7 @@ rule fusion_joint:
     input:
         fold_inputs=per_fold(f"{RES}/fold_inputs/fold_{{fold}}.npz"),
         manifest=f"{RES}/cohort/manifest.tsv",
-        tma_index=TMA_INDEX,
+        tma_index=tma_index_input,
     output:
         model=per_fold(f"{RES}/methods/{{method}}/fold_{{fold}}/model.pt"),
         predictions=per_fold(f"{RES}/methods/{{method}}/fold_{{fold}}/predictions.tsv"),
@@ -68,5 +68,6 @@ rule fusion_joint:
         evaluation=config["evaluation"],
         device=config["device"],
         folds=FOLDS,
+        pathology=PATHOLOGY_NEEDED,
     script:
         "../scripts/train_fusion.py"

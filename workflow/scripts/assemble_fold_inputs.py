@@ -17,7 +17,7 @@ for k, fold in enumerate(snakemake.params.folds):
         targets,
         folds,
         snakemake.input.tabular[k],
-        {"wsi": snakemake.input.wsi[k], "tma": snakemake.input.tma[k]},
+        {m: getattr(snakemake.input, m)[k] for m in snakemake.params.pathology},
         manifest=manifest,
     )
     inputs.save(snakemake.output[k])

@@ -19,7 +19,11 @@ params = {
 inputs = snakemake.input
 bags = None
 if "manifest" in inputs.keys():  # no-detach methods re-train the Stage 1 encoders from the bags
-    bags = {"manifest": inputs.manifest, "tma_index": inputs.tma_index}
+    bags = {
+        "manifest": inputs.manifest,
+        "tma_index": inputs.tma_index[0] if inputs.tma_index else None,
+        "available": list(snakemake.params.pathology),
+    }
 runs = train_method_folds(
     snakemake.wildcards.method,
     snakemake.params.declaration,

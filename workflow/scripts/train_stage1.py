@@ -26,7 +26,7 @@ for k, fold in enumerate(snakemake.params.folds):
         manifest=snakemake.input.manifest,
         targets=snakemake.input.targets,
         folds=snakemake.input.folds,
-        tma_index=snakemake.input.tma_index,
+        tma_index=snakemake.input.tma_index[0] if snakemake.input.tma_index else None,
         section=settings,
         device=device,
         encoder=snakemake.params.encoder,

@@ -36,7 +36,8 @@ def assemble_fold_inputs(
     """Build and validate the fold's inputs; returns them with the counts (logged).
 
     ``folds`` is the whole folds table (this fold's rows are used); ``embedding_paths`` maps ``wsi``
-    and ``tma`` to that fold's Stage 1 ``embeddings.npz``. An embedding for a patient outside the fold,
+    and ``tma`` to that fold's Stage 1 ``embeddings.npz`` (a pathology modality left out is absent for
+    every patient: no method of the run needs it, or the cohort has none). An embedding for a patient outside the fold,
     or with a part that disagrees with ``folds.tsv``, is an error naming the file and the patient.
     """
     rows = folds[folds["fold"] == fold].sort_values("patient_id", kind="stable")
@@ -73,7 +74,16 @@ def assemble_fold_inputs(
         columns[m] = tab[f"columns_{m}"].astype(str).tolist()
 
     for m in PATHOLOGY:
-        path = embedding_paths[m]
+        path = embedding_paths.get(m)
+        if path is None:  # no method of the run uses it, or the cohort has none: absent for everyone
+            features[m] = np.zeros((n, 0), dtype=np.float32)
+            columns[m] = []
+            counts[f"{m}_embeddings"] = 0
+            log.info(
+                "%s: no Stage 1 embeddings in this run (not needed or not in the cohort): absent for every patient",
+                m,
+            )
+            continue
         emb = read_embeddings(path)
         e_ids, e_part, z = emb.patient_id, emb.part, emb.z
         x = np.zeros((n, z.shape[1]), dtype=np.float32)

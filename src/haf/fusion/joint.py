@@ -62,18 +62,22 @@ log = logging.getLogger(__name__)
 def open_bag_stores(
     paths: dict[str, str | Path], stage1: Stage1Settings, modalities: Sequence[str], device: torch.device
 ):
-    """The WSI/TMA :class:`~haf.mil.bags.BagStore` of the method's pathology modalities, cached if they fit."""
+    """The WSI/TMA :class:`~haf.mil.bags.BagStore` of the method's pathology modalities, cached if they fit.
+
+    ``paths``: ``manifest``, ``tma_index`` (when TMA is in the run) and ``available`` (the pathology
+    modalities the cohort has; default both).
+    """
     from haf.mil.bags import BagStore
 
     settings = Stage1Settings.from_config(stage1)
     budget = settings.cache_budget_bytes(device.type)
     stores = {}
     for pm in PATHOLOGY:
-        if pm in modalities:
+        if pm in modalities and pm in paths.get("available", PATHOLOGY):
             stores[pm] = BagStore.for_pathology_model(
                 pm,
                 manifest=paths["manifest"],
-                tma_index=paths["tma_index"],
+                tma_index=paths.get("tma_index"),
                 wsi_dim=settings.wsi_dim,
                 max_abs=settings.max_abs_feature,
             )
