@@ -87,17 +87,19 @@ def test_rule_script_writes_the_contract_outputs(cohort, tmp_path):
         handle.create_dataset("features", data=np.zeros((0, DIM), np.float32))
     try:
         outputs = {
-            k: str(tmp_path / "stage1" / "wsi" / "fold_1" / f"{k}.{ext}") for k, ext in OUTPUTS.items()
+            k: [str(tmp_path / "stage1" / "wsi" / "fold_1" / f"{k}.{ext}")] for k, ext in OUTPUTS.items()
         }
         snakemake = SimpleNamespace(
             input=SimpleNamespace(
                 manifest=str(cohort.manifest),
                 targets=str(cohort.targets),
                 folds=str(cohort.folds),
-                tma_index=str(cohort.tma_index),
+                tma_index=[str(cohort.tma_index)],
             ),
             output=SimpleNamespace(**outputs),
-            params=SimpleNamespace(stage1={**SECTION, "max_epochs": 4}, encoder="synthetic", device="cpu"),
+            params=SimpleNamespace(
+                stage1={**SECTION, "max_epochs": 4}, encoder="synthetic", device="cpu", folds=[1]
+            ),
             wildcards=SimpleNamespace(pmod="wsi", fold="1"),
             log=[str(tmp_path / "stage1.log")],
             threads=1,
@@ -112,14 +114,14 @@ def test_rule_script_writes_the_contract_outputs(cohort, tmp_path):
 
     folds = pd.read_csv(cohort.folds, sep="\t", dtype={"patient_id": str})
     fold1 = folds[folds["fold"] == 1].set_index("patient_id")["part"]
-    with np.load(outputs["embeddings"], allow_pickle=False) as emb:
+    with np.load(outputs["embeddings"][0], allow_pickle=False) as emb:
         assert set(emb.files) == {"patient_id", "part", "z"}
         pids, parts, z = emb["patient_id"].tolist(), emb["part"].tolist(), emb["z"]
     assert z.dtype == np.float32 and z.shape == (len(pids), 64) and np.isfinite(z).all()
     assert empty_pid not in pids and sorted(pids) == sorted(set(fold1.index) - {empty_pid})
     assert parts == [fold1[p] for p in pids] and set(parts) == {"train", "val", "test"}
 
-    pred = read_predictions(outputs["predictions"])
+    pred = read_predictions(outputs["predictions"][0])
     assert set(pred["method"]) == {"wsi_clam"} and set(pred["part"]) == {"val", "test"}
     assert set(pred["fold"]) == {1} and set(pred["seed"]) == {1}
     assert sorted(pred["patient_id"]) == sorted(
@@ -127,12 +129,12 @@ def test_rule_script_writes_the_contract_outputs(cohort, tmp_path):
     )
     np.testing.assert_allclose(pred["prob"], 1 / (1 + np.exp(-pred["risk"])), rtol=1e-5)
 
-    log = pd.read_csv(outputs["train_log"], sep="\t")
+    log = pd.read_csv(outputs["train_log"][0], sep="\t")
     assert list(log.columns) == ["epoch", "train_loss", "val_loss", "val_score", "lr", "best"]
     assert len(log) == 4 and log["best"].sum() == 1
-    assert Path(outputs["loss_curve"]).read_bytes()[:4] == b"\x89PNG"
+    assert Path(outputs["loss_curve"][0]).read_bytes()[:4] == b"\x89PNG"
 
-    payload = torch.load(outputs["model"], weights_only=True)
+    payload = torch.load(outputs["model"][0], weights_only=True)
     assert payload["meta"]["pmod"] == "wsi" and payload["meta"]["fold"] == 1 and payload["meta"]["seed"] == 2
     model = GatedAttentionMIL.from_checkpoint(payload).eval()
     from haf.mil.bags import BagStore
