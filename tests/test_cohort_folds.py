@@ -37,7 +37,7 @@ def _targets(n=200, seed=0):
 def test_kfold_partitions_patients_and_stratifies(tmp_path):
     targets = _targets()
     folds, counts = make_folds(targets, _cv("kfold", k=5, seed=42, val_fraction=0.15))
-    assert set(folds.columns) == {"patient_id", "fold", "part"}
+    assert set(folds.columns) == {"patient_id", "repeat", "fold", "part"}
     # every patient once per fold, in the test part of exactly one fold
     assert (folds.groupby("fold")["patient_id"].nunique() == len(targets)).all()
     tests = folds[folds["part"] == "test"]
@@ -107,6 +107,32 @@ def test_official_split_counts_patients_outside_either_side(caplog):
 
 def test_read_folds_rejects_bad_parts(tmp_path):
     f = tmp_path / "folds.tsv"
-    f.write_text("patient_id\tfold\tpart\n001\t0\ttrain\n002\t0\tholdout\n")
+    f.write_text("patient_id\trepeat\tfold\tpart\n001\t0\t0\ttrain\n002\t0\t0\tholdout\n")
     with pytest.raises(HafInputError, match=r"line 3, field 'part'"):
         read_folds(f)
+    f.write_text("patient_id\trepeat\tfold\tpart\n001\t0\t0\ttrain\n002\t1\t0\ttest\n")
+    with pytest.raises(HafInputError, match=r"fold 0 belongs to two repeats"):
+        read_folds(f)
+
+
+def test_repeated_kfold_gives_each_repeat_its_own_split_and_repeat_0_is_the_plain_kfold():
+    from haf.artifacts.folds import fold_repeats
+    from haf.cohort.folds import fold_ids
+
+    targets = _targets(n=60)
+    plain, _ = make_folds(targets, _cv("kfold", k=5, seed=3, val_fraction=0.2))
+    cv = _cv("kfold", k=5, seed=3, val_fraction=0.2, repeats=3)
+    folds, _ = make_folds(targets, cv)
+    assert fold_ids(cv) == list(range(15)) and sorted(folds["fold"].unique()) == list(range(15))
+    repeat_of = fold_repeats(folds)
+    assert [repeat_of[f] for f in range(15)] == [r for r in range(3) for _ in range(5)]
+    # repeat 0 reproduces the unrepeated split; every repeat puts each patient in exactly one test part
+    first = folds[folds["repeat"] == 0].drop(columns="repeat").reset_index(drop=True)
+    pd.testing.assert_frame_equal(first, plain.drop(columns="repeat").reset_index(drop=True))
+    for r in range(3):
+        test = folds[(folds["repeat"] == r) & (folds["part"] == "test")]
+        assert sorted(test["patient_id"]) == sorted(targets["patient_id"])
+    tests = [
+        frozenset(folds[(folds["fold"] == f) & (folds["part"] == "test")]["patient_id"]) for f in (0, 5, 10)
+    ]
+    assert len(set(tests)) == 3  # different seeds, different splits

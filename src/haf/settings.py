@@ -142,6 +142,7 @@ class CVSettings(Section):
     SECTION: ClassVar[str] = "cv"
     scheme: str
     k: int
+    repeats: int
     seed: int
     val_fraction: float
 

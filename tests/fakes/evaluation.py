@@ -54,7 +54,7 @@ def fake_cohort(
         val = set(rng.choice(rest, size=max(4, len(rest) // 6), replace=False).tolist())
         for i in range(n):
             part = "test" if test_fold[i] == fold else ("val" if i in val else "train")
-            rows.append(dict(patient_id=ids[i], fold=fold, part=part))
+            rows.append(dict(patient_id=ids[i], repeat=0, fold=fold, part=part))
     present = rng.random((n, len(MODALITIES))) < 0.8
     present[np.arange(n), rng.integers(0, len(MODALITIES), size=n)] = True
     return targets, pd.DataFrame(rows), z, present

@@ -165,5 +165,5 @@ def stratified_folds(
             val.update(idx[: max(1, int(round(val_fraction * len(idx))))].tolist())
         for i, pid in enumerate(pids):
             part = "test" if fold_of[i] == fold else ("val" if i in val else "train")
-            rows.append({"patient_id": pid, "fold": fold, "part": part})
+            rows.append({"patient_id": pid, "repeat": 0, "fold": fold, "part": part})
     return rows

@@ -1,7 +1,9 @@
-"""``cohort/folds.tsv`` (rule ``folds``): ``patient_id, fold, part``, one row per patient and fold.
+"""``cohort/folds.tsv`` (rule ``folds``): ``patient_id, repeat, fold, part``, one row per patient and fold.
 
-``part`` is ``train``, ``val`` (early stopping, LR schedule, thresholds) or ``test``.  Written once,
-read by every stage and method, so every method sees the same folds.
+``part`` is ``train``, ``val`` (early stopping, LR schedule, thresholds) or ``test``.  ``fold`` is
+unique over the whole run (repeat r of ``cv.repeats`` holds folds ``r * K ... r * K + K - 1``): every
+per-fold output is keyed by it, and ``repeat`` says which repeated split it belongs to.  Written
+once, read by every stage and method, so every method sees the same folds.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from haf.artifacts.predictions import PARTS
 from haf.artifacts.tables import read_patient_table
 from haf.errors import HafInputError
 
-FOLD_COLUMNS: tuple[str, ...] = ("patient_id", "fold", "part")
+FOLD_COLUMNS: tuple[str, ...] = ("patient_id", "repeat", "fold", "part")
 
 
 def write_folds(path: str | Path, folds: pd.DataFrame) -> None:
@@ -42,7 +44,17 @@ def read_folds(path: str | Path) -> pd.DataFrame:
             path, "patient appears twice in one fold", where=f"line {pos + 2}", field="patient_id"
         )
     frame["fold"] = frame["fold"].astype(int)
+    frame["repeat"] = frame["repeat"].astype(int)
+    two = frame.groupby("fold")["repeat"].nunique()
+    if (two > 1).any():
+        raise HafInputError(path, f"fold {int(two[two > 1].index[0])} belongs to two repeats", field="repeat")
     return frame
+
+
+def fold_repeats(folds: pd.DataFrame) -> dict[int, int]:
+    """fold -> repeat of a folds table (:func:`read_folds`)."""
+    pairs = folds[["fold", "repeat"]].drop_duplicates()
+    return {int(f): int(r) for f, r in zip(pairs["fold"], pairs["repeat"], strict=True)}
 
 
 def fold_table(

@@ -145,21 +145,34 @@ class FoldScheme:
     make: Callable[[pd.DataFrame, CVSettings, dict[str, str] | None, str | Path], tuple[pd.DataFrame, dict]]
 
 
+def repeat_seed(seed: int, repeat: int) -> int:
+    """The split seed of repeat ``repeat`` (repeat 0 is the configured seed: R = 1 gives the plain K-fold)."""
+    return int(seed) + 1000 * int(repeat)
+
+
 def _kfold(targets: pd.DataFrame, cv: CVSettings, split: dict[str, str] | None, source: str | Path):
-    return kfold_folds(targets, cv.k, cv.seed, cv.val_fraction), {}
+    frames = []
+    for r in range(cv.repeats):
+        folds = kfold_folds(targets, cv.k, repeat_seed(cv.seed, r), cv.val_fraction)
+        frames.append(folds.assign(repeat=r, fold=folds["fold"] + r * cv.k))
+    return pd.concat(frames, ignore_index=True), {}
 
 
 def _official(targets: pd.DataFrame, cv: CVSettings, split: dict[str, str] | None, source: str | Path):
     if split is None:
         raise ValueError(f"cv.scheme {cv.scheme!r} needs its official split file")
-    return official_folds(targets, split, cv.seed, cv.val_fraction, source)
+    frames, counts = [], {}
+    for r in range(cv.repeats):  # the test part is the split's; each repeat draws its own validation part
+        folds, counts = official_folds(targets, split, repeat_seed(cv.seed, r), cv.val_fraction, source)
+        frames.append(folds.assign(repeat=r, fold=r))
+    return pd.concat(frames, ignore_index=True), counts
 
 
 FOLD_SCHEMES: dict[str, FoldScheme] = {
-    "kfold": FoldScheme("kfold", None, lambda cv: cv.k, _kfold),
-    "official_in": FoldScheme("official_in", "dataset_split_in.json", lambda cv: 1, _official),
-    "official_out": FoldScheme("official_out", "dataset_split_out.json", lambda cv: 1, _official),
-    "oropharynx": FoldScheme("oropharynx", "dataset_split_Oropharynx.json", lambda cv: 1, _official),
+    "kfold": FoldScheme("kfold", None, lambda cv: cv.k * cv.repeats, _kfold),
+    "official_in": FoldScheme("official_in", "dataset_split_in.json", lambda cv: cv.repeats, _official),
+    "official_out": FoldScheme("official_out", "dataset_split_out.json", lambda cv: cv.repeats, _official),
+    "oropharynx": FoldScheme("oropharynx", "dataset_split_Oropharynx.json", lambda cv: cv.repeats, _official),
 }
 """The fold-scheme registry (``cv.scheme``). Adding a scheme: an entry here, the schema enum, a test."""
 
@@ -172,7 +185,8 @@ def fold_scheme(name: str) -> FoldScheme:
 
 
 def fold_ids(cv: CVSettings) -> list[int]:
-    """The fold indices of a run: K for ``kfold``, a single train/test fold for the official splits."""
+    """The fold indices of a run: R x K for ``kfold`` (``cv.repeats`` seeded K-fold splits; fold
+    ``r * K + k`` is fold k of repeat r), R for the official splits (one test part, R validation draws)."""
     return list(range(fold_scheme(cv.scheme).n_folds(cv)))
 
 
