@@ -178,6 +178,18 @@ class ExtractSettings(Section):
 
 
 @dataclass(frozen=True)
+class TrainingSettings(Section):
+    """The ``training`` section: how every per-fold model selects the epoch it keeps."""
+
+    SECTION: ClassVar[str] = "training"
+    selection: str
+    min_epochs: int
+    smooth_window: int
+    average_last: int
+    min_val_patients: int
+
+
+@dataclass(frozen=True)
 class Stage1Settings(Section):
     """The ``stage1`` section: CLAM sizes, loss mix, batching, protocol (HAF paper section 3.1)."""
 
@@ -325,6 +337,7 @@ SECTIONS: dict[str, type[Section]] = {
         CVSettings,
         TabularSettings,
         ExtractSettings,
+        TrainingSettings,
         Stage1Settings,
         Stage2Settings,
         Stage3Settings,
@@ -350,6 +363,18 @@ def fill_defaults(config: Mapping[str, Any], schema: str | Path = SCHEMA_PATH) -
     filled = copy.deepcopy(dict(config))
     validate(filled, str(schema), set_default=True)
     return filled
+
+
+def schema_section(name: str, schema: str | Path = SCHEMA_PATH) -> Section:
+    """The typed settings of a flat config section at the schema's defaults (e.g. ``training`` for a
+    library caller that does not configure it): read from the schema, never written in code."""
+    import yaml
+
+    props = yaml.safe_load(Path(schema).read_text())["properties"][name]["properties"]
+    missing = [key for key, prop in props.items() if "default" not in prop]
+    if missing:
+        raise HafConfigError(f"{name}.{missing[0]} has no schema default; configure the section")
+    return SECTIONS[name].from_config({key: prop["default"] for key, prop in props.items()})
 
 
 def section(config: Mapping[str, Any], name: str) -> Section:

@@ -30,6 +30,7 @@ rule comparator:
         parachute=config["parachute"],
         evaluation=config["evaluation"],
         device=config["device"],
+        training=config["training"],
         folds=FOLDS,
     script:
         "../scripts/train_comparator.py"

@@ -31,6 +31,7 @@ rule stage1:
         stage1=config["stage1"],
         encoder=ENCODER,
         device=config["device"],
+        training=config["training"],
         folds=FOLDS,
     script:
         "../scripts/train_stage1.py"

@@ -24,6 +24,7 @@ rule align:
     params:
         stage2=config["stage2"],
         device=config["device"],
+        training=config["training"],
         folds=FOLDS,
     script:
         "../scripts/train_alignment.py"

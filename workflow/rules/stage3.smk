@@ -32,6 +32,7 @@ rule fusion:
         stage3=config["stage3"],
         evaluation=config["evaluation"],
         device=config["device"],
+        training=config["training"],
         folds=FOLDS,
     script:
         "../scripts/train_fusion.py"
@@ -67,6 +68,7 @@ rule fusion_joint:
         stage3=config["stage3"],
         evaluation=config["evaluation"],
         device=config["device"],
+        training=config["training"],
         folds=FOLDS,
         pathology=PATHOLOGY_NEEDED,
     script:

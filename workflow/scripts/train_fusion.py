@@ -7,7 +7,13 @@ log = start(snakemake, "haf.fusion")
 
 from haf.fusion.train import train_method_folds, write_run  # noqa: E402
 from haf.runtime.device import resolve_device, set_torch_threads  # noqa: E402
-from haf.settings import EvaluationSettings, Stage1Settings, Stage2Settings, Stage3Settings  # noqa: E402
+from haf.settings import (  # noqa: E402
+    EvaluationSettings,
+    Stage1Settings,
+    Stage2Settings,
+    Stage3Settings,
+    TrainingSettings,
+)
 
 set_torch_threads(snakemake.threads)
 device = resolve_device(snakemake.params.device)
@@ -32,6 +38,7 @@ runs = train_method_folds(
     device,
     projectors=list(inputs.projectors) if "projectors" in inputs.keys() else None,
     bags=bags,
+    selection=TrainingSettings.from_config(snakemake.params.training),
     progress=True,
 )
 evaluation = EvaluationSettings.from_config(snakemake.params.evaluation)

@@ -30,7 +30,7 @@ from haf.runtime.fit import StackedTrainer, fit_stacked
 from haf.runtime.seeds import fold_seed, seed_everything
 from haf.runtime.stacked import Layers, Members, member_state_dict, pad_rows, stacked_epoch
 from haf.runtime.tensors import FoldTensors, StackedFoldTensors
-from haf.settings import Stage2Settings
+from haf.settings import Stage2Settings, TrainingSettings
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,11 @@ def train_alignment(
     settings: Stage2Settings,
     device: torch.device,
     *,
+    selection: TrainingSettings | None = None,
     progress: bool = False,
 ) -> AlignmentResult:
     """One fold of :func:`train_alignment_folds` (a stacked run with one member)."""
-    return train_alignment_folds([inputs], align, settings, device, progress=progress)[0]
+    return train_alignment_folds([inputs], align, settings, device, selection=selection, progress=progress)[0]
 
 
 class _AlignmentTask:
@@ -74,6 +75,9 @@ class _AlignmentTask:
         self.tensors = StackedFoldTensors.from_inputs(inputs, device)
         self.train_rows = [i.index("train") for i in inputs]
         self.val_rows = [i.index("val") for i in inputs]
+        self.val_counts = [
+            int((i.present[r].sum(axis=1) >= 2).sum()) for i, r in zip(inputs, self.val_rows, strict=True)
+        ]
         dims = {m: self.tensors.widths[m] for m in MODALITIES}
         self.model = ProjectorBank(dims, MODALITIES, cfg.hidden, cfg.d_out, Layers(self.members)).to(device)
         self.initial = [member_state_dict(self.model, k) for k in range(len(inputs))]
@@ -143,6 +147,7 @@ def train_alignment_folds(
     settings: Stage2Settings,
     device: torch.device,
     *,
+    selection: TrainingSettings | None = None,
     progress: bool = False,
 ) -> list[AlignmentResult]:
     """Fit every fold's seven projectors with the registry's ``align`` loss, all folds at once.
@@ -184,7 +189,7 @@ def train_alignment_folds(
             )
     task = _AlignmentTask(inputs, align, cfg, device)
     names = [f"stage2 {align} fold {i.fold}" for i in inputs]
-    histories = fit_stacked(task, cfg.train, names=names, progress=progress)
+    histories = fit_stacked(task, cfg.train, names=names, selection=selection, progress=progress)
     results = []
     for k in range(len(inputs)):
         missing = task.missing[k]

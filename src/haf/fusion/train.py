@@ -41,7 +41,7 @@ from haf.runtime.outputs import write_method_outputs
 from haf.runtime.seeds import fold_seed, seed_everything
 from haf.runtime.stacked import Layers, Members, gather_rows, member_state_dict, pad_rows, stacked_epoch
 from haf.runtime.tensors import FoldTensors, StackedFoldTensors, training_rows
-from haf.settings import Stage1Settings, Stage2Settings, Stage3Settings
+from haf.settings import Stage1Settings, Stage2Settings, Stage3Settings, TrainingSettings
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,7 @@ def train_fusion(
     *,
     projectors: ProjectorBank | None = None,
     stage2_meta: dict[str, Any] | None = None,
+    selection: TrainingSettings | None = None,
     progress: bool = False,
 ) -> FusionRun:
     """One fold of :func:`train_fusion_folds` (a stacked run with one member)."""
@@ -131,6 +132,7 @@ def train_fusion(
         device,
         projectors=None if projectors is None else [projectors],
         stage2_meta=None if stage2_meta is None else [stage2_meta],
+        selection=selection,
         progress=progress,
     )[0]
 
@@ -155,6 +157,7 @@ class _DetachedFusionTask:
         self.train_rows = [training_rows(i, "train", spec.task_loss) for i in inputs]
         self.val_rows = [training_rows(i, "val", spec.task_loss) for i in inputs]
         self.val_index, self.val_valid = pad_rows(self.val_rows, device)
+        self.val_counts = [len(r) for r in self.val_rows]
         layers = Layers(self.members)
         self.frozen = spec.uses_stage2
         slots = slot_index(spec)
@@ -277,6 +280,7 @@ def train_fusion_folds(
     *,
     projectors: list[ProjectorBank] | None = None,
     stage2_meta: list[dict[str, Any]] | None = None,
+    selection: TrainingSettings | None = None,
     progress: bool = False,
 ) -> list[FusionRun]:
     """Train one detached fusion method on several folds at once (one stacked member per fold).
@@ -309,7 +313,7 @@ def train_fusion_folds(
             )
     task = _DetachedFusionTask(inputs, spec, stage3, stage2, device, projectors)
     names = [f"{spec.name} fold {i.fold}" for i in inputs]
-    histories = fit_stacked(task, stage3.train, names=names, progress=progress)
+    histories = fit_stacked(task, stage3.train, names=names, selection=selection, progress=progress)
     runs = []
     for k, inp in enumerate(inputs):
         history = histories[k]
@@ -374,6 +378,7 @@ def train_method(
     *,
     projectors: str | Path | None = None,
     bags: dict[str, Any] | None = None,
+    selection: TrainingSettings | None = None,
     progress: bool = False,
 ) -> FusionRun:
     """Train method ``name`` on one fold (:func:`train_method_folds` with one fold)."""
@@ -385,6 +390,7 @@ def train_method(
         device,
         projectors=None if projectors is None else [projectors],
         bags=bags,
+        selection=selection,
         progress=progress,
     )[0]
 
@@ -407,6 +413,7 @@ def train_method_folds(
     *,
     projectors: list[str | Path] | None = None,
     bags: dict[str, Any] | None = None,
+    selection: TrainingSettings | None = None,
     progress: bool = False,
 ) -> list[FusionRun]:
     """Train method ``name`` on every given fold (the rule's job: all folds side by side).

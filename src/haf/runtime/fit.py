@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from haf.settings import TrainSettings
+from haf.settings import TrainingSettings, TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -188,11 +188,60 @@ class StackedTrainer:
         self.optimizer.step(active)
 
 
+class EpochSelector:
+    """One member's early stopping and epoch selection under ``training.selection``.
+
+    ``best``: the epoch with the highest validation score, ties by lower validation loss (HAF's rule);
+    ``smoothed``: the same on the trailing means over ``smooth_window`` epochs of score and loss (one
+    noisy epoch on a small validation part cannot win alone); ``min_epochs``: ``best`` among epochs
+    ``>= min_epochs`` (earlier epochs are neither selected nor counted by the patience); ``average``:
+    ``best``'s epoch, with the weights averaged over the ``average_last`` epochs ending there.
+    Patience counts epochs since the last improvement of the criterion.
+    """
+
+    def __init__(self, selection: TrainingSettings, patience: int) -> None:
+        if selection.selection not in ("best", "smoothed", "min_epochs", "average"):
+            raise ValueError(f"training.selection {selection.selection!r} is not known")
+        self.s, self.patience = selection, int(patience)
+        self.scores: list[float] = []
+        self.losses: list[float] = []
+        self.recent: list[torch.Tensor] = []  # the last average_last states (average)
+        self.best_key: tuple[float, float] | None = None
+        self.best_epoch = -1
+        self.best_state: torch.Tensor | None = None
+        self.bad = 0
+
+    def update(self, epoch: int, score: float, loss: float, snapshot: Callable[[], torch.Tensor]) -> bool:
+        """Record one epoch; return True when this member should stop."""
+        s = -math.inf if math.isnan(score) else float(score)
+        v = math.inf if math.isnan(loss) else float(loss)
+        self.scores.append(s)
+        self.losses.append(v)
+        if self.s.selection == "average":
+            self.recent = (self.recent + [snapshot()])[-self.s.average_last :]
+        if self.s.selection == "min_epochs" and epoch < self.s.min_epochs:
+            return False
+        if self.s.selection == "smoothed":
+            w = self.s.smooth_window
+            s, v = float(np.mean(self.scores[-w:])), float(np.mean(self.losses[-w:]))
+        key = (s, -v)
+        if self.best_key is None or key > self.best_key:
+            self.best_key, self.best_epoch, self.bad = key, epoch, 0
+            if self.s.selection == "average":
+                self.best_state = torch.stack(self.recent).mean(dim=0)
+            else:
+                self.best_state = snapshot()
+        else:
+            self.bad += 1
+        return self.bad >= self.patience
+
+
 def fit_stacked(
     task: Any,
     settings: TrainSettings,
     *,
     names: Sequence[str],
+    selection: TrainingSettings | None = None,
     progress: bool = False,
 ) -> list[pd.DataFrame]:
     """The training protocol of :func:`fit`, for every member of a stacked task at once.
@@ -206,14 +255,25 @@ def fit_stacked(
     A member whose validation part gives neither a score nor a loss is an error naming it (early
     stopping would be blind). Returns one history per member (the columns of :func:`fit`).
     """
+    if selection is None:
+        from haf.settings import schema_section
+
+        selection = schema_section("training")
+    selection = TrainingSettings.from_config(selection)
     members = task.members
     k = members.k
+    for i, n_val in enumerate(getattr(task, "val_counts", None) or []):
+        if n_val < selection.min_val_patients:
+            log.warning(
+                "%s: only %d usable validation patients (< training.min_val_patients = %d): the selected "
+                "epoch rests on a small validation part",
+                names[i],
+                n_val,
+                selection.min_val_patients,
+            )
     trainer = StackedTrainer(task.model, members, settings)
     flat = trainer.flat
-    best_key: list[tuple[float, float] | None] = [None] * k
-    best_epoch = np.full(k, -1)
-    best_state: list[torch.Tensor | None] = [None] * k
-    bad = np.zeros(k, dtype=int)
+    selectors = [EpochSelector(selection, settings.es_patience) for _ in range(k)]
     running = np.ones(k, dtype=bool)
     rows: list[list[dict[str, float]]] = [[] for _ in range(k)]
     epochs: Iterable[int] = range(settings.max_epochs)
@@ -251,29 +311,27 @@ def fit_stacked(
                 {"epoch": epoch, "train_loss": float(train_loss[i]), "val_loss": float(loss[i]),
                  "val_score": float(score[i]), "lr": float(lr[i])}
             )  # fmt: skip
-            s = -math.inf if math.isnan(score[i]) else float(score[i])
-            v = math.inf if math.isnan(loss[i]) else float(loss[i])
-            key = (s, -v)
-            if best_key[i] is None or key > best_key[i]:
-                best_key[i], best_epoch[i], bad[i] = key, epoch, 0
-                best_state[i] = flat.snapshot(i)
-            else:
-                bad[i] += 1
-            if bad[i] >= settings.es_patience:
+            if selectors[i].update(epoch, score[i], loss[i], lambda i=i: flat.snapshot(i)):
                 running[i] = False
-                log.info("%s: early stop at epoch %d (best epoch %d)", names[i], epoch, best_epoch[i])
+                log.info(
+                    "%s: early stop at epoch %d (selected epoch %d)", names[i], epoch, selectors[i].best_epoch
+                )
     histories = []
     for i in range(k):
-        if best_state[i] is not None:
-            flat.load(i, best_state[i])
+        if selectors[i].best_epoch < 0 and rows[i]:  # stopped before any epoch could be selected
+            selectors[i].best_epoch = rows[i][-1]["epoch"]
+            log.warning("%s: no epoch reached training.min_epochs; keeping the last one", names[i])
+        if selectors[i].best_state is not None:
+            flat.load(i, selectors[i].best_state)
         history = pd.DataFrame(rows[i], columns=["epoch", "train_loss", "val_loss", "val_score", "lr"])
-        history["best"] = history["epoch"] == best_epoch[i]
+        history["best"] = history["epoch"] == selectors[i].best_epoch
         chosen = history.loc[history["best"]]
         log.info(
-            "%s: %d epochs, best epoch %d (val score %.4f, val loss %.4f)",
+            "%s: %d epochs, selected epoch %d (%s; val score %.4f, val loss %.4f)",
             names[i],
             len(history),
-            best_epoch[i],
+            selectors[i].best_epoch,
+            selection.selection,
             chosen["val_score"].iloc[0] if len(chosen) else float("nan"),
             chosen["val_loss"].iloc[0] if len(chosen) else float("nan"),
         )
