@@ -16,6 +16,8 @@ rule extract_tma:
         index=TMA_INDEX,
     log:
         f"{LOGS}/extract_tma.log",
+    benchmark:
+        f"{LOGS}/benchmarks/extract_tma.tsv"
     conda:
         "../../envs/extract.yaml"
     threads: 16
