@@ -145,6 +145,7 @@ class CVSettings(Section):
     repeats: int
     seed: int
     val_fraction: float
+    val_from: str
 
 
 @dataclass(frozen=True)
@@ -239,6 +240,7 @@ class Stage2Settings(Section):
     tau_sv: float
     tau_pd: float
     lambda_pd: float
+    lambda_sv: float
     tau_clip: float
     lr: float
     weight_decay: float
@@ -262,6 +264,7 @@ class Stage3Settings(Section):
     hidden: int
     dropout: float
     lambda_mofe: float
+    reduced_draw: str
     lr: float
     weight_decay: float
     max_epochs: int

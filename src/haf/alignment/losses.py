@@ -20,7 +20,7 @@ Numerical traps handled here (SPEC section 6):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -166,7 +166,9 @@ def clip_alignment_loss(
 
 
 def _ga(u: torch.Tensor, present: torch.Tensor, s: Stage2Settings) -> AlignmentTerms:
-    return global_alignment_loss(u, present, tau_sv=s.tau_sv, tau_pd=s.tau_pd, lambda_pd=s.lambda_pd)
+    terms = global_alignment_loss(u, present, tau_sv=s.tau_sv, tau_pd=s.tau_pd, lambda_pd=s.lambda_pd)
+    # L_GA = lambda_sv L_SV + lambda_pd L_PD (lambda_sv = 1: Eq. 7; the authors' code weighs L_SV 0.1)
+    return replace(terms, loss=s.lambda_sv * terms.sv + s.lambda_pd * terms.pd)
 
 
 def _clip(u: torch.Tensor, present: torch.Tensor, s: Stage2Settings) -> AlignmentTerms:

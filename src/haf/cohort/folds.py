@@ -54,8 +54,14 @@ def stratified_holdout(
     return held
 
 
-def kfold_folds(targets: pd.DataFrame, k: int, seed: int, val_fraction: float) -> pd.DataFrame:
-    """Stratified K-fold with a stratified inner validation part (seeded, patient level)."""
+def kfold_folds(
+    targets: pd.DataFrame, k: int, seed: int, val_fraction: float, val_from: str
+) -> pd.DataFrame:
+    """Stratified K-fold with a stratified validation part (seeded, patient level).
+
+    ``val_from="train"``: ``val_fraction`` of each training part (SPEC); ``"heldout"``: the held-out fold
+    split 50/50 (stratified) into validation and test, the other K-1 folds all train (the HAF authors' code).
+    """
     ids = targets["patient_id"].to_numpy().astype(str)
     order = np.argsort(ids, kind="stable")
     ids = ids[order]
@@ -81,11 +87,19 @@ def kfold_folds(targets: pd.DataFrame, k: int, seed: int, val_fraction: float) -
     rows = []
     for fold, (train_idx, test_idx) in enumerate(splitter.split(np.zeros(len(ids)), stratum)):
         rng = np.random.default_rng([seed, fold])
-        val = stratified_holdout(ids[train_idx], stratum[train_idx], val_fraction, rng)
         part = np.empty(len(ids), dtype=object)
-        part[test_idx] = "test"
-        part[train_idx[val]] = "val"
-        part[train_idx[~val]] = "train"
+        if val_from == "heldout":
+            val = stratified_holdout(ids[test_idx], stratum[test_idx], 0.5, rng)
+            part[train_idx] = "train"
+            part[test_idx[val]] = "val"
+            part[test_idx[~val]] = "test"
+        elif val_from == "train":
+            val = stratified_holdout(ids[train_idx], stratum[train_idx], val_fraction, rng)
+            part[test_idx] = "test"
+            part[train_idx[val]] = "val"
+            part[train_idx[~val]] = "train"
+        else:
+            raise ValueError(f"cv.val_from must be train or heldout, got {val_from!r}")
         rows.append(pd.DataFrame({"patient_id": ids, "fold": fold, "part": part}))
     return pd.concat(rows, ignore_index=True)
 
@@ -153,7 +167,7 @@ def repeat_seed(seed: int, repeat: int) -> int:
 def _kfold(targets: pd.DataFrame, cv: CVSettings, split: dict[str, str] | None, source: str | Path):
     frames = []
     for r in range(cv.repeats):
-        folds = kfold_folds(targets, cv.k, repeat_seed(cv.seed, r), cv.val_fraction)
+        folds = kfold_folds(targets, cv.k, repeat_seed(cv.seed, r), cv.val_fraction, cv.val_from)
         frames.append(folds.assign(repeat=r, fold=folds["fold"] + r * cv.k))
     return pd.concat(frames, ignore_index=True), {}
 

@@ -93,6 +93,28 @@ def draw_reduced(
     return reduced, has
 
 
+def draw_reduced_authors(
+    present: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The HAF authors' code's reduced set: a number of slots n uniform in [1, M - 1], then n of the M
+    slots uniformly (absent ones included) are dropped. The reduced set may equal the observed set (only
+    absent slots dropped) or be empty; every patient with an observed slot gets one (``has``).
+
+    Reached with ``stage3.reduced_draw: authors`` (``config/presets/haf_authors_code.yaml``).
+    """
+    present = present.bool()
+    b, m = present.shape
+    n_drop = (torch.rand(b, generator=generator, device=present.device) * (m - 1)).long().clamp(max=m - 2) + 1
+    noise = torch.rand(b, m, generator=generator, device=present.device)
+    rank = noise.argsort(dim=1).argsort(dim=1)  # a uniform random permutation's rank of each slot
+    dropped = rank < n_drop.unsqueeze(1)
+    return present & ~dropped, present.any(dim=1)
+
+
+REDUCED_DRAWS = {"subsets": draw_reduced, "authors": draw_reduced_authors}
+"""``stage3.reduced_draw``: how MoFe's reduced modality set is drawn."""
+
+
 def task_loss(
     score: torch.Tensor, target: dict[str, torch.Tensor], kind: str, reduction: str = "mean"
 ) -> torch.Tensor:
@@ -184,6 +206,7 @@ def stacked_fusion_loss(
     drop: bool,
     lambda_mofe: float,
     members: Members,
+    reduced_draw: str,
 ) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
     """:func:`fusion_loss` of every active member at once: ``u`` (K, B, M, d), ``mask`` (K, B, M),
     targets (K, B), ``valid`` (K, B) the member's real rows.  Returns (K,) losses and (K,) parts.
@@ -214,7 +237,7 @@ def stacked_fusion_loss(
     has = torch.zeros_like(valid)
     for k in active:
         rows = _member_rows(valid, k)
-        red_k, has_k = draw_reduced(mask[k, rows], members.generators[k])
+        red_k, has_k = REDUCED_DRAWS[reduced_draw](mask[k, rows], members.generators[k])
         reduced[k, rows] = red_k
         has[k, rows] = has_k
     has = has & valid

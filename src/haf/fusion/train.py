@@ -216,7 +216,7 @@ class _DetachedFusionTask:
             loss, parts = stacked_fusion_loss(
                 self.head(), u, mask, self.tensors.targets(batch.rows), batch.valid,
                 kind=self.spec.task_loss, drop=self.spec.drop, lambda_mofe=self.stage3.lambda_mofe,
-                members=self.members,
+                members=self.members, reduced_draw=self.stage3.reduced_draw,
             )  # fmt: skip
             trainer.backward_step(loss, batch.active)
             act = batch.active.numpy()
