@@ -76,6 +76,12 @@ def dominant_direction(cols: torch.Tensor, v1: torch.Tensor | None = None) -> to
     ``q1 = normalise(U v1)`` with ``v1`` detached; the sign is chosen so that q1 points along the
     sum of the patient's columns (``q1 . sum_m u^(m) >= 0``), which makes q1 independent of the
     arbitrary sign the decomposition returns.
+
+    With v1 detached, L_PD's backward is a surrogate of the exact gradient (which is unbounded at rank 1
+    and at tied singular values). Measured by ``bench/bench_lpd_gradient.py`` (64 patients, 7 unit
+    columns of 128-d, tau 0.1): cosine to the exact gradient 0.85 on average (min 0.70) for unaligned
+    columns, 0.995 at moderate alignment and 1.000 when nearly aligned; where the two differ most,
+    L_PD's share of L_GA's gradient at lambda_PD = 0.01 is below 0.1 %.
     """
     if v1 is None:
         v1 = top_right_singular_vector(cols)
