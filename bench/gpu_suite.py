@@ -39,9 +39,9 @@ cut short still leaves a summary), plus ``suite.log`` (every arm's output). Fiel
 
 ``--smoke``: the same code paths at tiny sizes on the CPU (the 2-block ``tiny-vit-test`` encoder instead
 of UNI, 8 small cores, 30 small bags, 2 folds of 120 patients, a 40-patient demo with 2 folds, one
-method (``tma_clam``) and 2 epochs, asking for table1 only: 8 jobs); ``tests/test_gpu_suite.py`` runs
+method (``tma_clam``) and 2 epochs, asking for table1 only: 7 jobs); ``tests/test_gpu_suite.py`` runs
 it. Targets are then ``unmeasured``. The GPU run's demo: 200 patients, 2 folds, ``tma_clam``,
-``fusion_mlp_all`` and ``haf`` with fewer epochs, every table and figure they feed (29 jobs).
+``fusion_mlp_all`` and ``haf`` with fewer epochs, every table and figure they feed (22 jobs).
 
 What the machine needs: Python >= 3.11 with torch (CUDA build), timm, torchvision, numpy, pandas, scipy,
 scikit-learn, scikit-survival, h5py, pillow, matplotlib, pyyaml, jsonschema, psutil and snakemake (the
@@ -722,7 +722,9 @@ SMOKE_DEMO = {
     "stage2": {"max_epochs": 2, "es_patience": 2},
     "stage3": {"max_epochs": 2, "es_patience": 2},
     "evaluation": {"repeats": 2, "bootstrap": 20, "dropout_p": [0.0, 0.5], "td_auc_points": 5},
-    "run_methods": ["tma_clam"],  # 8 jobs: demo, cohort rules, extract_tma, Stage 1 x 2 folds, table1
+    "run_methods": [
+        "tma_clam"
+    ],  # 7 jobs: demo, cohort rules (manifest, targets, folds), extract_tma, Stage 1 (both folds), table1
 }
 GPU_DEMO = {
     "cv": {"k": 2},

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from fakes.config import load_config
 from fakes.fusion import synthetic_fold_inputs
 
 from haf.alignment.losses import (
@@ -50,7 +51,7 @@ def _stage2_cfg(**over):
         seed=2,
     )
     cfg.update(over)
-    return cfg
+    return load_config({"stage2": cfg})["stage2"]
 
 
 def _unit(*shape, seed=0):

@@ -96,6 +96,9 @@ def test_align_and_fusion_rules_run_under_snakemake(tmp_path, repo_root):
                     inputs["projectors"] = per_fold(f"{{RES}}/stage2/{{align}}/fold_{{{{fold}}}}/projectors.pt")
                 return inputs
             TMA_INDEX = f"{{RES}}/features/tma/index.tsv"
+            PATHOLOGY_NEEDED = []
+            def tma_index_input(wildcards):
+                return []
             def name_pattern(names):
                 return "|".join(re.escape(n) for n in names) if names else "(?!x)x"
             wildcard_constraints:

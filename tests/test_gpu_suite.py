@@ -77,7 +77,9 @@ def test_smoke_run_writes_one_summary_and_every_arm_passes(smoke):
     st = arms["stage1"]["metrics"]  # speeds are not asserted (bench/ prints them), the arithmetic is
     assert st["ratio"] == pytest.approx(st["per_bag_s_per_epoch"] / st["batched_s_per_epoch"], rel=0.01)
     assert arms["fusion"]["metrics"]["folds_done"] == 2
-    assert arms["demo"]["metrics"]["jobs"] == arms["demo"]["metrics"]["jobs_done"] == 8
+    assert (
+        arms["demo"]["metrics"]["jobs"] == arms["demo"]["metrics"]["jobs_done"] == 7
+    )  # one Stage 1 job trains both folds
     md = (out / "summary.md").read_text()
     assert "smoke run" in md and all(f"| {name} | pass |" in md for name in ARM_NAMES)
 

@@ -79,10 +79,11 @@ def write_fake_results(
 ) -> dict[str, Any]:
     """Write a results tree under ``root`` for ``methods`` (name -> declaration with family/task_loss)."""
     root = Path(root)
-    if evaluation is None:
-        from fakes.config import load_config
+    from fakes.config import load_config
 
-        evaluation = load_config({"evaluation": {"dropout_p": [0.0, 0.5], "repeats": 3}})["evaluation"]
+    # a partial section gets the schema's defaults for the rest, as Snakemake's validation would
+    given = {"dropout_p": [0.0, 0.5], "repeats": 3} if evaluation is None else evaluation
+    evaluation = load_config({"evaluation": dict(given)})["evaluation"]
     targets, folds, z, present = fake_cohort(n, k, seed)
     (root / "cohort").mkdir(parents=True, exist_ok=True)
     write_targets(root / "cohort" / "targets.tsv", targets)

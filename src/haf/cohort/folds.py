@@ -54,9 +54,7 @@ def stratified_holdout(
     return held
 
 
-def kfold_folds(
-    targets: pd.DataFrame, k: int, seed: int, val_fraction: float, val_from: str
-) -> pd.DataFrame:
+def kfold_folds(targets: pd.DataFrame, k: int, seed: int, val_fraction: float, val_from: str) -> pd.DataFrame:
     """Stratified K-fold with a stratified validation part (seeded, patient level).
 
     ``val_from="train"``: ``val_fraction`` of each training part (SPEC); ``"heldout"``: the held-out fold
