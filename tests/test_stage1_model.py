@@ -247,3 +247,13 @@ def test_a_stacked_members_dropout_is_its_own():
     model.eval()
     x, mask = _stack_inputs([_bags(21, [50, 2]), mine, _bags(22, [3])])
     assert not torch.equal(model(x, mask).z[1, :3], outs[0].z[1, :3])
+
+
+def test_embed_one_is_the_forward_of_a_batch_of_one_bag():
+    model = _model()
+    for bag in _bags(30, [1, 5, 64]):
+        z, logit = model.embed_one(bag)
+        out = model(bag)
+        assert torch.equal(z, out.z[0]) and torch.equal(logit, out.logit[0])
+    with pytest.raises(ValueError, match="eval mode"):
+        model.train().embed_one(bag)

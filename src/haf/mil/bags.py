@@ -28,6 +28,11 @@ in ``mask``'s row-major order, which the model also takes and which never builds
 row, so a caller may pass any patient ids).
 ``max_instances`` subsamples larger bags uniformly without replacement (training only; evaluation
 passes ``None`` and sees full bags).
+
+A stacked model (K folds at once) takes :meth:`BagStore.stacked_batch`: one group of patients per
+member, member k's bags subsampled with member k's generator (the draws :meth:`BagStore.batch` makes
+for that group alone), all members' instances gathered from the cache in one indexing operation.
+:meth:`BagStore.bag` is one patient's full bag (a view of the cache when cached).
 """
 
 from __future__ import annotations
@@ -297,6 +302,15 @@ class BagStore:
         if len(source.files) == 1:  # the common case: no concatenation copy
             return read_bag(source.files[0], self.dim, self.max_abs)[0]
         return read_pooled_bag(source.files, self.dim, self.max_abs)
+
+    def bag(self, patient_id: str, device: torch.device | str = "cpu") -> torch.Tensor:
+        """One patient's full bag (n, D) float32 on ``device``: a view of the cache when cached (no copy
+        on CPU), else read from its h5 files."""
+        if self._cache is not None:
+            offset = self._offset[patient_id]
+            rows = self._cache[offset : offset + self.sources[patient_id].n]
+            return rows.to(device=device, dtype=torch.float32)
+        return torch.from_numpy(self.read(patient_id)).to(device)
 
     # ---- device cache -------------------------------------------------------------------------
     @property

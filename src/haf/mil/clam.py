@@ -41,7 +41,7 @@ Where the work goes: the first layer ``w_l`` (in_dim -> d1 over every instance) 
 each member's packed instances (one ``linear`` per member, no padding at all); padding every member's
 instances to a common (K, M, D) and one ``bmm`` measured 2x slower on CPU (K = 10, 16 bags of 24-160
 1024-d instances per member: 106 ms vs 55 ms per forward and backward), a fully padded (K, B, N, D)
-3x slower (162 ms).  The gated attention also runs on each member's real instance rows; only the
+3x slower (162 ms).  The gated attention also runs per member on its real instance rows; only the
 per-bag softmax and pooling see the (..., B, N) padding.  Dropout masks are drawn over the real rows
 only (member k: ``counts[k]`` rows from its own generator), so the draws never depend on padding or on
 the other members.
@@ -149,29 +149,33 @@ class GatedAttentionMIL(nn.Module):
             + f"; got {tuple(x.shape)}"
         )
 
-    def _first_layer(self, x: torch.Tensor, counts: list[int]) -> torch.Tensor:
-        """``w_l`` on the packed instances: (M, d1); stacked: member k's rows with member k's weights,
-        as (K, M_max, d1) zero-padded per member (one ``linear`` per member: no padded D-wide product)."""
-        layer = self.fc[0]
+    def _linear(self, layer: nn.Module, rows: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        """A linear layer on packed instance rows (M, d_in) -> (M, d_out); stacked: member k's rows
+        (``counts[k]`` of them, member after member) with member k's weights, one ``linear`` per member
+        (no padding; ``unbind`` so the backward stacks K gradient slices once)."""
         if not self.stacked:
-            return layer(x)
-        parts = torch.split(x, counts)  # fails unless x has exactly mask.sum() rows
-        rows = [F.linear(part, layer.weight[k], layer.bias[k]) for k, part in enumerate(parts)]
-        return nn.utils.rnn.pad_sequence(rows, batch_first=True)
+            return layer(rows)
+        parts = torch.split(rows, counts)  # fails unless rows has exactly mask.sum() rows
+        weights, biases = layer.weight.unbind(0), layer.bias.unbind(0)
+        return torch.cat([F.linear(part, w, b) for part, w, b in zip(parts, weights, biases, strict=True)])
 
-    def _dropout(self, module: nn.Module, x: torch.Tensor, counts: list[int]) -> torch.Tensor:
-        """Dropout over the real instance rows: member k draws its mask for its ``counts[k]`` rows only,
-        from its own generator (never for padding rows, so nothing depends on the other members)."""
+    def _dropout(self, module: nn.Module, rows: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        """Dropout over packed instance rows: member k draws its mask for its ``counts[k]`` rows only, from
+        its own generator and only while active (an inactive member's rows are zeroed, as
+        ``StackedDropout`` does), so its draws depend neither on padding nor on the other members."""
         if not self.stacked or not module.training or module.p == 0.0:
-            return module(x)
+            return module(rows)
         members = module.members[0]
-        keep = torch.zeros_like(x, dtype=torch.bool)
-        for k in members.active_ids():
-            if counts[k]:
+        active = set(members.active_ids())
+        keep = []
+        for k, n in enumerate(counts):
+            if k in active and n:
                 gen = members.generators[k]
-                draw = torch.rand((counts[k], x.shape[-1]), generator=gen, device=gen.device)
-                keep[k, : counts[k]] = draw.to(x.device) >= module.p
-        return x * keep.to(x.dtype) / (1.0 - module.p)
+                keep.append(torch.rand((n, rows.shape[-1]), generator=gen, device=gen.device).to(rows.device))
+            else:
+                keep.append(torch.zeros((n, rows.shape[-1]), device=rows.device))  # never kept (p < 1)
+        scale = (torch.cat(keep) >= module.p).to(rows.dtype).mul_(1.0 / (1.0 - module.p))
+        return rows * scale
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> MILOutput:
         """Three layouts of the same bags (all give the same result):
@@ -182,18 +186,18 @@ class GatedAttentionMIL(nn.Module):
         * one bag: ``x`` (N, D) with ``mask`` None.
 
         Stacked: ``mask`` (K, B, N), ``x`` packed (M, D) member after member, or padded (K, B, N, D).
+        Every instance-level layer runs on the packed real rows; only the per-bag softmax and pooling see
+        the (..., B, N) padding.
         """
         x, mask = self._packed(x, mask)
         counts = [int(c) for c in mask.flatten(-2).sum(-1).reshape(-1).tolist()] if self.stacked else []
-        h_rows = self._dropout(self.fc[2], self.fc[1](self._first_layer(x, counts)), counts)
-        gate_a = self._dropout(self.attention_a[2], self.attention_a[1](self.attention_a[0](h_rows)), counts)
-        gate_b = self._dropout(self.attention_b[2], self.attention_b[1](self.attention_b[0](h_rows)), counts)
-        s_rows = self.attention_c(gate_a * gate_b).squeeze(-1).float()
-        if self.stacked:  # back from (K, M_max) rows to each member's real rows, member after member
-            real = torch.arange(h_rows.shape[-2], device=mask.device) < torch.tensor(
-                counts, device=mask.device
-            ).unsqueeze(-1)
-            h_rows, s_rows = h_rows[real], s_rows[real]
+        h_rows = self._dropout(self.fc[2], self.fc[1](self._linear(self.fc[0], x, counts)), counts)
+        gate_a = self.attention_a[1](self._linear(self.attention_a[0], h_rows, counts))
+        gate_b = self.attention_b[1](self._linear(self.attention_b[0], h_rows, counts))
+        gated = self._dropout(self.attention_a[2], gate_a, counts) * self._dropout(
+            self.attention_b[2], gate_b, counts
+        )
+        s_rows = self._linear(self.attention_c, gated, counts).squeeze(-1).float()
         h = h_rows.new_zeros(*mask.shape, h_rows.shape[-1])
         h[mask] = h_rows  # fails if x has not mask.sum() rows
         scores = torch.full(mask.shape, torch.finfo(s_rows.dtype).min, dtype=s_rows.dtype, device=mask.device)
@@ -203,6 +207,23 @@ class GatedAttentionMIL(nn.Module):
             z = torch.einsum("...n,...nd->...d", attention, h.float())
         logit = self.classifier(z).squeeze(-1).float()
         return MILOutput(logit=logit, z=z, attention=attention, scores=scores, h=h)
+
+    @torch.no_grad()
+    def embed_one(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One bag ``x`` (N, D), N >= 1, in eval mode: ``(z (d1,), logit ())``.
+
+        :meth:`forward`'s arithmetic for a batch of that one bag (the same kernels and shapes), without
+        its batching machinery (masks, scatter into padding): the per-bag final embeddings.
+        """
+        if self.stacked or self.training:
+            raise ValueError("embed_one is for a plain model in eval mode")
+        h = self.fc[1](self.fc[0](x))
+        gated = self.attention_a[1](self.attention_a[0](h)) * self.attention_b[1](self.attention_b[0](h))
+        scores = self.attention_c(gated).squeeze(-1).float().unsqueeze(0)
+        attention = torch.softmax(scores, dim=-1)
+        with torch.autocast(device_type=h.device.type, enabled=False):
+            z = torch.einsum("...n,...nd->...d", attention, h.float().unsqueeze(0))
+        return z[0], self.classifier(z).squeeze(-1).float()[0]
 
     def checkpoint(self, **meta: Any) -> dict[str, Any]:
         """What ``model.pt`` holds: the weights, the sizes to rebuild the module, and ``meta``."""

@@ -186,11 +186,10 @@ def embed_bags(
     for i, pid in enumerate(pids):
         if not store.has(pid):
             continue
-        batch = store.batch([pid], device=device, packed=True)
         with autocast(device):
-            out = model(batch.x, batch.mask)
-        z[i] = out.z[0].float().cpu().numpy()
-        logit[i] = float(out.logit[0])
+            z_i, logit_i = model.embed_one(store.bag(pid, device))
+        z[i] = z_i.float().cpu().numpy()
+        logit[i] = float(logit_i)
     model.train(was_training)
     return z, logit
 
