@@ -16,7 +16,9 @@ each subprocess imports its own checkout's ``src/`` and ``tests/fakes``.  Defaul
 config's, except an epoch cap (``--max-epochs``, also the early-stopping patience unless
 ``--es-patience``), so both arms run the same number of epochs whatever their seeds select (the two
 paths draw different random streams).  Times are the training call (plus the final embedding and
-predictions, no output files) inside each subprocess, and the subprocess's wall time including imports.
+predictions, no output files) inside each subprocess, wall and process CPU seconds (on a shared machine
+the CPU seconds vary less), and the subprocess's wall time including imports; ``--repeats`` runs the
+arms alternately and prints medians.
 
     git worktree add /tmp/oldmil 09952aa
     python bench/bench_stacked_mil.py --old /tmp/oldmil [--parts stage1,nodetach] [--max-epochs 20]
@@ -53,13 +55,13 @@ if args["part"] == "stage1":
     c = args["cohort"]
     common = dict(manifest=c["manifest"], targets=c["targets"], tma_index=c["tma_index"], section=section,
                   device=device)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     if args["mode"] == "old":
         results = [t.run_stage1(pmod="wsi", fold=f, folds=c["folds"], **common) for f in args["folds"]]
     else:
         results = t.run_stage1_folds("wsi", args["folds"], c["manifest"], c["targets"], c["folds"],
                                      c["tma_index"], section, device)
-    out["seconds"] = time.perf_counter() - start
+    out["seconds"], out["cpu"] = time.perf_counter() - start, time.process_time() - cpu
     out["epochs"] = [len(r.history) for r in results]
     out["test_auc"] = [float(r.predictions.query("part == 'test'").pipe(
         lambda p: __import__("haf.eval.scores", fromlist=["auc_or_nan"]).auc_or_nan(
@@ -78,12 +80,12 @@ else:
     for pm, files in args["bags"].items():
         stores[pm] = BagStore.from_files({p: [f] for p, f in files.items()}, name=pm, dim=args["dim"])
         stores[pm].cache(device, 4e9)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     if args["mode"] == "old":
         runs = [j.train_joint(i, spec, params, device, bags=stores) for i in inputs]
     else:
         runs = j.train_joint_folds(inputs, spec, params, device, bags=stores)
-    out["seconds"] = time.perf_counter() - start
+    out["seconds"], out["cpu"] = time.perf_counter() - start, time.process_time() - cpu
     out["epochs"] = [len(r.history) for r in runs]
 print("RESULT " + json.dumps(out))
 """
@@ -102,21 +104,37 @@ def run_arm(repo: Path, mode: str, payload: dict) -> dict:
     return {**json.loads(line[len("RESULT ") :]), "wall": wall}
 
 
-def report(title: str, old: dict, new: dict) -> None:
-    ratio = old["seconds"] / new["seconds"]
-    print(f"{title}")
-    print(
-        f"  old (one fold at a time): {old['seconds']:.1f} s ({old['wall']:.1f} s with start-up), "
-        f"epochs per fold {old['epochs']}"
-    )
-    print(
-        f"  new (all folds stacked):  {new['seconds']:.1f} s ({new['wall']:.1f} s with start-up), "
-        f"epochs per fold {new['epochs']}"
-    )
-    print(f"  ratio old / new: {ratio:.2f}x", flush=True)
-    if "test_auc" in old:
+def run_pair(old: Path, new: Path, payload: dict, repeats: int) -> tuple[list[dict], list[dict]]:
+    """Both arms ``repeats`` times, alternating (old, new, old, new, ...) so a change of load hits both."""
+    olds, news = [], []
+    for _ in range(repeats):
+        olds.append(run_arm(old, "old", payload))
+        news.append(run_arm(new, "new", payload))
+    return olds, news
+
+
+def report(title: str, olds: list[dict], news: list[dict]) -> None:
+    """Medians over the repeats: wall and process CPU seconds of the timed call, and their ratios."""
+    med = {
+        (arm, key): float(np.median([r[key] for r in runs]))
+        for arm, runs in (("old", olds), ("new", news))
+        for key in ("seconds", "cpu", "wall")
+    }
+    print(title)
+    for arm, label, runs in (("old", "one fold at a time", olds), ("new", "all folds stacked ", news)):
+        each = ", ".join(f"{r['seconds']:.1f}" for r in runs)
         print(
-            f"  mean test AUC old {np.nanmean(old['test_auc']):.3f}, new {np.nanmean(new['test_auc']):.3f} "
+            f"  {arm} ({label}): {med[arm, 'seconds']:.1f} s wall [{each}], {med[arm, 'cpu']:.1f} s CPU, "
+            f"{med[arm, 'wall']:.1f} s with start-up; epochs per fold {runs[0]['epochs']}"
+        )
+    print(
+        f"  ratio old / new: {med['old', 'seconds'] / med['new', 'seconds']:.2f}x wall, "
+        f"{med['old', 'cpu'] / med['new', 'cpu']:.2f}x CPU ({len(olds)} run(s) each, medians)",
+        flush=True,
+    )
+    if "test_auc" in olds[0]:
+        print(
+            f"  mean test AUC old {np.nanmean(olds[0]['test_auc']):.3f}, new {np.nanmean(news[0]['test_auc']):.3f} "
             "(different random streams: not expected to be equal)"
         )
 
@@ -134,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--es-patience", type=int, default=None, help="default: --max-epochs (no early stop)")
     p.add_argument("--method", default="haf_nodetach")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=1, help="runs of each arm, alternating; medians")
     p.add_argument("--workdir", default=None)
     args = p.parse_args(argv)
     from fakes.fusion import synthetic_bags, synthetic_fold_inputs
@@ -165,9 +184,8 @@ def main(argv: list[str] | None = None) -> None:
                 "stage1": {"wsi_dim": args.dim, **train},
                 "cohort": {k: str(getattr(c, k)) for k in ("manifest", "targets", "folds", "tma_index")},
             }
-            r_old = run_arm(old, "old", payload)
-            r_new = run_arm(new, "new", payload)
-            report("Stage 1 wsi, all folds (training + full-bag embedding + predictions):", r_old, r_new)
+            olds, news = run_pair(old, new, payload, args.repeats)
+            report("Stage 1 wsi, all folds (training + full-bag embedding + predictions):", olds, news)
         if "nodetach" in parts:
             inputs = [
                 synthetic_fold_inputs(args.patients, fold=f, n_folds=args.folds, seed=2026) for f in folds
@@ -197,9 +215,8 @@ def main(argv: list[str] | None = None) -> None:
                 "stage2": {},
                 "stage3": train,
             }
-            r_old = run_arm(old, "old", payload)
-            r_new = run_arm(new, "new", payload)
-            report(f"no-detach {args.method}, all folds (training + final embedding):", r_old, r_new)
+            olds, news = run_pair(old, new, payload, args.repeats)
+            report(f"no-detach {args.method}, all folds (training + final embedding):", olds, news)
 
 
 if __name__ == "__main__":

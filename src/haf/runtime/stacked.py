@@ -38,7 +38,9 @@ class Members:
     """The K members' identities and random sources (seed k drives member k only).
 
     ``active`` is the mask of members taking part in the current optimiser step; stacked layers that
-    draw random numbers (dropout) draw them for active members only.
+    draw random numbers (dropout) draw them for active members only.  ``rows`` (None = all): member k's
+    real rows of the step, the first ``rows[k]`` along dim 1 (set by :func:`stacked_epoch` for each
+    batch), so a member draws for its own rows only, never for the padding up to the widest member.
     """
 
     def __init__(self, seeds: Sequence[int], device: torch.device | str = "cpu") -> None:
@@ -51,6 +53,7 @@ class Members:
         self.init_generators = [torch.Generator().manual_seed(s) for s in self.seeds]
         self.rngs = [np.random.default_rng(s) for s in self.seeds]
         self.active = torch.ones(len(self.seeds), dtype=torch.bool)
+        self.rows: list[int] | None = None
 
     @property
     def k(self) -> int:
@@ -58,6 +61,9 @@ class Members:
 
     def set_active(self, active: torch.Tensor | Sequence[bool]) -> None:
         self.active = torch.as_tensor(active, dtype=torch.bool).cpu().clone()
+
+    def set_rows(self, rows: Sequence[int] | None) -> None:
+        self.rows = None if rows is None else [int(r) for r in rows]
 
     def active_ids(self) -> list[int]:
         return [int(i) for i in torch.nonzero(self.active).reshape(-1)]
@@ -126,7 +132,8 @@ class StackedLinear(nn.Module):
 
 
 class StackedDropout(nn.Module):
-    """Dropout whose mask for member k comes from member k's generator, drawn only while k is active."""
+    """Dropout whose mask for member k comes from member k's generator, drawn only while k is active,
+    over member k's own rows (``members.rows``, when set, for inputs with a batch dim: (K, B, ...))."""
 
     def __init__(self, members: Members, p: float) -> None:
         super().__init__()
@@ -138,9 +145,12 @@ class StackedDropout(nn.Module):
             return x
         members = self.members[0]
         keep = torch.zeros_like(x, dtype=torch.bool)
+        rows = members.rows if x.dim() >= 3 else None
         for i in members.active_ids():
             gen = members.generators[i]
-            keep[i] = torch.rand(x.shape[1:], generator=gen, device=gen.device).to(x.device) >= self.p
+            n = x.shape[1] if rows is None else min(rows[i], x.shape[1])
+            draw = torch.rand((n, *x.shape[2:]), generator=gen, device=gen.device)
+            keep[i, :n] = draw.to(x.device) >= self.p
         return x * keep.to(x.dtype) / (1.0 - self.p)
 
 
@@ -429,7 +439,9 @@ def stacked_epoch(
 ) -> Iterator[StackedBatch]:
     """The steps of one epoch: member k's minibatches (its rng), for the members still ``running``.
 
-    A member draws its permutation only while it runs, so its batches never depend on the others.
+    A member draws its permutation only while it runs, so its batches never depend on the others;
+    while a batch is out, ``members.rows`` holds each member's batch length (dropout draws over those
+    rows only, not over the padding to the widest member, which depends on the others).
     """
     k = members.k
     per_member = [
@@ -438,17 +450,23 @@ def stacked_epoch(
     ]
     n_steps = max((len(b) for b in per_member), default=0)
     width = max((len(x) for b in per_member for x in b), default=0)
-    for step in range(n_steps):
-        rows = torch.zeros(k, width, dtype=torch.long)
-        valid = torch.zeros(k, width, dtype=torch.bool)
-        active = torch.zeros(k, dtype=torch.bool)
-        for i, batches in enumerate(per_member):
-            if step < len(batches):
-                b = torch.as_tensor(batches[step], dtype=torch.long)
-                rows[i, : len(b)] = b
-                valid[i, : len(b)] = True
-                active[i] = True
-        yield StackedBatch(rows.to(device), valid.to(device), active)
+    try:
+        for step in range(n_steps):
+            rows = torch.zeros(k, width, dtype=torch.long)
+            valid = torch.zeros(k, width, dtype=torch.bool)
+            active = torch.zeros(k, dtype=torch.bool)
+            counts = [0] * k
+            for i, batches in enumerate(per_member):
+                if step < len(batches):
+                    b = torch.as_tensor(batches[step], dtype=torch.long)
+                    rows[i, : len(b)] = b
+                    valid[i, : len(b)] = True
+                    active[i] = True
+                    counts[i] = len(b)
+            members.set_rows(counts)  # dropout draws over each member's own rows only
+            yield StackedBatch(rows.to(device), valid.to(device), active)
+    finally:
+        members.set_rows(None)
 
 
 def pad_rows(
