@@ -350,13 +350,14 @@ def test_nodetach_trains_all_stages_jointly(tmp_path):
     # the fusion gradient reaches the CLAM encoders: one fusion-only backward gives them a gradient
     from haf.fusion.joint import JointPathology
 
-    pathology = JointPathology(stores, Stage1Settings.from_config(stage1))
+    members = Members([0])
+    pathology = JointPathology(stores, Stage1Settings.from_config(stage1), Layers(members))
     rows = inputs.index("train")[:16]
-    z, _ = pathology.encode_batch(
-        inputs.patient_id[rows].tolist(), torch.zeros(16), CPU, np.random.default_rng(0)
+    z, _ = pathology.encode_step(
+        [inputs.patient_id[rows].tolist()], torch.zeros(1, 16), 16, CPU, members.rngs
     )
     x, present = run.tensors.rows(rows)
-    x.update(z)
+    x.update({pm: value[0] for pm, value in z.items()})
     run.model(x, present).sum().backward()
     assert pathology.encoders["wsi"].fc[0].weight.grad.abs().sum() > 0
 

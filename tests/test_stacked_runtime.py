@@ -220,3 +220,24 @@ def test_blind_early_stopping_is_an_error_naming_the_member():
     task.validate = validate
     with pytest.raises(HafInputError, match=r"fold 7: the validation part has no patient"):
         fit_stacked(task, _settings(max_epochs=3), names=["fold 3", "fold 7"])
+
+
+def test_stacked_adam_leaves_frozen_blocks_and_inactive_members_untouched():
+    members = Members([1, 2])
+    model = nn.Sequential(StackedLinear(members, 3, 4), StackedLinear(members, 4, 1))
+    flat = FlatParameters(model, 2)
+    flat.freeze(1, model[0])
+    opt = StackedAdam(flat, 0.1, 0.01)
+    before = [p.detach().clone() for p in model.parameters()]
+    flat.grad.normal_(generator=torch.Generator().manual_seed(0))
+    opt.step(torch.tensor([True, True]))
+    after = [p.detach().clone() for p in model.parameters()]
+    for b, a in zip(before[:2], after[:2], strict=True):  # layer 0: member 0 moves, member 1 is frozen
+        assert not torch.equal(b[0], a[0]) and torch.equal(b[1], a[1])
+    for b, a in zip(before[2:], after[2:], strict=True):  # layer 1: both move
+        assert not torch.equal(b[0], a[0]) and not torch.equal(b[1], a[1])
+    assert float(opt.m[flat.member_of == 1].abs().sum()) > 0 and opt.t.tolist() == [1.0, 1.0]
+    opt.step(torch.tensor([False, True]))  # member 0 inactive: parameters, moments, step count kept
+    for a, p in zip(after, model.parameters(), strict=True):
+        assert torch.equal(a[0], p[0])
+    assert opt.t.tolist() == [1.0, 2.0]

@@ -19,6 +19,7 @@ from haf.errors import HafInputError
 from haf.eval.scores import auc_or_nan
 from haf.mil.clam import GatedAttentionMIL
 from haf.mil.train import run_stage1
+from haf.runtime.seeds import fold_seed
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -98,7 +99,11 @@ def test_rule_script_writes_the_contract_outputs(cohort, tmp_path):
             ),
             output=SimpleNamespace(**outputs),
             params=SimpleNamespace(
-                stage1={**SECTION, "max_epochs": 4}, encoder="synthetic", device="cpu", folds=[1]
+                stage1={**SECTION, "max_epochs": 4},
+                encoder="synthetic",
+                device="cpu",
+                folds=[1],
+                training=load_config()["training"],
             ),
             wildcards=SimpleNamespace(pmod="wsi", fold="1"),
             log=[str(tmp_path / "stage1.log")],
@@ -135,7 +140,8 @@ def test_rule_script_writes_the_contract_outputs(cohort, tmp_path):
     assert Path(outputs["loss_curve"][0]).read_bytes()[:4] == b"\x89PNG"
 
     payload = torch.load(outputs["model"][0], weights_only=True)
-    assert payload["meta"]["pmod"] == "wsi" and payload["meta"]["fold"] == 1 and payload["meta"]["seed"] == 2
+    assert payload["meta"]["pmod"] == "wsi" and payload["meta"]["fold"] == 1
+    assert payload["meta"]["seed"] == fold_seed(1, 1) and payload["meta"]["selected_by"] == "val"
     model = GatedAttentionMIL.from_checkpoint(payload).eval()
     from haf.mil.bags import BagStore
 

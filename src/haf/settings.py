@@ -214,6 +214,7 @@ class Stage1Settings(Section):
     cache_gb_gpu: float
     wsi_tma_requires_both: bool
     max_abs_feature: float | None
+    on_empty_val: str
 
     @property
     def train(self) -> TrainSettings:

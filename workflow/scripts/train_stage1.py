@@ -4,9 +4,9 @@ from _haf_rule import start
 
 log = start(snakemake, "haf.stage1")
 
-from haf.mil.train import run_stage1  # noqa: E402
+from haf.mil.train import run_stage1_folds  # noqa: E402
 from haf.runtime.device import resolve_device, set_torch_threads  # noqa: E402
-from haf.settings import Stage1Settings  # noqa: E402
+from haf.settings import Stage1Settings, TrainingSettings  # noqa: E402
 
 set_torch_threads(snakemake.threads)
 device = resolve_device(snakemake.params.device)
@@ -19,20 +19,24 @@ log.info(
     snakemake.threads,
 )
 out = snakemake.output
-for k, fold in enumerate(snakemake.params.folds):
-    run_stage1(
-        pmod=snakemake.wildcards.pmod,
-        fold=int(fold),
-        manifest=snakemake.input.manifest,
-        targets=snakemake.input.targets,
-        folds=snakemake.input.folds,
-        tma_index=snakemake.input.tma_index[0] if snakemake.input.tma_index else None,
-        section=settings,
-        device=device,
-        encoder=snakemake.params.encoder,
-        outputs={
+folds = [int(f) for f in snakemake.params.folds]
+run_stage1_folds(  # every fold side by side on one shared bag store (stacked runtime)
+    snakemake.wildcards.pmod,
+    folds,
+    manifest=snakemake.input.manifest,
+    targets=snakemake.input.targets,
+    folds_path=snakemake.input.folds,
+    tma_index=snakemake.input.tma_index[0] if snakemake.input.tma_index else None,
+    section=settings,
+    device=device,
+    outputs_per_fold=[
+        {
             key: getattr(out, key)[k]
             for key in ("model", "embeddings", "predictions", "train_log", "loss_curve")
-        },
-        progress=True,
-    )
+        }
+        for k in range(len(folds))
+    ],
+    encoder=snakemake.params.encoder,
+    selection=TrainingSettings.from_config(snakemake.params.training),
+    progress=True,
+)

@@ -17,8 +17,19 @@ Choices (documented in ``docs/fusion.md``):
   loss uses the patients of the step with a binary label and a bag;
 * optimiser, schedule and early stopping as every fusion method (``stage3``), on the validation
   score of the fused prediction;
-* after training, every patient's z is recomputed with the trained encoders (full bags, eval mode) and
-  predictions and the masked evaluation run from those z, so masked evaluation needs no bags.
+* after training, every patient's z is recomputed with the trained encoders (full bags, eval mode, one
+  bag per pass) and predictions and the masked evaluation run from those z, so masked evaluation needs
+  no bags.
+
+Many folds in one program (:func:`train_joint_folds`): the K folds of a method are K members of one
+stacked model (stacked CLAM encoders, projector bank and fusion head; :mod:`haf.runtime.stacked`) on
+one shared bag store.  Member k has its own seed ``fold_seed(stage3.seed, fold)``, minibatches and bag
+subsamples (its NumPy generator), dropout masks and MoFe draws (its torch generator), optimiser state,
+schedule, early stopping and selected epoch; each step's CLAM chunks of all members run as one stacked
+forward, the alignment loss per member on its own rows.  So fold k gives what it gives trained alone
+(K = 1, :func:`train_joint`) up to float rounding (tested).  Compared with the per-fold trainer before
+the stacked runtime only the random streams changed (per-member generators: one for dropout and MoFe
+instead of the global RNG and a MoFe generator; CLAM dropout over real instance rows).
 """
 
 from __future__ import annotations
@@ -38,7 +49,7 @@ from haf.alignment.losses import alignment_loss
 from haf.alignment.projectors import ProjectorBank
 from haf.artifacts.fold_inputs import FoldInputs
 from haf.errors import HafInputError
-from haf.fusion.model import FusionModel, fusion_loss, task_loss
+from haf.fusion.model import FusionModel, stacked_fusion_loss, task_loss
 from haf.fusion.spec import MethodSpec
 from haf.fusion.train import (
     FusionRun,
@@ -46,15 +57,15 @@ from haf.fusion.train import (
     log_cohort,
     make_checkpoint,
     slot_index,
-    targets_of,
     validation_score,
 )
 from haf.modalities import MODALITIES, PATHOLOGY
 from haf.runtime.device import autocast
-from haf.runtime.fit import fit, make_optimizer
+from haf.runtime.fit import StackedTrainer, fit_stacked
 from haf.runtime.seeds import fold_seed, seed_everything
-from haf.runtime.tensors import FoldTensors, minibatches, training_rows
-from haf.settings import Stage1Settings, Stage2Settings, Stage3Settings
+from haf.runtime.stacked import Layers, Members, member_state_dict, pad_rows, stacked_epoch
+from haf.runtime.tensors import FoldTensors, StackedFoldTensors, training_rows
+from haf.settings import Stage1Settings, Stage2Settings, Stage3Settings, TrainingSettings
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +120,13 @@ def check_bags(inputs: FoldInputs, stores: dict[str, Any]) -> None:
 
 
 class JointPathology(nn.Module):
-    """The CLAM encoders (one per pathology modality of the method), trained inside Eq. 12."""
+    """The CLAM encoders (one per pathology modality of the method), trained inside Eq. 12.
 
-    def __init__(self, stores: dict[str, Any], stage1: Stage1Settings) -> None:
+    ``layers``: ``None`` = one fold; ``Layers(members)`` = the encoders of K folds stacked.  The bag
+    stores are shared by every member (the cohort's bags, read once).
+    """
+
+    def __init__(self, stores: dict[str, Any], stage1: Stage1Settings, layers: Layers | None = None) -> None:
         from haf.mil.clam import GatedAttentionMIL
 
         super().__init__()
@@ -119,91 +134,97 @@ class JointPathology(nn.Module):
         self.s1 = stage1
         self.encoders = nn.ModuleDict(
             {
-                pm: GatedAttentionMIL(store.dim, stage1.d1, stage1.d2, stage1.dropout)
+                pm: GatedAttentionMIL(store.dim, stage1.d1, stage1.d2, stage1.dropout, layers=layers)
                 for pm, store in stores.items()
             }
         )
 
-    def encode_batch(
+    def encode_step(
         self,
-        pids: Sequence[str],
+        pids: Sequence[Sequence[str]],
         label: torch.Tensor,
+        width: int,
         device: torch.device,
-        rng: np.random.Generator,
+        rngs: Sequence[np.random.Generator],
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """z of each pathology modality for these patients (zeros without a bag) and the summed CLAM loss.
+        """z of each pathology modality for each member's step patients and each member's CLAM loss.
 
-        The step's bags are sorted by size and encoded in chunks of ``stage1.batch_bags`` (less padding
-        than one batch padded to the largest bag); the CLAM loss is the mean over all valid bags of the
-        step (label and bag present), as one batch would give.
+        ``pids[k]``: member k's patients of the step (rows ``:len(pids[k])`` of its batch of ``width``),
+        ``label`` (K, width) their binary labels (NaN = none).  Returns modality -> z (K, width, d1)
+        (zeros without a bag) and the (K,) summed CLAM losses.  Each member's bags are sorted by size
+        and encoded in chunks of ``stage1.batch_bags`` (less padding than one batch padded to the largest
+        bag; chunk j of every member runs as one stacked forward); a member's CLAM loss is the mean over
+        all its valid bags of the step (label and bag present), as one batch would give.
         """
         from haf.mil.clam import clam_loss
 
-        pids = list(pids)
         chunk = max(1, self.s1.batch_bags)
         cap = self.s1.max_instances
-        label = label.reshape(-1)
-        z = {}
-        loss = torch.zeros((), device=device)
+        k_members = len(pids)
+        z: dict[str, torch.Tensor] = {}
+        loss = torch.zeros(k_members, device=device)
         for pm, encoder in self.encoders.items():
             store = self.stores[pm]
-            sizes = np.array([min(store.n_instances(p), cap) for p in pids])
-            order = np.argsort(sizes, kind="stable")
-            order = order[sizes[order] > 0]  # patients without a bag: z = 0, no loss
-            z_pm = torch.zeros(len(pids), encoder.d1, device=device)
-            total = torch.zeros((), device=device)
-            n_valid = 0
-            for start in range(0, len(order), chunk):
-                rows = order[start : start + chunk]
-                batch = store.batch(
-                    [pids[i] for i in rows], max_instances=cap, rng=rng, device=device, packed=True
+            orders = []
+            for member in pids:
+                sizes = np.array([min(store.n_instances(p), cap) for p in member], dtype=np.int64)
+                order = np.argsort(sizes, kind="stable")
+                orders.append(order[sizes[order] > 0])  # patients without a bag: z = 0, no loss
+            z_pm = torch.zeros(k_members, width, encoder.d1, device=device)
+            total = torch.zeros(k_members, device=device)
+            n_valid = torch.zeros(k_members, device=device)
+            n_chunks = max((-(-len(o) // chunk) for o in orders), default=0)
+            for c in range(n_chunks):
+                rows = [o[c * chunk : (c + 1) * chunk] for o in orders]
+                batch = store.stacked_batch(
+                    [[pids[k][i] for i in r] for k, r in enumerate(rows)],
+                    max_instances=cap,
+                    rngs=rngs,
+                    device=device,
                 )
                 with autocast(device):
                     out = encoder(batch.x, batch.mask)
-                rows_t = torch.as_tensor(rows, device=device)
-                z_pm = z_pm.index_copy(0, rows_t, out.z.float())
-                y = label[rows_t]
-                valid = int(torch.isfinite(y).sum())
-                if valid:
-                    term = clam_loss(
-                        encoder,
-                        out,
-                        batch.mask,
-                        y,
-                        bag_weight=self.s1.bag_weight,
-                        k_sample=self.s1.k_sample,
-                    ).total
-                    total = total + term * valid
-                    n_valid += valid
+                member = torch.as_tensor(
+                    np.repeat(np.arange(k_members), [len(r) for r in rows]), device=device
+                )
+                at = torch.as_tensor(np.concatenate(rows).astype(np.int64), device=device)
+                slot = torch.as_tensor(
+                    np.concatenate([np.arange(len(r)) for r in rows]).astype(np.int64), device=device
+                )
+                z_pm = z_pm.index_put((member, at), out.z[member, slot].float())
+                y = torch.full(tuple(batch.mask.shape[:2]), float("nan"), device=device)
+                y[member, slot] = label[member, at]
+                valid = torch.isfinite(y).sum(dim=1).to(total.dtype)
+                term = clam_loss(
+                    encoder, out, batch.mask, y, bag_weight=self.s1.bag_weight, k_sample=self.s1.k_sample
+                ).total
+                total = total + term * valid
+                n_valid = n_valid + valid
             z[pm] = z_pm
-            if n_valid:
-                loss = loss + total / n_valid
+            loss = loss + torch.where(n_valid > 0, total / n_valid.clamp(min=1), torch.zeros_like(total))
         return z, loss
 
     @torch.no_grad()
-    def embed(self, pids: Sequence[str], device: torch.device) -> dict[str, np.ndarray]:
-        """Full-bag z (eval mode) of these patients, in ``pids`` order; zeros for patients without a bag."""
-        was_training = self.training
-        self.eval()
-        budget = self.s1.instance_budget
-        where = {p: i for i, p in enumerate(pids)}
-        out: dict[str, np.ndarray] = {}
-        for pm, encoder in self.encoders.items():
-            z = np.zeros((len(pids), encoder.d1), dtype=np.float32)
-            for batch in self.stores[pm].batches(
-                list(pids),
-                batch_bags=self.s1.batch_bags,
-                shuffle=False,
-                instance_budget=budget,
-                device=device,
-                packed=True,
-            ):
-                with autocast(device):
-                    res = encoder(batch.x, batch.mask)
-                z[[where[p] for p in batch.patient_id]] = res.z.float().cpu().numpy()
-            out[pm] = z
-        self.train(was_training)
-        return out
+    def embed_members(
+        self, ids: Sequence[Sequence[str]], device: torch.device
+    ) -> dict[str, list[np.ndarray]]:
+        """Full-bag z (eval mode) of each member's patients ``ids[k]`` (zeros without a bag)."""
+        from haf.mil.train import embed_members
+
+        return {
+            pm: [
+                z
+                for z, _ in embed_members(
+                    encoder,
+                    self.stores[pm],
+                    ids,
+                    batch_bags=self.s1.batch_bags,
+                    instance_budget=self.s1.instance_budget,
+                    device=device,
+                )
+            ]
+            for pm, encoder in self.encoders.items()
+        }
 
 
 def with_embeddings(inputs: FoldInputs, z: dict[str, np.ndarray]) -> FoldInputs:
@@ -226,131 +247,239 @@ def train_joint(
     bags: dict[str, Any],
     progress: bool = False,
 ) -> FusionRun:
-    """Train a ``detach: false`` method with Eq. 12 on one fold; ``bags``: pathology modality -> BagStore
-    (or the rule's ``manifest``/``tma_index`` paths, opened with :func:`open_bag_stores`)."""
-    stage1 = Stage1Settings.from_config(params["stage1"])
-    stage2 = Stage2Settings.from_config(params["stage2"])
-    stage3 = Stage3Settings.from_config(params["stage3"])
-    if spec.detach:
-        raise ValueError(f"{spec.name}: detach true is trained by haf.fusion.train.train_fusion")
-    if "manifest" in bags:
-        bags = open_bag_stores(bags, stage1, spec.modalities, device)
-    stores = {pm: bags[pm] for pm in PATHOLOGY if pm in spec.modalities}
-    check_bags(inputs, stores)
-    seed = fold_seed(stage3.seed, inputs.fold)
-    rng = seed_everything(seed)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    tensors = FoldTensors.from_inputs(inputs, device)
-    train_idx = training_rows(inputs, "train", spec.task_loss)
-    val_idx = training_rows(inputs, "val", spec.task_loss)
-    log_cohort(spec, inputs, train_idx, val_idx)
-    missing = check_training_coverage(spec, inputs, train_idx)
+    """Train a ``detach: false`` method with Eq. 12 on one fold (:func:`train_joint_folds` with one fold);
+    ``bags``: pathology modality -> BagStore (or the rule's ``manifest``/``tma_index`` paths)."""
+    return train_joint_folds([inputs], spec, params, device, bags=bags, progress=progress)[0]
 
-    pathology = JointPathology(stores, stage1).to(device)
-    dims = inputs.dims()
-    for pm in stores:
-        dims[pm] = stage1.d1
-    bank = ProjectorBank(dims, spec.modalities, stage2.hidden, stage2.d_out)
-    for m in missing:
-        bank.proj[m].requires_grad_(False)
-    model = FusionModel(bank, stage3.hidden, stage3.dropout, slot_index(spec)).to(device)
-    log.info(
-        "%s fold %d: joint training (Eq. 12) of CLAM encoders for %s (from scratch), projectors (align %s) "
-        "and the fusion MLP (drop %s)",
-        spec.name,
-        inputs.fold,
-        ", ".join(stores) or "no pathology modality",
-        spec.align,
-        spec.drop,
-    )
-    cfg = stage3.train
-    optimizer = make_optimizer(list(pathology.parameters()) + list(model.parameters()), cfg)
-    batch_size = stage3.batch_size
-    lambda_mofe = stage3.lambda_mofe
-    components: list[dict[str, float]] = []
 
-    def forward(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        rows_t = torch.as_tensor(rows, device=device)
-        x, present = tensors.rows(rows_t)
-        pids = inputs.patient_id[rows].tolist()
-        z, l_img = pathology.encode_batch(pids, tensors.label[rows_t], device, rng)
-        for pm, value in z.items():
-            x[pm] = value * present[:, MODALITIES.index(pm) : MODALITIES.index(pm) + 1].float()
-        mask = model.slots(present)
-        return model.embed(x, mask), mask, l_img, rows_t
+class _JointTask:
+    """The stacked task of a no-detach method: K folds' CLAM encoders, projectors and fusion heads
+    trained side by side with Eq. 12 by :func:`haf.runtime.fit.fit_stacked`."""
 
-    def train_epoch(epoch: int) -> float:
-        sums = {"img": 0.0, "align": 0.0, "task": 0.0, "reduced": 0.0, "mofe": 0.0}
-        total, n_batches = 0.0, 0
-        for batch in minibatches(train_idx, batch_size, rng):
-            u, mask, l_img, rows_t = forward(batch)
-            l_align = (
-                alignment_loss(u, mask, spec.align, stage2).loss if spec.align != "none" else u.sum() * 0.0
-            )
-            l_fusion, parts = fusion_loss(
-                model.head,
-                u,
-                mask,
-                targets_of(tensors, rows_t),
-                kind=spec.task_loss,
-                drop=spec.drop,
-                lambda_mofe=lambda_mofe,
-                generator=generator,
-            )
-            loss = l_img + l_align + l_fusion
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach())
-            n_batches += 1
-            sums["img"] += float(l_img.detach())
-            sums["align"] += float(l_align.detach())
-            for key, value in parts.items():
-                sums[key] += value
-        components.append({"epoch": epoch, **{f"train_{k}": v / max(n_batches, 1) for k, v in sums.items()}})
-        return total / max(n_batches, 1)
+    def __init__(
+        self,
+        inputs: list[FoldInputs],
+        spec: MethodSpec,
+        settings: dict[str, Any],
+        stores: dict[str, Any],
+        device: torch.device,
+    ) -> None:
+        self.inputs, self.spec, self.device = inputs, spec, device
+        self.stage1, self.stage2, self.stage3 = settings["stage1"], settings["stage2"], settings["stage3"]
+        self.members = Members([fold_seed(self.stage3.seed, i.fold) for i in inputs], device)
+        seed_everything(self.members.seeds[0])
+        self.tensors = StackedFoldTensors.from_inputs(inputs, device)
+        self.train_rows = [training_rows(i, "train", spec.task_loss) for i in inputs]
+        self.val_rows = [training_rows(i, "val", spec.task_loss) for i in inputs]
+        self.val_index, self.val_valid = pad_rows(self.val_rows, device)
+        for inp, tr, va in zip(inputs, self.train_rows, self.val_rows, strict=True):
+            log_cohort(spec, inp, tr, va)
+        self.missing = [
+            check_training_coverage(spec, i, r) for i, r in zip(inputs, self.train_rows, strict=True)
+        ]
+        layers = Layers(self.members)
+        k = len(inputs)
+        pathology = JointPathology(stores, self.stage1, layers)
+        dims = {m: self.tensors.widths[m] for m in spec.modalities}
+        for pm in stores:
+            dims[pm] = [self.stage1.d1] * k
+        bank = ProjectorBank(dims, spec.modalities, self.stage2.hidden, self.stage2.d_out, layers)
+        fusion = FusionModel(bank, self.stage3.hidden, self.stage3.dropout, slot_index(spec), layers)
+        self.model = nn.ModuleDict({"pathology": pathology, "fusion": fusion}).to(device)
+        self.pathology, self.fusion = pathology, fusion
+        self.components: list[list[dict[str, float]]] = [[] for _ in inputs]
 
-    val_pids = inputs.patient_id[val_idx].tolist()
-
-    def validate() -> tuple[float, float]:
-        if len(val_idx) == 0:
-            return float("nan"), float("nan")
-        z = pathology.embed(val_pids, device)
-        rows_t = torch.as_tensor(val_idx, device=device)
-        x, present = tensors.rows(rows_t)
+    def _embed(
+        self, rows: torch.Tensor, valid: torch.Tensor, z: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        x, present = self.tensors.rows(rows, valid)
         for pm, value in z.items():
             j = MODALITIES.index(pm)
-            x[pm] = torch.as_tensor(value, device=device) * present[:, j : j + 1].float()
-        score = model(x, present)
-        loss = float(task_loss(score, targets_of(tensors, rows_t), spec.task_loss))
-        return validation_score(spec.task_loss, inputs, val_idx, score.cpu().numpy()), loss
+            x[pm] = value * present[..., j : j + 1].float()
+        mask = self.fusion.slots(present)
+        return self.fusion.embed(x, mask), mask
 
-    history = fit(
-        {"pathology": pathology, "model": model},
-        optimizer,
-        cfg,
-        train_epoch,
-        validate,
-        name=f"{spec.name} fold {inputs.fold}",
-        progress=progress,
-    )
-    if components:
-        history = history.merge(pd.DataFrame(components), on="epoch", how="left")
-    history.insert(0, "method", spec.name)
-    pathology.eval()
-    model.eval()
-    # predictions and the masked evaluation run from z of the jointly trained encoders
-    z_all = pathology.embed(inputs.patient_id.tolist(), device)
-    final_inputs = with_embeddings(inputs, z_all)
-    encoders = {
-        pm: enc.cpu().checkpoint(pmod=pm, fold=inputs.fold, joint=True)
-        for pm, enc in pathology.encoders.items()
+    def _alignment(self, u: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """(K,) alignment losses, each on its member's own rows (the loss is defined on a set)."""
+        zero = u.sum(dim=(1, 2, 3)) * 0.0
+        if self.spec.align == "none":
+            return zero
+        active = set(self.members.active_ids())
+        terms = []
+        for k in range(u.shape[0]):
+            n = int(valid[k].sum())
+            if k not in active or n == 0:
+                terms.append(zero[k])
+                continue
+            terms.append(alignment_loss(u[k, :n], mask[k, :n], self.spec.align, self.stage2).loss)
+        return torch.stack(terms)
+
+    def train_epoch(self, epoch: int, running: np.ndarray, trainer: StackedTrainer) -> np.ndarray:
+        if epoch == 0:
+            for k, missing in enumerate(self.missing):
+                for m in missing:
+                    trainer.flat.freeze(k, self.fusion.projectors.proj[m])
+        k_members = self.members.k
+        total, steps = np.zeros(k_members), np.zeros(k_members)
+        sums = [dict.fromkeys(("img", "align", "task", "reduced", "mofe"), 0.0) for _ in range(k_members)]
+        for batch in stacked_epoch(
+            self.members, self.train_rows, self.stage3.batch_size, running, self.device
+        ):
+            self.members.set_active(batch.active)
+            rows_np, valid_np = batch.rows.cpu().numpy(), batch.valid.cpu().numpy()
+            pids = [self.inputs[k].patient_id[rows_np[k, valid_np[k]]].tolist() for k in range(k_members)]
+            targets = self.tensors.targets(batch.rows)
+            label = torch.where(
+                batch.valid, targets["label"], torch.full_like(targets["label"], float("nan"))
+            )
+            z, l_img = self.pathology.encode_step(
+                pids, label, batch.rows.shape[1], self.device, self.members.rngs
+            )
+            u, mask = self._embed(batch.rows, batch.valid, z)
+            l_align = self._alignment(u, mask, batch.valid)
+            l_fusion, parts = stacked_fusion_loss(
+                self.fusion.head, u, mask, targets, batch.valid,
+                kind=self.spec.task_loss, drop=self.spec.drop, lambda_mofe=self.stage3.lambda_mofe,
+                members=self.members, reduced_draw=self.stage3.reduced_draw,
+            )  # fmt: skip
+            loss = l_img + l_align + l_fusion
+            trainer.backward_step(loss, batch.active)
+            act = batch.active.numpy()
+            total += loss.detach().cpu().numpy() * act
+            steps += act
+            img, align = l_img.detach().cpu().numpy(), l_align.detach().cpu().numpy()
+            for i in np.flatnonzero(act):
+                sums[i]["img"] += float(img[i])
+                sums[i]["align"] += float(align[i])
+                for key, value in parts.items():
+                    sums[i][key] += float(value[i])
+        for i in np.flatnonzero(running):
+            n = max(steps[i], 1)
+            self.components[i].append(
+                {"epoch": epoch, **{f"train_{key}": v / n for key, v in sums[i].items()}}
+            )
+        return total / np.maximum(steps, 1)
+
+    def validate(self, running: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        k_members = self.members.k
+        score, loss = np.full(k_members, np.nan), np.full(k_members, np.nan)
+        if self.val_index.shape[1] == 0:
+            return score, loss
+        ids = [
+            self.inputs[k].patient_id[self.val_rows[k]].tolist() if running[k] else []
+            for k in range(k_members)
+        ]
+        z_np = self.pathology.embed_members(ids, self.device)
+        width = self.val_index.shape[1]
+        z = {}
+        for pm, values in z_np.items():
+            padded = np.zeros((k_members, width, self.stage1.d1), dtype=np.float32)
+            for k, v in enumerate(values):
+                padded[k, : len(v)] = v
+            z[pm] = torch.as_tensor(padded, device=self.device)
+        u, mask = self._embed(self.val_index, self.val_valid, z)
+        out = self.fusion.head(u, mask)
+        targets = self.tensors.targets(self.val_index)
+        for i in np.flatnonzero(running):
+            n = len(self.val_rows[i])
+            if n == 0:
+                continue
+            sub = {key: value[i, :n] for key, value in targets.items()}
+            loss[i] = float(task_loss(out[i, :n], sub, self.spec.task_loss))
+            score[i] = validation_score(
+                self.spec.task_loss, self.inputs[i], self.val_rows[i], out[i, :n].cpu().numpy()
+            )
+        return score, loss
+
+    def fold_run(self, k: int, history: pd.DataFrame) -> FusionRun:
+        """Member k as the plain single-fold models: z of every patient (one bag per pass), predictions'
+        inputs, checkpoint."""
+        from haf.mil.clam import GatedAttentionMIL
+        from haf.mil.train import embed_bags
+
+        inp, s1 = self.inputs[k], self.stage1
+        encoders = {}
+        z_all = {}
+        for pm, stacked in self.pathology.encoders.items():
+            store = self.pathology.stores[pm]
+            plain = GatedAttentionMIL(store.dim, s1.d1, s1.d2, s1.dropout)
+            plain.load_state_dict(member_state_dict(stacked, k))
+            plain = plain.to(self.device).eval()
+            z_all[pm] = embed_bags(plain, store, inp.patient_id.tolist(), self.device)[0]
+            encoders[pm] = plain.cpu().checkpoint(pmod=pm, fold=inp.fold, joint=True)
+        final_inputs = with_embeddings(inp, z_all)
+        dims = inp.dims()
+        for pm in self.pathology.stores:
+            dims[pm] = s1.d1
+        bank = ProjectorBank(dims, self.spec.modalities, self.stage2.hidden, self.stage2.d_out)
+        model = FusionModel(bank, self.stage3.hidden, self.stage3.dropout, slot_index(self.spec))
+        model.load_state_dict(member_state_dict(self.fusion, k))
+        missing = self.missing[k]
+        for m in missing:  # kept at its initialisation (frozen in the stacked run)
+            model.projectors.proj[m].requires_grad_(False)
+        model = model.to(self.device).eval()
+        checkpoint = make_checkpoint(
+            spec=self.spec, model=model, fold=inp.fold, untrained=missing,
+            extra={"encoders": encoders, "encoder_init": "scratch", "seed": self.members.seeds[k]},
+        )  # fmt: skip
+        notes = [f"no training patient has {m}: projector not trained" for m in missing]
+        return FusionRun(
+            self.spec, model, history, final_inputs, FoldTensors.from_inputs(final_inputs, self.device),
+            checkpoint, notes,
+        )  # fmt: skip
+
+
+def train_joint_folds(
+    inputs: list[FoldInputs],
+    spec: MethodSpec,
+    params: dict[str, Any],
+    device: torch.device,
+    *,
+    bags: dict[str, Any],
+    selection: TrainingSettings | None = None,
+    progress: bool = False,
+) -> list[FusionRun]:
+    """Train a ``detach: false`` method with Eq. 12 on several folds at once (one stacked member per fold).
+
+    ``bags``: pathology modality -> BagStore, shared by every fold (or the rule's ``manifest`` /
+    ``tma_index`` paths, opened once with :func:`open_bag_stores`).  Each fold keeps its own seed
+    (``fold_seed(stage3.seed, fold)``), data, random draws, optimiser state, schedule, early stopping and
+    selected epoch: a fold's result is the same trained with the others or alone.  Fold inputs that
+    disagree with the bags stop the job naming the patient before any training.
+    """
+    settings = {
+        "stage1": Stage1Settings.from_config(params["stage1"]),
+        "stage2": Stage2Settings.from_config(params["stage2"]),
+        "stage3": Stage3Settings.from_config(params["stage3"]),
     }
-    pathology.to(device)
-    checkpoint = make_checkpoint(
-        spec, model, inputs.fold, untrained=missing, extra={"encoders": encoders, "encoder_init": "scratch"}
+    if spec.detach:
+        raise ValueError(f"{spec.name}: detach true is trained by haf.fusion.train.train_fusion")
+    if not inputs:
+        raise ValueError(f"{spec.name}: train_joint_folds needs at least one fold")
+    if "manifest" in bags:
+        bags = open_bag_stores(bags, settings["stage1"], spec.modalities, device)
+    stores = {pm: bags[pm] for pm in PATHOLOGY if pm in spec.modalities}
+    for inp in inputs:
+        check_bags(inp, stores)
+        log.info(
+            "%s fold %d: joint training (Eq. 12) of CLAM encoders for %s (from scratch), projectors "
+            "(align %s) and the fusion MLP (drop %s)",
+            spec.name,
+            inp.fold,
+            ", ".join(stores) or "no pathology modality",
+            spec.align,
+            spec.drop,
+        )
+    task = _JointTask(inputs, spec, settings, stores, device)
+    names = [f"{spec.name} fold {i.fold}" for i in inputs]
+    histories = fit_stacked(
+        task, settings["stage3"].train, names=names, selection=selection, progress=progress
     )
-    notes = [f"no training patient has {m}: projector not trained" for m in missing]
-    return FusionRun(
-        spec, model, history, final_inputs, FoldTensors.from_inputs(final_inputs, device), checkpoint, notes
-    )
+    runs = []
+    for k in range(len(inputs)):
+        history = histories[k]
+        if task.components[k]:
+            history = history.merge(pd.DataFrame(task.components[k]), on="epoch", how="left")
+        history.insert(0, "method", spec.name)
+        runs.append(task.fold_run(k, history))
+    return runs

@@ -219,6 +219,9 @@ def stacked_fusion_loss(
     active = members.active_ids()
     zero = full.sum(dim=1) * 0.0
     parts = {"task": np.zeros(k_members)}
+    if kind == "bce":  # a padded row's label (NaN when it points at an unlabelled patient) must not
+        # reach the loss: masked out of the mean it would still turn the gradient into NaN
+        target = dict(target, label=torch.where(valid, target["label"], torch.zeros_like(target["label"])))
 
     def member_task(score: torch.Tensor, k: int, rows: torch.Tensor) -> torch.Tensor:
         sub = {key: value[k, rows] for key, value in target.items()}

@@ -432,11 +432,13 @@ def train_method_folds(
     for inp in inputs:
         log.info("%s fold %d: %s; %d patients; device %s", name, inp.fold, spec.as_dict(), inp.n, device)
     if not spec.detach:
-        from haf.fusion.joint import train_joint
+        from haf.fusion.joint import train_joint_folds
 
         if bags is None:
             raise ValueError(f"{name}: detach false needs the bags (manifest, tma_index)")
-        return [train_joint(inp, spec, params, device, bags=bags, progress=progress) for inp in inputs]
+        return train_joint_folds(
+            inputs, spec, params, device, bags=bags, selection=selection, progress=progress
+        )
     banks = metas = None
     if spec.uses_stage2:
         if projectors is None or len(projectors) != len(inputs):
@@ -456,6 +458,7 @@ def train_method_folds(
         device,
         projectors=banks,
         stage2_meta=metas,
+        selection=selection,
         progress=progress,
     )
 

@@ -28,6 +28,11 @@ in ``mask``'s row-major order, which the model also takes and which never builds
 row, so a caller may pass any patient ids).
 ``max_instances`` subsamples larger bags uniformly without replacement (training only; evaluation
 passes ``None`` and sees full bags).
+
+A stacked model (K folds at once) takes :meth:`BagStore.stacked_batch`: one group of patients per
+member, member k's bags subsampled with member k's generator (the draws :meth:`BagStore.batch` makes
+for that group alone), all members' instances gathered from the cache in one indexing operation.
+:meth:`BagStore.bag` is one patient's full bag (a view of the cache when cached).
 """
 
 from __future__ import annotations
@@ -63,6 +68,24 @@ class BagBatch:
 
     def __len__(self) -> int:
         return len(self.patient_id)
+
+
+@dataclass
+class StackedBagBatch:
+    """One batch per member of a stacked model (:meth:`BagStore.stacked_batch`)."""
+
+    patient_id: list[list[str]]  # member k's patients (empty: member k has no batch)
+    x: torch.Tensor  # (M, D) float32: member 0's real instances (row-major in mask[0]), then member 1's...
+    mask: torch.Tensor  # (K, B, N) bool; member k's bags in rows :len(patient_id[k])
+    n: list[np.ndarray]  # member k's instances per bag (after any subsampling)
+    active: torch.Tensor  # (K,) bool: member k has a batch
+
+    def labels(self, label: Sequence[dict[str, float]], device: torch.device | str = "cpu") -> torch.Tensor:
+        """(K, B) float labels from member k's ``label[k]`` (patient -> label); NaN on padding."""
+        out = np.full(tuple(self.mask.shape[:2]), np.nan, dtype=np.float32)
+        for k, pids in enumerate(self.patient_id):
+            out[k, : len(pids)] = [label[k][p] for p in pids]
+        return torch.from_numpy(out).to(device)
 
 
 @dataclass(frozen=True)
@@ -280,6 +303,15 @@ class BagStore:
             return read_bag(source.files[0], self.dim, self.max_abs)[0]
         return read_pooled_bag(source.files, self.dim, self.max_abs)
 
+    def bag(self, patient_id: str, device: torch.device | str = "cpu") -> torch.Tensor:
+        """One patient's full bag (n, D) float32 on ``device``: a view of the cache when cached (no copy
+        on CPU), else read from its h5 files."""
+        if self._cache is not None:
+            offset = self._offset[patient_id]
+            rows = self._cache[offset : offset + self.sources[patient_id].n]
+            return rows.to(device=device, dtype=torch.float32)
+        return torch.from_numpy(self.read(patient_id)).to(device)
+
     # ---- device cache -------------------------------------------------------------------------
     @property
     def cached(self) -> bool:
@@ -330,6 +362,39 @@ class BagStore:
             raise ValueError("subsampling a bag above max_instances needs an rng")
         return np.sort(rng.choice(n, size=max_instances, replace=False))
 
+    def _instance_rows(
+        self, pids: Sequence[str], max_instances: int | None, rng: np.random.Generator | None
+    ) -> list[tuple[int, np.ndarray | None]]:
+        """(instances, kept rows or None = all) per patient, subsampling in ``pids`` order with ``rng``."""
+        rows = []
+        for pid in pids:
+            n = self.n_instances(pid)
+            rows.append((n, self._rows(n, max_instances, rng) if n else None))
+        return rows
+
+    def _features(
+        self, pids: Sequence[str], rows: Sequence[tuple[int, np.ndarray | None]], device: torch.device
+    ) -> torch.Tensor:
+        """The kept instances of these patients, packed (M, D) float32 on ``device``, in ``pids`` order."""
+        sizes = [n if keep is None else len(keep) for n, keep in rows]
+        starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
+        if self._cache is not None:
+            flat = np.empty(int(starts[-1]), dtype=np.int64)
+            for i, (pid, (n, keep)) in enumerate(zip(pids, rows, strict=True)):
+                if n:
+                    flat[starts[i] : starts[i + 1]] = self._offset[pid] + (
+                        np.arange(n) if keep is None else keep
+                    )
+            return self._cache[torch.from_numpy(flat).to(self._cache.device)].to(
+                device=device, dtype=torch.float32
+            )
+        array = np.empty((int(starts[-1]), self.dim), dtype=np.float32)
+        for i, (pid, (n, keep)) in enumerate(zip(pids, rows, strict=True)):
+            if n:
+                bag = self.read(pid)  # one full bag at a time: peak = one bag + the batch
+                array[starts[i] : starts[i + 1]] = bag if keep is None else bag[keep]
+        return torch.from_numpy(array).to(device)
+
     def batch(
         self,
         patient_ids: Sequence[str],
@@ -346,32 +411,11 @@ class BagStore:
         """
         device = torch.device(device)
         pids = list(patient_ids)
-        rows = []
-        for pid in pids:
-            n = self.n_instances(pid)
-            keep = self._rows(n, max_instances, rng) if n else None
-            rows.append((n, keep))
+        rows = self._instance_rows(pids, max_instances, rng)
         sizes = np.array([n if keep is None else len(keep) for n, keep in rows], dtype=np.int64)
         width = max(1, int(sizes.max()) if len(sizes) else 1)
         mask = torch.from_numpy(np.arange(width)[None, :] < sizes[:, None])
-        starts = np.concatenate([[0], np.cumsum(sizes)])
-        if self._cache is not None:
-            flat = np.empty(int(starts[-1]), dtype=np.int64)
-            for i, (pid, (n, keep)) in enumerate(zip(pids, rows, strict=True)):
-                if n:
-                    flat[starts[i] : starts[i + 1]] = self._offset[pid] + (
-                        np.arange(n) if keep is None else keep
-                    )
-            x = self._cache[torch.from_numpy(flat).to(self._cache.device)].to(
-                device=device, dtype=torch.float32
-            )
-        else:
-            array = np.empty((int(starts[-1]), self.dim), dtype=np.float32)
-            for i, (pid, (n, keep)) in enumerate(zip(pids, rows, strict=True)):
-                if n:
-                    bag = self.read(pid)  # one full bag at a time: peak = one bag + the batch
-                    array[starts[i] : starts[i + 1]] = bag if keep is None else bag[keep]
-            x = torch.from_numpy(array).to(device)
+        x = self._features(pids, rows, device)
         mask = mask.to(device)
         if not packed:
             padded = x.new_zeros(len(pids), width, self.dim)
@@ -384,6 +428,41 @@ class BagStore:
             n=sizes,
             present=np.array([n > 0 for n, _ in rows], bool),
             packed=packed,
+        )
+
+    def stacked_batch(
+        self,
+        groups: Sequence[Sequence[str]],
+        *,
+        max_instances: int | None = None,
+        rngs: Sequence[np.random.Generator | None] | None = None,
+        device: torch.device | str = "cpu",
+    ) -> StackedBagBatch:
+        """One batch per member of a stacked model (``groups[k]``: member k's patients, may be empty).
+
+        Member k's bags above ``max_instances`` are subsampled with ``rngs[k]``, exactly the draws
+        :meth:`batch` makes for that group alone.  ``x`` is packed (M, D): member 0's real instances
+        in ``mask[0]``'s row-major order, then member 1's, ... (one gather from the cache for all
+        members); ``mask`` (K, B, N) with member k's bags in rows ``:len(groups[k])``.
+        """
+        device = torch.device(device)
+        groups = [list(g) for g in groups]
+        rngs = list(rngs) if rngs is not None else [None] * len(groups)
+        rows = [self._instance_rows(g, max_instances, rng) for g, rng in zip(groups, rngs, strict=True)]
+        sizes = [np.array([n if keep is None else len(keep) for n, keep in r], dtype=np.int64) for r in rows]
+        width = max([1] + [int(s.max()) for s in sizes if len(s)])
+        depth = max([0] + [len(g) for g in groups])
+        mask = np.zeros((len(groups), depth, width), dtype=bool)
+        for k, s in enumerate(sizes):
+            mask[k, : len(s)] = np.arange(width)[None, :] < s[:, None]
+        pids = [p for g in groups for p in g]
+        x = self._features(pids, [r for member in rows for r in member], device)
+        return StackedBagBatch(
+            patient_id=groups,
+            x=x,
+            mask=torch.from_numpy(mask).to(device),
+            n=sizes,
+            active=torch.tensor([len(g) > 0 for g in groups], dtype=torch.bool),
         )
 
     def plan(
