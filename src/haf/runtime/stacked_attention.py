@@ -54,13 +54,11 @@ class RowDropout(nn.Module):
         if not self.training or self.p == 0.0:
             return x
         members, counts = self.members[0], self.rows[0].counts
-        keep = torch.zeros_like(x, dtype=torch.bool)
+        draws = torch.zeros_like(x)  # 0 < p: inactive members and padded rows are dropped (zeroed)
         for i in members.active_ids():
             n = x.shape[1] if counts is None else counts[i]
-            gen = members.generators[i]
-            draw = torch.rand((n, *x.shape[2:]), generator=gen, device=gen.device)
-            keep[i, :n] = draw.to(x.device) >= self.p
-        return x * keep.to(x.dtype) / (1.0 - self.p)
+            torch.rand((n, *x.shape[2:]), generator=members.generators[i], out=draws[i, :n])
+        return x * draws.ge_(self.p).div_(1.0 - self.p)  # x * mask / (1 - p), as nn.Dropout scales
 
 
 class RowLayers(Layers):
@@ -141,8 +139,10 @@ class MultiheadAttention(nn.Module):
             allowed = key_mask.bool()[..., None, None, :]  # (..., 1, 1, Tk)
             any_key = allowed.any(dim=-1, keepdim=True)  # (..., 1, 1, 1)
             scores = scores.masked_fill(~allowed, float("-inf"))
-            scores = torch.where(any_key, scores, torch.zeros_like(scores))  # no key: finite, zeroed below
-            weights = torch.softmax(scores, dim=-1)
-            weights = torch.where(any_key, weights, torch.zeros_like(weights))
+            if bool(any_key.all()):
+                weights = torch.softmax(scores, dim=-1)
+            else:  # a query without any key: finite scores, then no attention at all
+                scores = torch.where(any_key, scores, torch.zeros_like(scores))
+                weights = torch.where(any_key, torch.softmax(scores, dim=-1), torch.zeros_like(scores))
         attended = self.drop(weights) @ v  # (..., H, Tq, d / H)
         return self.out(attended.transpose(-2, -3).flatten(-2))
