@@ -12,6 +12,7 @@ also checked against the single-fold ``GCSStep`` for one step on the same weight
 from __future__ import annotations
 
 import copy
+import logging
 
 import numpy as np
 import pandas as pd
@@ -84,9 +85,14 @@ def test_the_folds_pad_batches_beyond_the_lone_folds_width(folds):
 
 
 @pytest.mark.parametrize("family, extra", FAMILIES)
-def test_a_fold_stacked_with_others_equals_it_trained_alone(family, extra, folds):
+def test_a_fold_stacked_with_others_equals_it_trained_alone(family, extra, folds, caplog):
     decl = _decl(family, **extra)
-    together = train_comparator_folds(folds, decl, copy.deepcopy(SECTIONS), CPU)
+    with caplog.at_level(logging.INFO, logger="haf.comparators.train"):
+        together = train_comparator_folds(folds, decl, copy.deepcopy(SECTIONS), CPU)
+    if family in ("mfmf", "feature_interaction"):
+        # fold 2 stops first: folds 0 and 1 go on in a compact run (fold 1 among them), and fold 1 must
+        # still equal its lone run
+        assert "compacted to a run of folds 0, 1" in caplog.text
     alone = train_comparator_folds(folds[1:2], decl, copy.deepcopy(SECTIONS), CPU)[0]
     a, b = together[1].history, alone.history
     assert a["epoch"].tolist() == b["epoch"].tolist()

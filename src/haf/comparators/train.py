@@ -171,8 +171,121 @@ def _check_fold(name: str, inputs: FoldInputs, task_loss: str, modalities: list[
         )  # fmt: skip
 
 
+class _Run:
+    """The stacked members that train in an epoch: every fold, or a compact copy of the running ones.
+
+    A compact run shares the members' own generators (torch and NumPy), so a member's draws continue
+    exactly where they were; its parameters and optimiser state are copied in from the full run when it
+    is made and copied back after every epoch (validation, early stopping and the schedules act on the
+    full run).  Training a member among fewer members changes only the batched kernels' rounding.
+    """
+
+    def __init__(self, task: _ComparatorTask, ids: list[int], trainer: StackedTrainer | None = None) -> None:
+        self.task, self.ids = task, list(ids)
+        full = len(self.ids) == task.members.k
+        if full:
+            self.members, self.tensors = task.members, task.tensors
+        else:
+            self.members = Members([task.members.seeds[i] for i in self.ids], task.device)
+            self.members.generators = [task.members.generators[i] for i in self.ids]
+            self.members.rngs = [task.members.rngs[i] for i in self.ids]
+            self.tensors = StackedFoldTensors.from_inputs([task.inputs[i] for i in self.ids], task.device)
+        self.layers = RowLayers(self.members)
+        dims = {m: self.tensors.widths[m] for m in MODALITIES}
+        self.model = build_model(task.declaration, dims, task.settings, self.layers).to(task.device)
+        self.trainer = trainer if full else StackedTrainer(self.model, self.members, task.settings.train)
+        self.step = resolve(task.spec.step)(self.model, self.members, task.settings)
+        self.train_rows = [task.train_rows[i] for i in self.ids]
+        self.inputs = [task.inputs[i] for i in self.ids]
+
+    def targets(self, rows: torch.Tensor, valid: torch.Tensor) -> Targets:
+        """Targets (K, B); padded entries get harmless values (they never reach a loss)."""
+        return _targets(self.tensors, rows, valid)
+
+    def batch_inputs(self, batch: StackedBatch, epoch: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Features and presence of the step's rows; with ``p_miss`` each active member masks its own rows
+        with a mask seed from its own generator (as the one-fold trainer did with its generator)."""
+        x, present = self.tensors.rows(batch.rows, batch.valid)
+        p_miss = self.task.p_miss
+        if p_miss <= 0:
+            return x, present
+        mask = present.clone()
+        counts = batch.counts.tolist()
+        for k in self.members.active_ids():
+            n = counts[k]
+            rows = batch.rows[k, :n].cpu().numpy()
+            seed = int(self.members.rngs[k].integers(2**31))
+            draw = draw_masks(self.inputs[k].present[rows], p_miss, 1, "mixed", seed, epoch)
+            mask[k, :n] = torch.as_tensor(draw[0], device=mask.device)
+        x = {m: x[m] * mask[..., j : j + 1].to(x[m].dtype) for j, m in enumerate(MODALITIES)}
+        return x, mask
+
+    def train_epoch(self, epoch: int, running: np.ndarray) -> np.ndarray:
+        """One epoch of the running members of this run; (K_run,) row-weighted mean training losses."""
+        k = self.members.k
+        total, count = np.zeros(k), np.zeros(k)
+        batches = epoch_steps(self.members, self.train_rows, self.task.batch_size, running, self.task.device)
+        for batch in batches:
+            self.members.set_active(batch.active)
+            self.layers.rows.set(batch.valid)
+            x, present = self.batch_inputs(batch, epoch)
+            targets = self.targets(batch.rows, batch.valid)
+            losses = self.step(x, present, targets, batch.valid, batch.active, self.trainer)
+            n = batch.counts.cpu().numpy()
+            total += np.where(n > 0, losses.cpu().numpy(), 0.0) * n
+            count += n
+        self.layers.rows.set(None)
+        return total / np.maximum(count, 1)
+
+    def transfer(self, full: StackedTrainer, *, to_full: bool) -> None:
+        """Copy parameters, Adam moments, step counts (and, into the run, learning rates) of this run's
+        members between the full trainer and this run's trainer."""
+        ids = torch.as_tensor(self.ids, device=full.flat.data.device)
+        with torch.no_grad():
+            for (pf, (of, _)), (pc, (oc, _)) in zip(
+                zip(full.flat.params, full.flat.blocks, strict=True),
+                zip(self.trainer.flat.params, self.trainer.flat.blocks, strict=True),
+                strict=True,
+            ):
+                trailing = tuple(slice(0, s) for s in pc.shape[1:])  # widths may be padded in the full run
+                for buf_full, buf_run in (
+                    (full.flat.data, self.trainer.flat.data),
+                    (full.optimizer.m, self.trainer.optimizer.m),
+                    (full.optimizer.v, self.trainer.optimizer.v),
+                ):
+                    view_full = buf_full[of : of + pf.numel()].view(pf.shape)
+                    view_run = buf_run[oc : oc + pc.numel()].view(pc.shape)
+                    if to_full:
+                        view_full[(ids, *trailing)] = view_run
+                    else:
+                        view_run.copy_(view_full[(ids, *trailing)])
+            if to_full:
+                full.optimizer.t[ids] = self.trainer.optimizer.t
+            else:
+                self.trainer.optimizer.t.copy_(full.optimizer.t[ids])
+
+    def pull_learning_rates(self, full: StackedTrainer) -> None:
+        ids = torch.as_tensor(self.ids, device=full.optimizer.lr.device)
+        self.trainer.optimizer.lr.copy_(full.optimizer.lr[ids])
+
+
+def _targets(tensors: StackedFoldTensors, rows: torch.Tensor, valid: torch.Tensor) -> Targets:
+    t = tensors.targets(rows)
+    return Targets(
+        label=torch.where(valid, t["label"], torch.zeros_like(t["label"])),
+        time=torch.where(valid, t["time"], torch.ones_like(t["time"])),
+        event=torch.where(valid, t["event"], torch.zeros_like(t["event"])),
+    )
+
+
 class _ComparatorTask:
-    """K folds of one comparator as the stacked task of :func:`haf.runtime.fit.fit_stacked`."""
+    """K folds of one comparator as the stacked task of :func:`haf.runtime.fit.fit_stacked`.
+
+    Once at most ``COMPACT`` of the members of the current run are still running, the rest of training
+    goes on in a compact run of those members only (members that stopped early cost no more compute).
+    """
+
+    COMPACT = 0.75
 
     def __init__(
         self,
@@ -189,65 +302,48 @@ class _ComparatorTask:
         self.members = Members(seeds, device)
         seed_everything(seeds[0])
         self.tensors = StackedFoldTensors.from_inputs(inputs, device)
-        self.layers = RowLayers(self.members)
-        dims = {m: self.tensors.widths[m] for m in MODALITIES}
-        self.model = build_model(declaration, dims, settings, self.layers).to(device)
-        self.step = resolve(spec.step)(self.model, self.members, settings)
-        self.stats = getattr(self.step, "stats", None)
         self.train_rows = [training_rows(i, "train", spec.task_loss) for i in inputs]
         self.val_rows = [training_rows(i, "val", spec.task_loss) for i in inputs]
         self.val_index, self.val_valid = pad_rows(self.val_rows, device)
         self.batch_size = settings.batch_size
         self.p_miss = float(getattr(settings, "p_miss", 0.0))  # the stage3 section has no p_miss
-
-    def targets(self, rows: torch.Tensor, valid: torch.Tensor) -> Targets:
-        """Targets (K, B); padded entries get harmless values (they never reach a loss)."""
-        t = self.tensors.targets(rows)
-        return Targets(
-            label=torch.where(valid, t["label"], torch.zeros_like(t["label"])),
-            time=torch.where(valid, t["time"], torch.ones_like(t["time"])),
-            event=torch.where(valid, t["event"], torch.zeros_like(t["event"])),
-        )
-
-    def batch_inputs(self, batch: StackedBatch, epoch: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Features and presence of the step's rows; with ``p_miss`` each active member masks its own rows
-        with a mask seed from its own generator (as the one-fold trainer did with its generator)."""
-        x, present = self.tensors.rows(batch.rows, batch.valid)
-        if self.p_miss <= 0:
-            return x, present
-        mask = present.clone()
-        counts = batch.counts.tolist()
-        for k in self.members.active_ids():
-            n = counts[k]
-            rows = batch.rows[k, :n].cpu().numpy()
-            seed = int(self.members.rngs[k].integers(2**31))
-            draw = draw_masks(self.inputs[k].present[rows], self.p_miss, 1, "mixed", seed, epoch)
-            mask[k, :n] = torch.as_tensor(draw[0], device=mask.device)
-        x = {m: x[m] * mask[..., j : j + 1].to(x[m].dtype) for j, m in enumerate(MODALITIES)}
-        return x, mask
+        self.full = _Run(self, list(range(len(inputs))))
+        self.model = self.full.model
+        self.run = self.full
+        self.compactions: list[int] = []  # run sizes after each compaction (logged)
+        self.gcs_history: list[list[dict[str, float]]] = [[] for _ in inputs]
 
     def train_epoch(self, epoch: int, running: np.ndarray, trainer: StackedTrainer) -> np.ndarray:
-        k = self.members.k
-        total, count = np.zeros(k), np.zeros(k)
-        for batch in epoch_steps(self.members, self.train_rows, self.batch_size, running, self.device):
-            self.members.set_active(batch.active)
-            self.layers.rows.set(batch.valid)
-            x, present = self.batch_inputs(batch, epoch)
-            targets = self.targets(batch.rows, batch.valid)
-            losses = self.step(x, present, targets, batch.valid, batch.active, trainer)
-            n = batch.counts.cpu().numpy()
-            total += np.where(n > 0, losses.cpu().numpy(), 0.0) * n
-            count += n
-        self.layers.rows.set(None)
-        if self.stats is not None:
-            ids = [int(i) for i in np.flatnonzero(running)]
-            means = self.stats.reset(ids)
-            for i in ids:
+        self.full.trainer = trainer
+        ids = [int(i) for i in np.flatnonzero(running)]
+        if len(ids) <= self.COMPACT * len(self.run.ids) and len(ids) < len(self.run.ids):
+            self.run = _Run(self, ids)  # the previous run was copied back at the end of the last epoch
+            self.run.transfer(trainer, to_full=False)
+            self.compactions.append(len(ids))
+            log.info(
+                "%s epoch %d: %d of %d folds still training: compacted to a run of folds %s",
+                self.spec.name, epoch, len(ids), self.members.k, ", ".join(str(self.inputs[i].fold) for i in ids),
+            )  # fmt: skip
+        run = self.run
+        if run is not self.full:
+            run.pull_learning_rates(trainer)
+        sub = running[run.ids]
+        losses = np.zeros(self.members.k)
+        losses[run.ids] = run.train_epoch(epoch, sub)
+        if run is not self.full:
+            run.transfer(trainer, to_full=True)
+        stats = getattr(run.step, "stats", None)
+        if stats is not None:
+            local = [j for j, i in enumerate(run.ids) if running[i]]
+            means = stats.reset(local)
+            for j in local:
+                i = run.ids[j]
+                self.gcs_history[i].append(means[j])
                 log.debug(
                     "%s epoch %d: GCS mean curvature %.3g, mean omega %.3f, mean damping factor %.4f",
-                    self.names[i], epoch, means[i]["curvature"], means[i]["omega"], means[i]["damping"],
+                    self.names[i], epoch, means[j]["curvature"], means[j]["omega"], means[j]["damping"],
                 )  # fmt: skip
-        return total / np.maximum(count, 1)
+        return losses
 
     def validate(self, running: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         k = self.members.k
@@ -257,7 +353,8 @@ class _ComparatorTask:
         run = torch.as_tensor(running, device=self.val_valid.device).unsqueeze(1)
         valid = self.val_valid & run  # members that stopped are not scored (nor their Cox loss taken)
         x, present = self.tensors.rows(self.val_index, valid)
-        out, losses = self.model.scores_and_losses(x, present, self.targets(self.val_index, valid), valid)
+        targets = _targets(self.tensors, self.val_index, valid)
+        out, losses = self.model.scores_and_losses(x, present, targets, valid)
         out, losses = out.float().cpu().numpy(), losses.float().cpu().numpy()
         for i in np.flatnonzero(running):
             rows = self.val_rows[i]
@@ -317,8 +414,8 @@ def train_comparator_folds(
     histories = fit_stacked(task, settings.train, names=names, progress=progress)
     results = []
     for k, inp in enumerate(inputs):
-        if task.stats is not None and task.stats.history[k]:
-            tail = task.stats.history[k][-1]
+        if task.gcs_history[k]:
+            tail = task.gcs_history[k][-1]
             log.info(
                 "%s: GCS last epoch: mean curvature %.3g, mean omega %.3f, mean damping factor %.4f",
                 names[k], tail["curvature"], tail["omega"], tail["damping"],
