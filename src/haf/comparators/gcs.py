@@ -167,7 +167,9 @@ class GCSStep:
 
     ``model`` provides ``encode``, ``hazard``, ``cox_loss``, ``modalities`` and
     ``hazard_parameters()``; the step is called as ``step(x, present, targets) -> loss`` (the Cox
-    loss at the unperturbed parameters when SAM is on, else at the step's own point).
+    loss at the unperturbed parameters when SAM is on, else at the step's own point).  One fold, any
+    ``nn.Module``: the reference the trainer's stacked step
+    (:class:`haf.comparators.stacked_gcs.StackedGCSStep`) is tested against.
     """
 
     def __init__(self, model, optimizer: torch.optim.Optimizer, cfg: GCSConfig, seed: int = 0) -> None:
