@@ -255,3 +255,42 @@ def test_steering_shrinks_the_encoder_update_and_leaves_the_hazard_update_alone(
             torch.testing.assert_close(a, b)
     stats = step.stats.reset()
     assert stats["curvature"] > 0 and 0 < stats["omega"] < 1 and stats["damping"] < 1
+
+
+def test_controller_standardises_over_each_members_valid_rows_only():
+    # (K = 2, B = 5): member 0 has 3 real rows, member 1 all 5; padded entries hold junk that must not
+    # enter member 0's mean or spread, and each member's gates equal the controller on its rows alone
+    g = torch.Generator().manual_seed(4)
+    c = torch.rand(2, 5, generator=g, dtype=torch.float64) * 3
+    gnorm = torch.rand(2, 5, generator=g, dtype=torch.float64) + 0.5
+    missing = torch.rand(2, 5, generator=g, dtype=torch.float64)
+    valid = torch.tensor([[True, True, True, False, False], [True] * 5])
+    c[0, 3:] = 1e6
+    omega = controller(c, gnorm, missing, 1.5, valid)
+    torch.testing.assert_close(omega[0, :3], controller(c[0, :3], gnorm[0, :3], missing[0, :3], 1.5))
+    torch.testing.assert_close(omega[1], controller(c[1], gnorm[1], missing[1], 1.5))
+    # by hand for member 0: population SD over its 3 rows
+    s = c[0, :3] * gnorm[0, :3]
+    z = (s - s.mean()) / s.std(unbiased=False)
+    torch.testing.assert_close(omega[0, :3], torch.sigmoid(z + 1.5 * missing[0, :3]))
+    # one valid row: nothing to standardise against; no valid row: finite
+    one = controller(c, gnorm, missing, 1.0, torch.tensor([[True] + [False] * 4, [False] * 5]))
+    torch.testing.assert_close(one[0, 0], torch.sigmoid(missing[0, 0]))
+    assert torch.isfinite(one).all()
+
+
+def test_curvature_and_steering_take_leading_member_dimensions():
+    a = [_spd(4, 5), _spd(4, 6, scale=5.0)]
+    f = torch.randn(2, 3, 4, dtype=torch.float64)  # (K, B, d)
+    r = rademacher(f, torch.Generator().manual_seed(0))
+
+    def grad_fn(x):  # member k: sample b of L_k = 0.5 f^T A_k f
+        return torch.stack([x[k] @ a[k] for k in range(2)])
+
+    c = hutchinson_curvature(grad_fn, f, r, 0.1)
+    for k in range(2):
+        torch.testing.assert_close(c[k], torch.einsum("bi,ij,bj->b", r[k], a[k], r[k]))
+    g = torch.randn(2, 3, 4, dtype=torch.float64)
+    omega = torch.rand(2, 3, dtype=torch.float64)
+    out = steer(g, c, omega, 0.7)
+    torch.testing.assert_close(out[1], steer(g[1], c[1], omega[1], 0.7))

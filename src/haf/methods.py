@@ -30,7 +30,7 @@ class MethodFamily:
     section: str  # config section with the family's training settings
     task_loss: str | None  # the family's fixed loss; None: declared per method (bce | cox)
     build: str | None = None  # comparators: "module:function" (declaration, dims, settings) -> model
-    step: str | None = None  # comparators: "module:function" (model, optimizer, settings) -> step
+    step: str | None = None  # comparators: "module:function" (model, members, settings) -> stacked step
 
 
 METHOD_FAMILIES: dict[str, MethodFamily] = {

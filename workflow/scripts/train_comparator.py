@@ -6,9 +6,9 @@ from _haf_rule import start
 log = start(snakemake, "haf.comparator")
 
 from haf.artifacts.fold_inputs import FoldInputs  # noqa: E402
-from haf.comparators.train import run_comparator  # noqa: E402
+from haf.comparators.train import run_comparator_folds  # noqa: E402
 from haf.runtime.device import resolve_device, set_torch_threads  # noqa: E402
-from haf.settings import EvaluationSettings, ParachuteSettings, Stage3Settings  # noqa: E402
+from haf.settings import EvaluationSettings, ParachuteSettings, Stage3Settings, TrainingSettings  # noqa: E402
 
 set_torch_threads(snakemake.threads)
 device = resolve_device(snakemake.params.device)
@@ -19,16 +19,20 @@ sections = {
 }
 evaluation = EvaluationSettings.from_config(snakemake.params.evaluation)
 out = snakemake.output
-for k, path in enumerate(snakemake.input.fold_inputs):
-    inputs = FoldInputs.load(path)
-    log.info("%s fold %d: %d patients from %s", method, inputs.fold, inputs.n, path)
-    run_comparator(
-        inputs,
-        snakemake.params.declaration,
-        sections,
-        evaluation,
-        {key: getattr(out, key)[k] for key in ("model", "predictions", "masked", "train_log")},
-        method=method,
-        device=device,
-        progress=True,
-    )
+inputs = [FoldInputs.load(path) for path in snakemake.input.fold_inputs]
+for inp, path in zip(inputs, snakemake.input.fold_inputs, strict=True):
+    log.info("%s fold %d: %d patients from %s", method, inp.fold, inp.n, path)
+run_comparator_folds(  # every fold side by side (stacked runtime), each from its own fold seed
+    inputs,
+    snakemake.params.declaration,
+    sections,
+    evaluation,
+    [
+        {key: getattr(out, key)[k] for key in ("model", "predictions", "masked", "train_log")}
+        for k in range(len(inputs))
+    ],
+    method=method,
+    device=device,
+    selection=TrainingSettings.from_config(snakemake.params.training),
+    progress=True,
+)

@@ -94,8 +94,9 @@ class GCSStats:
 
 
 def rademacher(like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A tensor of independent +-1 entries shaped like ``like``."""
-    bits = torch.randint(0, 2, like.shape, generator=generator, device="cpu")
+    """A tensor of independent +-1 entries shaped like ``like`` (drawn on the generator's device)."""
+    device = generator.device if generator is not None else torch.device("cpu")
+    bits = torch.randint(0, 2, like.shape, generator=generator, device=device)
     return (bits * 2 - 1).to(device=like.device, dtype=like.dtype)
 
 
@@ -104,30 +105,49 @@ def hutchinson_curvature(
 ) -> torch.Tensor:
     """Per-sample ``c_b = r_b^T (g_b(f + eps r) - g_b(f - eps r)) / (2 eps)`` ~ ``r_b^T H r``.
 
-    ``grad_fn(f)`` returns dL/df (B, d) at fused features ``f`` (B, d); ``r`` (B, d) are the probes.
+    ``grad_fn(f)`` returns dL/df (..., B, d) at fused features ``f`` (..., B, d); ``r`` (..., B, d) are
+    the probes; the result is (..., B) (a leading K: stacked members).
     """
     with torch.no_grad():
         f0 = f.detach()
     g_plus = grad_fn(f0 + epsilon * r)
     g_minus = grad_fn(f0 - epsilon * r)
-    return (r * (g_plus - g_minus)).sum(dim=1) / (2 * epsilon)
+    return (r * (g_plus - g_minus)).sum(dim=-1) / (2 * epsilon)
 
 
 def controller(
-    curvature: torch.Tensor, grad_norm: torch.Tensor, missing: torch.Tensor, missing_weight: float
+    curvature: torch.Tensor,
+    grad_norm: torch.Tensor,
+    missing: torch.Tensor,
+    missing_weight: float,
+    valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Gate omega_b in (0, 1): sigmoid(standardised c_b+ ||g_b|| + missing_weight * m_b)."""
+    """Gate omega_b in (0, 1): sigmoid(standardised c_b+ ||g_b|| + missing_weight * m_b).
+
+    The standardisation runs over the minibatch: every entry (``valid`` None, a (B,) batch), or, for
+    stacked members ((K, B) inputs), over the ``valid`` entries of the last dimension only (member k's
+    real rows: padding never enters its mean or spread).
+    """
     s = curvature.clamp(min=0) * grad_norm
-    centred = s - s.mean()
-    spread = s.std(unbiased=False) if s.numel() > 1 else s.new_zeros(())
+    if valid is None:
+        centred = s - s.mean()
+        spread = s.std(unbiased=False) if s.numel() > 1 else s.new_zeros(())
+    else:
+        w = valid.to(s.dtype)
+        n = w.sum(dim=-1, keepdim=True)
+        s_valid = torch.where(valid, s, torch.zeros_like(s))
+        count = n.clamp(min=1)
+        centred = s - s_valid.sum(dim=-1, keepdim=True) / count
+        var = torch.where(valid, centred * centred, torch.zeros_like(s)).sum(dim=-1, keepdim=True) / count
+        spread = torch.where(n > 1, var.sqrt(), torch.zeros_like(var))
     z = torch.where(spread > 0, centred / spread.clamp(min=1e-30), torch.zeros_like(centred))
     return torch.sigmoid(z + missing_weight * missing)
 
 
 def steer(g: torch.Tensor, curvature: torch.Tensor, omega: torch.Tensor, gamma: float) -> torch.Tensor:
     """``g~_b = (1 - omega_b) g_b + omega_b g_b / (1 + gamma c_b+)`` (c clamped at 0: the guard)."""
-    c = curvature.clamp(min=0).unsqueeze(1)
-    w = omega.unsqueeze(1)
+    c = curvature.clamp(min=0).unsqueeze(-1)
+    w = omega.unsqueeze(-1)
     return (1 - w) * g + w * g / (1 + gamma * c)
 
 
@@ -147,7 +167,9 @@ class GCSStep:
 
     ``model`` provides ``encode``, ``hazard``, ``cox_loss``, ``modalities`` and
     ``hazard_parameters()``; the step is called as ``step(x, present, targets) -> loss`` (the Cox
-    loss at the unperturbed parameters when SAM is on, else at the step's own point).
+    loss at the unperturbed parameters when SAM is on, else at the step's own point).  One fold, any
+    ``nn.Module``: the reference the trainer's stacked step
+    (:class:`haf.comparators.stacked_gcs.StackedGCSStep`) is tested against.
     """
 
     def __init__(self, model, optimizer: torch.optim.Optimizer, cfg: GCSConfig, seed: int = 0) -> None:

@@ -9,9 +9,12 @@
 * :class:`FeatureInteraction` (CustOmics-like, paradigm D): low-rank pairwise bilinear interactions
   of modality embeddings, present pairs only.
 
-All take ``(x, present)`` and return one logit per patient; :meth:`ComparatorModel.loss` is the
-training loss the shared trainer minimises.  The design choices the descriptions leave open are
-listed in each class docstring and in ``docs/comparators.md``.
+All take ``(x, present)`` and return one logit per patient; :meth:`ComparatorModel.scores_and_losses`
+gives the scores and the training loss the shared trainer minimises.  Every model is built through
+``layers`` (:class:`~haf.runtime.stacked.Layers`): plain for one fold, or stacked over K folds
+(inputs and outputs with a leading K, the loss one per member over that member's ``valid`` rows).
+The design choices the descriptions leave open are listed in each class docstring and in
+``docs/comparators.md``.
 """
 
 from __future__ import annotations
@@ -25,25 +28,50 @@ from torch import nn
 from haf.comparators.blocks import (
     MHCABlock,
     ModalityAdapters,
+    Width,
+    input_linear,
     masked_mean,
     mlp,
     presence,
     replace_absent,
+    zeros_parameter,
 )
 from haf.losses import binary_loss
+from haf.runtime.stacked import Layers
+from haf.runtime.stacked_attention import MultiheadAttention
 
 
 @dataclass
 class Targets:
-    """Training targets of a batch of patients (label NaN = no binary label)."""
+    """Training targets of a batch of patients (label NaN = no binary label); (B,) or (K, B)."""
 
     label: torch.Tensor
     time: torch.Tensor
     event: torch.Tensor
 
 
+def row_mean(values: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Mean over the last dimension, over the ``valid`` entries only (0 where there are none)."""
+    if valid is None:
+        return values.mean(dim=-1)
+    total = torch.where(valid, values, torch.zeros_like(values)).sum(dim=-1)
+    return total / valid.sum(dim=-1).clamp(min=1).to(values.dtype)
+
+
+def masked_bce(logit: torch.Tensor, label: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """BCE on logits averaged over the valid rows of the last dimension.
+
+    Labels outside ``valid`` (padding, which may point at an unlabelled patient) are replaced before
+    the loss: a NaN label would give a NaN gradient even with a zero weight.
+    """
+    if valid is not None:
+        label = torch.where(valid, label, torch.zeros_like(label))
+    per = binary_loss(logit, label, reduction="none").reshape(logit.shape)
+    return row_mean(per, valid)
+
+
 class ComparatorModel(nn.Module):
-    """Base: ``forward(x, present) -> (B,)`` score; ``loss`` = BCE of that logit (binary comparators)."""
+    """Base: ``forward(x, present) -> (..., B)`` score; the loss is BCE of that logit (binary comparators)."""
 
     task_loss = "bce"
 
@@ -51,8 +79,20 @@ class ComparatorModel(nn.Module):
         super().__init__()
         self.modalities = list(modalities)
 
+    def scores_and_losses(
+        self,
+        x: dict[str, torch.Tensor],
+        present: torch.Tensor,
+        targets: Targets,
+        valid: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores (..., B) and the training loss over the last dimension's ``valid`` rows (all if None):
+        a scalar for one fold, (K,) for K stacked members."""
+        score = self(x, present)
+        return score, masked_bce(score, targets.label, valid)
+
     def loss(self, x: dict[str, torch.Tensor], present: torch.Tensor, targets: Targets) -> torch.Tensor:
-        return binary_loss(self(x, present), targets.label)
+        return self.scores_and_losses(x, present, targets)[1]
 
 
 class LateFusion(ComparatorModel):
@@ -69,47 +109,62 @@ class LateFusion(ComparatorModel):
 
     def __init__(
         self,
-        dims: dict[str, int],
+        dims: dict[str, Width],
         modalities: list[str],
         hidden: int,
         dropout: float,
         aux_weight: float = 1.0,
+        layers: Layers | None = None,
     ) -> None:
         super().__init__(modalities)
-        self.predictors = ModalityAdapters(dims, modalities, 1, kind="mlp", d_hidden=hidden, dropout=dropout)
-        self.weight_logits = nn.Parameter(torch.zeros(len(modalities)))
-        self.empty_bias = nn.Parameter(torch.zeros(()))
+        layers = layers or Layers()
+        self.predictors = ModalityAdapters(
+            dims, modalities, 1, kind="mlp", d_hidden=hidden, dropout=dropout, layers=layers
+        )
+        self.weight_logits = zeros_parameter(layers, len(modalities))
+        self.empty_bias = zeros_parameter(layers)
         self.aux_weight = aux_weight
 
     def modality_logits(
         self, x: dict[str, torch.Tensor], present: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, M) per-modality logits (absent ones zeroed) and the (B, M) presence mask."""
+        """(..., B, M) per-modality logits (absent ones zeroed) and the (..., B, M) presence mask."""
         mask = presence(present, self.modalities)
         logits = self.predictors(x).squeeze(-1)
         return torch.where(mask, logits, torch.zeros_like(logits)), mask
 
     def combine(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        scores = self.weight_logits.unsqueeze(0).expand_as(logits)
+        scores = self.weight_logits.unsqueeze(-2).expand_as(logits)
         scores = torch.where(mask, scores, torch.full_like(scores, -torch.inf))
-        any_present = mask.any(dim=1)
+        any_present = mask.any(dim=-1)
         weights = torch.softmax(
-            torch.where(any_present.unsqueeze(1), scores, torch.zeros_like(scores)), dim=1
+            torch.where(any_present.unsqueeze(-1), scores, torch.zeros_like(scores)), dim=-1
         )
-        fused = (torch.where(mask, weights, torch.zeros_like(weights)) * logits).sum(dim=1)
-        return torch.where(any_present, fused, self.empty_bias.expand_as(fused))
+        fused = (torch.where(mask, weights, torch.zeros_like(weights)) * logits).sum(dim=-1)
+        return torch.where(any_present, fused, self.empty_bias.unsqueeze(-1).expand_as(fused))
 
     def forward(self, x: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
         return self.combine(*self.modality_logits(x, present))
 
-    def loss(self, x: dict[str, torch.Tensor], present: torch.Tensor, targets: Targets) -> torch.Tensor:
+    def scores_and_losses(
+        self,
+        x: dict[str, torch.Tensor],
+        present: torch.Tensor,
+        targets: Targets,
+        valid: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         logits, mask = self.modality_logits(x, present)
-        fused = binary_loss(self.combine(logits, mask), targets.label)
-        if self.aux_weight == 0 or not mask.any():
-            return fused
-        label = targets.label.unsqueeze(1).expand_as(logits)
-        per = binary_loss(logits[mask], label[mask], reduction="mean")
-        return fused + self.aux_weight * per
+        score = self.combine(logits, mask)
+        loss = masked_bce(score, targets.label, valid)
+        if self.aux_weight == 0:
+            return score, loss
+        # the mean over every (valid row, present modality) entry; 0 for a member without any
+        entries = mask if valid is None else mask & valid.unsqueeze(-1)
+        label = targets.label.unsqueeze(-1).expand_as(logits)
+        label = torch.where(entries, label, torch.zeros_like(label))
+        per = binary_loss(logits, label, reduction="none").reshape(logits.shape)
+        aux = row_mean(per.flatten(-2), entries.flatten(-2))
+        return score, loss + self.aux_weight * aux
 
 
 class AttentionFusion(ComparatorModel):
@@ -119,26 +174,38 @@ class AttentionFusion(ComparatorModel):
     summary token that is always present.  ``layers`` pre-LN multi-head self-attention blocks over
     all tokens, absent modality tokens zeroed and removed from the keys (key padding mask); the
     summary token keeps every row's key set non-empty.  Pooling: mean of the outputs of the summary
-    token and the present modality tokens, LayerNorm, Linear to the logit.
+    token and the present modality tokens, LayerNorm, Linear to the logit.  ``n_blocks`` is the
+    declaration's ``layers``.
     """
 
     def __init__(
-        self, dims: dict[str, int], modalities: list[str], d: int, heads: int, dropout: float, layers: int = 2
+        self,
+        dims: dict[str, Width],
+        modalities: list[str],
+        d: int,
+        heads: int,
+        dropout: float,
+        n_blocks: int = 2,
+        layers: Layers | None = None,
     ) -> None:
         super().__init__(modalities)
-        self.adapters = ModalityAdapters(dims, modalities, d, kind="linear")
-        self.type_embedding = nn.Parameter(torch.randn(len(modalities), d) * 0.02)
-        self.summary = nn.Parameter(torch.randn(1, d) * 0.02)
-        self.blocks = nn.ModuleList(MHCABlock(d, heads, dropout) for _ in range(layers))
-        self.norm = nn.LayerNorm(d)
-        self.head = nn.Linear(d, 1)
+        layers = layers or Layers()
+        self.d = d
+        self.adapters = ModalityAdapters(dims, modalities, d, kind="linear", layers=layers)
+        self.type_embedding = layers.parameter(len(modalities), d)
+        self.summary = layers.parameter(1, d)
+        self.blocks = nn.ModuleList(
+            MHCABlock(d, heads, dropout, layers=layers, cross=False) for _ in range(n_blocks)
+        )
+        self.norm = layers.layer_norm(d)
+        self.head = layers.linear(d, 1)
 
     def forward(self, x: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
         mask = presence(present, self.modalities)
-        tokens = replace_absent(self.adapters(x) + self.type_embedding, mask)
-        b = tokens.shape[0]
-        tokens = torch.cat([self.summary.expand(b, 1, -1), tokens], dim=1)
-        keys = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=mask.device), mask], dim=1)
+        tokens = replace_absent(self.adapters(x) + self.type_embedding.unsqueeze(-3), mask)
+        lead = tokens.shape[:-2]  # (..., B)
+        tokens = torch.cat([self.summary.unsqueeze(-3).expand(*lead, 1, self.d), tokens], dim=-2)
+        keys = torch.cat([torch.ones(*lead, 1, dtype=torch.bool, device=mask.device), mask], dim=-1)
         for block in self.blocks:
             tokens = block(tokens, key_mask=keys)
             tokens = replace_absent(tokens, keys)
@@ -162,53 +229,55 @@ class MFMF(ComparatorModel):
 
     def __init__(
         self,
-        dims: dict[str, int],
+        dims: dict[str, Width],
         modalities: list[str],
         value_modality: str,
         d: int,
         heads: int,
         dropout: float,
         value_tokens: int = 8,
+        layers: Layers | None = None,
     ) -> None:
         if value_modality not in modalities:
             raise ValueError(f"value modality {value_modality!r} is not among the modalities {modalities}")
         super().__init__(modalities)
+        layers = layers or Layers()
         self.value_modality = value_modality
         self.aux = [m for m in modalities if m != value_modality]
         self.n_value = value_tokens
         self.d = d
-        self.value_proj = nn.Linear(dims[value_modality], value_tokens * d)
-        self.value_pos = nn.Parameter(torch.randn(value_tokens, d) * 0.02)
-        self.value_missing = nn.Parameter(torch.randn(value_tokens, d) * 0.02)
-        self.value_norm = nn.LayerNorm(d)
-        self.query_norm = nn.LayerNorm(d)
-        self.attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
-        self.ffn_norm = nn.LayerNorm(d)
-        self.ffn = mlp(d, 2 * d, d, dropout)
-        self.drop = nn.Dropout(dropout)
+        self.value_proj = input_linear(layers, dims[value_modality], value_tokens * d)
+        self.value_pos = layers.parameter(value_tokens, d)
+        self.value_missing = layers.parameter(value_tokens, d)
+        self.value_norm = layers.layer_norm(d)
+        self.query_norm = layers.layer_norm(d)
+        self.attn = MultiheadAttention(d, heads, dropout, layers)
+        self.ffn_norm = layers.layer_norm(d)
+        self.ffn = mlp(d, 2 * d, d, dropout, layers)
+        self.drop = layers.dropout(dropout)
         if self.aux:
-            self.queries = ModalityAdapters(dims, self.aux, d, kind="linear")
-            self.query_type = nn.Parameter(torch.randn(len(self.aux), d) * 0.02)
-        self.head = mlp(2 * d + 1, d, 1, dropout)
+            self.queries = ModalityAdapters(dims, self.aux, d, kind="linear", layers=layers)
+            self.query_type = layers.parameter(len(self.aux), d)
+        self.head = mlp(2 * d + 1, d, 1, dropout, layers)
 
     def forward(self, x: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
-        b = present.shape[0]
-        has_value = presence(present, [self.value_modality])  # (B, 1)
-        value = self.value_proj(x[self.value_modality]).reshape(b, self.n_value, self.d) + self.value_pos
-        value = torch.where(has_value.unsqueeze(-1), value, self.value_missing.unsqueeze(0).expand(b, -1, -1))
-        value = self.value_norm(value)
+        xv = x[self.value_modality]
+        has_value = presence(present, [self.value_modality])  # (..., B, 1)
+        value = self.value_proj(xv).reshape(*xv.shape[:-1], self.n_value, self.d)
+        value = value + self.value_pos.unsqueeze(-3)
+        missing = self.value_missing.unsqueeze(-3).expand_as(value)
+        value = self.value_norm(torch.where(has_value.unsqueeze(-1), value, missing))
         if self.aux:
             aux_mask = presence(present, self.aux)
-            queries = replace_absent(self.queries(x) + self.query_type, aux_mask)
-            attended, _ = self.attn(self.query_norm(queries), value, value, need_weights=False)
-            attended = self.drop(attended)
+            queries = replace_absent(self.queries(x) + self.query_type.unsqueeze(-3), aux_mask)
+            attended = self.drop(self.attn(self.query_norm(queries), value, value))
             attended = attended + self.drop(self.ffn(self.ffn_norm(attended)))
             aux_summary = masked_mean(attended, aux_mask)
-            any_aux = aux_mask.any(dim=1, keepdim=True).to(value.dtype)
+            any_aux = aux_mask.any(dim=-1, keepdim=True).to(value.dtype)
         else:
-            aux_summary = value.new_zeros(b, self.d)
-            any_aux = value.new_zeros(b, 1)
-        features = torch.cat([aux_summary, value.mean(dim=1), any_aux], dim=1)
+            aux_summary = value.new_zeros(*value.shape[:-2], self.d)
+            any_aux = value.new_zeros(*value.shape[:-2], 1)
+        features = torch.cat([aux_summary, value.mean(dim=-2), any_aux], dim=-1)
         return self.head(features).squeeze(-1)
 
 
@@ -223,25 +292,34 @@ class FeatureInteraction(ComparatorModel):
     """
 
     def __init__(
-        self, dims: dict[str, int], modalities: list[str], d: int, rank: int, dropout: float
+        self,
+        dims: dict[str, Width],
+        modalities: list[str],
+        d: int,
+        rank: int,
+        dropout: float,
+        layers: Layers | None = None,
     ) -> None:
         super().__init__(modalities)
-        self.embed = ModalityAdapters(dims, modalities, d, kind="mlp", d_hidden=d, dropout=dropout)
-        self.factors = nn.ModuleDict({m: nn.Linear(d, rank, bias=False) for m in modalities})
+        layers = layers or Layers()
+        self.embed = ModalityAdapters(
+            dims, modalities, d, kind="mlp", d_hidden=d, dropout=dropout, layers=layers
+        )
+        self.factors = nn.ModuleDict({m: layers.linear(d, rank, bias=False) for m in modalities})
         self.pairs = list(itertools.combinations(range(len(modalities)), 2))
         n = len(modalities)
         width = len(self.pairs) * rank + n * d + n
-        self.head = mlp(width, d, 1, dropout)
+        self.head = mlp(width, d, 1, dropout, layers)
 
     def forward(self, x: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
         mask = presence(present, self.modalities)
-        emb = replace_absent(self.embed(x), mask)  # (B, M, d)
-        proj = [self.factors[m](emb[:, k]) for k, m in enumerate(self.modalities)]
+        emb = replace_absent(self.embed(x), mask)  # (..., B, M, d)
+        proj = [self.factors[m](emb[..., k, :]) for k, m in enumerate(self.modalities)]
         parts = []
         for i, j in self.pairs:
-            both = (mask[:, i] & mask[:, j]).unsqueeze(1)
+            both = (mask[..., i] & mask[..., j]).unsqueeze(-1)
             term = proj[i] * proj[j]
             parts.append(torch.where(both, term, torch.zeros_like(term)))
-        parts.append(emb.flatten(1))
+        parts.append(emb.flatten(-2))
         parts.append(mask.to(emb.dtype))
-        return self.head(torch.cat(parts, dim=1)).squeeze(-1)
+        return self.head(torch.cat(parts, dim=-1)).squeeze(-1)
