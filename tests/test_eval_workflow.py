@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -32,6 +33,7 @@ EVAL_RULES = [
     "fig_td_auc",
     "fig_calibration",
     "fig_km",
+    "claims",
 ]
 
 
@@ -118,12 +120,13 @@ def test_dry_run_of_one_target_schedules_only_its_methods(dry_workflow, target, 
 
 @pytest.mark.e2e
 def test_evaluation_rules_end_to_end_with_report(tmp_path):
+    from fakes.config import load_config
     from fakes.evaluation import write_fake_results
 
     from haf.methods import active_methods
 
     work = _copy_workflow(tmp_path)
-    run_methods = ["wsi_clam", "haf", "haf_nodetach", "ga", "parachute", "haf_cox"]
+    run_methods = ["wsi_clam", "haf", "haf_nodetach", "ga", "fusion_mlp_all", "parachute", "haf_cox"]
     evaluation = {
         "dropout_p": [0.0, 0.5],
         "parachute_p": [0.05, 0.15, 0.30],
@@ -136,14 +139,17 @@ def test_evaluation_rules_end_to_end_with_report(tmp_path):
     tiny = {
         "results": str(work / "results"),
         "logs": str(work / "logs"),
-        "cv": {"scheme": "kfold", "k": 2, "seed": 1, "val_fraction": 0.15},
+        "cv": {"scheme": "kfold", "k": 2, "repeats": 2, "seed": 1, "val_fraction": 0.15},
         "run_methods": run_methods,
         "evaluation": evaluation,
     }
     (work / "tiny.yaml").write_text(yaml.safe_dump(tiny))
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["run_methods"] = run_methods
-    write_fake_results(work / "results", active_methods(config), n=40, k=2, evaluation=evaluation)
+    filled = load_config({"evaluation": evaluation})[
+        "evaluation"
+    ]  # the schema's defaults, as the rules see them
+    write_fake_results(work / "results", active_methods(config), n=40, k=2, evaluation=filled, repeats=2)
 
     run = _snakemake(work, "--cores", "2", "--allowed-rules", *EVAL_RULES, "--", *EVAL_RULES, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
@@ -152,19 +158,41 @@ def test_evaluation_rules_end_to_end_with_report(tmp_path):
         assert (res / "figures" / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
         assert (res / "figures" / f"{name}.png").stat().st_size > 1000
     table1 = pd.read_csv(res / "tables" / "table1.csv")
-    assert list(table1["method"]) == ["wsi_clam", "haf", "ga", "parachute", "haf_cox"]
+    assert list(table1["method"]) == ["wsi_clam", "haf", "ga", "fusion_mlp_all", "parachute", "haf_cox"]
+    assert (table1["n_cv_repeats"] == 2).all() and "2 repeats of 2-fold" in (
+        res / "tables" / "table1.md"
+    ).read_text()
     assert (table1["n_labelled"] > 0).all()
     assert "SYNTHETIC" in (res / "tables" / "table1.md").read_text()
     tests = pd.read_csv(res / "tables" / "table1_tests.csv")
-    assert set(tests["method"]) == {"wsi_clam", "ga", "parachute", "haf_cox"}
+    assert set(tests["method"]) == {"wsi_clam", "fusion_mlp_all", "ga", "parachute", "haf_cox"}
     table5 = pd.read_csv(res / "tables" / "table5_degradation.csv")
     assert set(table5["metric"]) == {"cindex", "auc"} and "slope_5_30" in table5
-    assert set(pd.read_csv(res / "tables" / "survival_metrics.csv")["method"]) == set(run_methods)
+    survival = pd.read_csv(res / "tables" / "survival_metrics.csv")
+    assert set(survival["method"]) == set(run_methods)
+    assert (survival["harrell_c_ci_low"] < survival["harrell_c_pooled"]).all()
+    by_method = survival.set_index("method")
+    for m in run_methods:  # Brier: Cox methods only, undefined where a validation part ends before the grid
+        if m in ("parachute", "haf_cox"):
+            assert (
+                by_method.loc[m, "ibs_pooled"] > 0 or "undefined in folds" in by_method.loc[m, "ibs_status"]
+            )
+        else:
+            assert np.isnan(by_method.loc[m, "ibs_pooled"]) and "binary" in by_method.loc[m, "ibs_status"]
+    assert {"harrell_c", "uno_c", "td_auc_mean", "ibs"} == set(
+        pd.read_csv(res / "tables" / "survival_tests.csv")["metric"]
+    )
+    claims = pd.read_csv(res / "tables" / "claims.csv")
+    assert list(claims.columns[:7]) == ["claim", "metric", "effect", "ci_low", "ci_high", "p", "verdict"]
+    assert set(claims["verdict"]) <= {"supported", "refuted", "inconclusive"}
+    assert {c[:3] for c in claims["claim"]} == {"(a)", "(b)", "(c)", "(d)", "(e)", "(f)"}
+    assert "drop did not run" in (res / "tables" / "claims.md").read_text()
 
     report = _snakemake(work, "--report", str(tmp_path / "report.html"), "--", *EVAL_RULES)
     assert report.returncode == 0, report.stderr[-3000:]
     html = (tmp_path / "report.html").read_text()
     assert "SYNTHETIC demo cohort" in html and "Figure 2: what happens" in html
+    assert "Claims of the HAF paper" in html
 
     # one named target rebuilds its own file and nothing else
     (res / "figures" / "km.png").unlink()

@@ -148,6 +148,11 @@ TABLE2_SETTINGS: tuple[tuple[str, str], ...] = (
 )
 """HAF Table 2: each setting's detached method; its ablation is ``<method>_nodetach``."""
 
+CLAIM_METHODS: tuple[str, ...] = ("haf", "fusion_mlp_all", "ga", "drop")
+"""Methods the claims table compares (haf.eval.claims), besides the Table 2 pairs."""
+CLAIM_MASKED_METHODS: tuple[str, ...] = ("haf", "fusion_mlp_all", "ga")
+"""Methods whose Fig. 2 masked predictions the claims table reads ((c) slopes, (d) never hurts)."""
+
 
 def evaluation_methods(
     methods: Mapping[str, Mapping[str, Any]], evaluation: Mapping[str, Any]
@@ -158,19 +163,25 @@ def evaluation_methods(
     (detached ones first); ``masked``: methods with masked test predictions (fusion methods, then comparators);
     ``figure``: Fig. 2's (``evaluation.figure_methods``); ``parachute``: the PARACHUTE tables'
     (``evaluation.parachute_methods``, null = every masked method); ``survival_figures``: the td-AUC,
-    calibration and KM figures' (``evaluation.survival_methods``); ``survival``: every method.
+    calibration and KM figures' (``evaluation.survival_methods``); ``survival``: every method;
+    ``claims``: the claims table's (:data:`CLAIM_METHODS` that run, then the Table 2 pairs);
+    ``claims_masked``: those of :data:`CLAIM_MASKED_METHODS` with masked predictions.
     """
     masked = methods_of_kind(methods, "fusion") + methods_of_kind(methods, "comparator")
     pairs = [base for base, _ in TABLE2_SETTINGS if base in methods and f"{base}_nodetach" in methods]
     chosen = evaluation["parachute_methods"]
+    table2 = pairs + [f"{base}_nodetach" for base in pairs]
+    claims = [m for m in CLAIM_METHODS if m in methods]
     return {
         "table1": [m for m, d in methods.items() if not is_joint(d)],
-        "table2": pairs + [f"{base}_nodetach" for base in pairs],
+        "table2": table2,
         "masked": masked,
         "figure": [m for m in evaluation["figure_methods"] if m in masked],
         "parachute": masked if chosen is None else [m for m in chosen if m in masked],
         "survival_figures": [m for m in evaluation["survival_methods"] if m in methods],
         "survival": list(methods),
+        "claims": claims + [m for m in table2 if m not in claims],
+        "claims_masked": [m for m in CLAIM_MASKED_METHODS if m in masked],
     }
 
 

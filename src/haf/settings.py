@@ -128,6 +128,7 @@ class DemoSettings(Section):
     signal: dict[str, float]
     wsi_bag_size: tuple[int, int]
     core_px: int
+    control: str
 
 
 @dataclass(frozen=True)
@@ -328,6 +329,7 @@ class EvaluationSettings(Section):
     tsne_fold: int
     calibration_bins: int
     reference_method: str
+    claims_flat_margin: float
     figure_methods: tuple[str, ...]
     survival_methods: tuple[str, ...]
     parachute_methods: tuple[str, ...] | None

@@ -6,10 +6,28 @@ Writes what the evaluation rules read (docs/ARCHITECTURE.md): ``cohort/folds.tsv
 :func:`haf.eval.masking.masked_prediction_table`), and ``stage2/ga/fold_k/aligned.npz``.  Nothing here
 is a model: each method's risk is a noisy copy of a latent patient risk that also drives survival,
 with a per-method signal strength, so a better method is known in advance.
+
+Knobs that make a claim's answer known by construction (docs/evaluation.md, claims table):
+
+* ``strengths``: a method's signal strength (its risk = strength * z + modality noise, averaged over
+  the modalities it is given).
+* ``behaviours``: how a method's risk reacts to test-time masking: ``mean`` (default: the mean over the
+  kept modalities, so dropping modalities adds noise), ``robust`` (masking changes nothing: a flat
+  Fig. 2 curve, and all modalities are never worse than fewer), ``fragile`` (the signal sits in the
+  first modality only: the AUC falls as it gets dropped).
+* ``copies``: method -> method whose predictions it repeats exactly (the same noise and strength).
+* ``geometry``: the ``aligned.npz`` embeddings: ``aligned`` (after = a shared patient vector + noise,
+  before = modality offsets + noise), ``none`` (after = before exactly), ``reverse`` (the two swapped).
+* ``control``: cohorts like the demo generator's controls (``demo.control``): ``no_signal`` (every
+  strength 0, no shared geometry), ``permuted_labels`` (survival outcomes permuted across patients
+  after the risks are drawn).
+* ``repeats``: CV repeats (each with its own seeded split); ``identical_repeats``: every repeat a copy
+  of repeat 0 (same split, same predictions and masks), which must give repeat 0's numbers.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +36,39 @@ import pandas as pd
 
 from haf.artifacts.aligned import write_aligned
 from haf.artifacts.folds import write_folds
-from haf.artifacts.masked import write_masked
-from haf.artifacts.predictions import make_predictions, write_predictions
+from haf.artifacts.masked import read_masked, write_masked
+from haf.artifacts.predictions import make_predictions, read_predictions, write_predictions
 from haf.artifacts.targets import write_targets
 from haf.eval.masking import masked_prediction_table, masking_protocols
 from haf.modalities import MODALITIES
 
+BEHAVIOURS = ("mean", "robust", "fragile")
+GEOMETRIES = ("aligned", "none", "reverse")
+CONTROLS = ("none", "no_signal", "permuted_labels")
+
+
+def _split_rows(rng: np.random.Generator, ids: np.ndarray, k: int, repeat: int) -> list[dict]:
+    n = len(ids)
+    test_fold = rng.permutation(np.arange(n) % k)
+    rows = []
+    for fold in range(k):
+        rest = np.flatnonzero(test_fold != fold)
+        val = set(rng.choice(rest, size=max(4, len(rest) // 6), replace=False).tolist())
+        for i in range(n):
+            part = "test" if test_fold[i] == fold else ("val" if i in val else "train")
+            rows.append(dict(patient_id=ids[i], repeat=repeat, fold=repeat * k + fold, part=part))
+    return rows
+
 
 def fake_cohort(
-    n: int, k: int, seed: int = 0, horizon: float = 1825.0
+    n: int,
+    k: int,
+    seed: int = 0,
+    horizon: float = 1825.0,
+    repeats: int = 1,
+    identical_repeats: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray]:
-    """(targets, folds, latent risk z, presence (n, 7)) for ``n`` patients in ``k`` folds."""
+    """(targets, folds, latent risk z, presence (n, 7)) for ``n`` patients in ``repeats`` x ``k`` folds."""
     rng = np.random.default_rng(seed)
     z = rng.normal(size=n)
     death = rng.exponential(2500 * np.exp(-0.8 * z))
@@ -47,23 +87,42 @@ def fake_cohort(
             label_reason=np.where(np.isnan(label), "censored_before_horizon", "ok"),
         )
     )
-    test_fold = rng.permutation(np.arange(n) % k)
-    rows = []
-    for fold in range(k):
-        rest = np.flatnonzero(test_fold != fold)
-        val = set(rng.choice(rest, size=max(4, len(rest) // 6), replace=False).tolist())
-        for i in range(n):
-            part = "test" if test_fold[i] == fold else ("val" if i in val else "train")
-            rows.append(dict(patient_id=ids[i], repeat=0, fold=fold, part=part))
+    rows = _split_rows(rng, ids, k, 0)
     present = rng.random((n, len(MODALITIES))) < 0.8
     present[np.arange(n), rng.integers(0, len(MODALITIES), size=n)] = True
+    for r in range(1, repeats):
+        if identical_repeats:
+            rows += [dict(row, repeat=r, fold=row["fold"] + r * k) for row in rows if row["repeat"] == 0]
+        else:
+            rows += _split_rows(np.random.default_rng([seed, 1000 + r]), ids, k, r)
     return targets, pd.DataFrame(rows), z, present
 
 
-def _risk(z: np.ndarray, noise: np.ndarray, strength: float, mask: np.ndarray) -> np.ndarray:
-    """Risk under a presence mask: mean over present modalities of strength * z + modality noise."""
+def _risk(
+    z: np.ndarray, noise: np.ndarray, strength: float, mask: np.ndarray, behaviour: str = "mean"
+) -> np.ndarray:
+    """Risk under a presence mask (``behaviour``: see the module docstring)."""
+    if behaviour == "fragile":
+        rest = (noise * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)
+        return strength * z * mask[:, 0] + rest
     contrib = strength * z[:, None] + noise
     return (contrib * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)
+
+
+def _aligned_arrays(
+    rng: np.random.Generator, n: int, present: np.ndarray, geometry: str
+) -> tuple[np.ndarray, np.ndarray]:
+    shared = rng.normal(size=(n, 128))
+    before = np.zeros((n, len(MODALITIES), 128))
+    after = np.zeros((n, len(MODALITIES), 128))
+    for j in range(len(MODALITIES)):
+        before[:, j] = (rng.normal(size=(n, 128)) + 4 * rng.normal(size=128)) * present[:, [j]]
+        after[:, j] = (shared + 0.3 * rng.normal(size=(n, 128))) * present[:, [j]]
+    if geometry == "none":
+        after = before.copy()
+    elif geometry == "reverse":
+        before, after = after, before
+    return before, after
 
 
 def write_fake_results(
@@ -76,6 +135,12 @@ def write_fake_results(
     strengths: dict[str, float] | None = None,
     evaluation: dict[str, Any] | None = None,
     with_masked: bool = True,
+    repeats: int = 1,
+    identical_repeats: bool = False,
+    behaviours: dict[str, str] | None = None,
+    copies: dict[str, str] | None = None,
+    geometry: str = "aligned",
+    control: str = "none",
 ) -> dict[str, Any]:
     """Write a results tree under ``root`` for ``methods`` (name -> declaration with family/task_loss)."""
     root = Path(root)
@@ -84,20 +149,43 @@ def write_fake_results(
     # a partial section gets the schema's defaults for the rest, as Snakemake's validation would
     given = {"dropout_p": [0.0, 0.5], "repeats": 3} if evaluation is None else evaluation
     evaluation = load_config({"evaluation": dict(given)})["evaluation"]
-    targets, folds, z, present = fake_cohort(n, k, seed)
+    if control not in CONTROLS or geometry not in GEOMETRIES:
+        raise ValueError(f"control {control!r} / geometry {geometry!r}: expected {CONTROLS} / {GEOMETRIES}")
+    behaviours = behaviours or {}
+    copies = copies or {}
+    bad = {m: b for m, b in behaviours.items() if b not in BEHAVIOURS}
+    if bad:
+        raise ValueError(f"behaviours {bad}: expected one of {BEHAVIOURS}")
+    targets, folds, z, present = fake_cohort(
+        n, k, seed, repeats=1 if identical_repeats else repeats, identical_repeats=False
+    )
+    if control == "permuted_labels":
+        perm = np.random.default_rng([seed, 77]).permutation(n)
+        for column in ("time", "event", "label", "label_reason"):
+            targets[column] = targets[column].to_numpy()[perm]
+    if control == "no_signal":
+        geometry = "none"
     (root / "cohort").mkdir(parents=True, exist_ok=True)
     write_targets(root / "cohort" / "targets.tsv", targets)
-    write_folds(root / "cohort" / "folds.tsv", folds)
     rng = np.random.default_rng(seed + 1)
     strengths = strengths or {}
+    noises: dict[str, np.ndarray] = {}
+    fold_ids = sorted(folds["fold"].unique())
     for name, decl in methods.items():
-        strength = strengths.get(name, 1.0)
-        noise = rng.normal(size=(n, len(MODALITIES)))
+        source = copies.get(name, name)
+        strength = 0.0 if control == "no_signal" else strengths.get(source, 1.0)
+        behaviour = behaviours.get(source, "mean")
+        if source in noises:
+            noise = noises[source]
+        else:
+            noise = noises[source] = rng.normal(size=(n, len(MODALITIES)))
+        if source != name and source not in methods:
+            raise ValueError(f"copies: {name} copies {source}, which is not among the methods")
         cox = decl.get("task_loss", "bce") == "cox" or decl["family"] == "parachute"
-        for fold in range(k):
+        for fold in fold_ids:
             part = folds[folds["fold"] == fold].set_index("patient_id").loc[targets["patient_id"], "part"]
             idx = np.flatnonzero(part.isin(["val", "test"]).to_numpy())
-            risk = _risk(z, noise, strength, present)[idx]
+            risk = _risk(z, noise, strength, present, behaviour)[idx]
             frame = make_predictions(
                 method=name,
                 seed=0,
@@ -110,17 +198,17 @@ def write_fake_results(
                 time=targets["time"].to_numpy()[idx],
                 event=targets["event"].to_numpy()[idx],
             )
-            if decl["family"] == "clam":
-                out = root / "stage1" / decl["pathology_model"] / f"fold_{fold}"
-            else:
-                out = root / "methods" / name / f"fold_{fold}"
+            out = _method_dir(root, name, decl, fold)
             write_predictions(out / "predictions.tsv", frame)
             if decl["family"] == "clam" or not with_masked:
                 continue
             test = np.flatnonzero(part.to_numpy() == "test")
 
-            def predict(mask: np.ndarray, test=test, noise=noise, strength=strength, cox=cox):
-                r = _risk(z[test], noise[test], strength, mask)
+            def predict(
+                mask: np.ndarray, test=test, noise=noise, strength=strength, cox=cox, behaviour=behaviour
+            ):
+                used = present[test] if behaviour == "robust" else mask
+                r = _risk(z[test], noise[test], strength, used, behaviour)
                 return r, None if cox else 1 / (1 + np.exp(-r))
 
             masked = masked_prediction_table(
@@ -134,14 +222,9 @@ def write_fake_results(
                 n_repeats=int(evaluation["repeats"]),
             )
             write_masked(out / "masked.tsv.gz", masked)
-    for fold in range(k):
+    for fold in fold_ids:
         part = folds[folds["fold"] == fold].set_index("patient_id").loc[targets["patient_id"], "part"]
-        shared = rng.normal(size=(n, 128))
-        before = np.zeros((n, len(MODALITIES), 128))
-        after = np.zeros((n, len(MODALITIES), 128))
-        for j in range(len(MODALITIES)):
-            before[:, j] = (rng.normal(size=(n, 128)) + 4 * rng.normal(size=128)) * present[:, [j]]
-            after[:, j] = (shared + 0.3 * rng.normal(size=(n, 128))) * present[:, [j]]
+        before, after = _aligned_arrays(rng, n, present, geometry)
         write_aligned(
             root / "stage2" / "ga" / f"fold_{fold}" / "aligned.npz",
             patient_id=targets["patient_id"].to_numpy(),
@@ -151,4 +234,36 @@ def write_fake_results(
             aligned=after,
             before=before,
         )
+    if identical_repeats and repeats > 1:
+        folds = _repeat_identically(root, methods, folds, k, repeats)
+    write_folds(root / "cohort" / "folds.tsv", folds)
     return dict(targets=targets, folds=folds, z=z, present=present)
+
+
+def _method_dir(root: Path, name: str, decl: dict[str, Any], fold: int) -> Path:
+    if decl["family"] == "clam":
+        return root / "stage1" / decl["pathology_model"] / f"fold_{fold}"
+    return root / "methods" / name / f"fold_{fold}"
+
+
+def _repeat_identically(
+    root: Path, methods: dict[str, dict[str, Any]], folds: pd.DataFrame, k: int, repeats: int
+) -> pd.DataFrame:
+    """Repeats 1 .. R-1 as copies of repeat 0: folds, predictions, masked tables, aligned embeddings."""
+    base = folds[folds["repeat"] == 0]
+    out = [base]
+    for r in range(1, repeats):
+        out.append(base.assign(repeat=r, fold=base["fold"] + r * k))
+        for fold in range(k):
+            new = fold + r * k
+            for name, decl in methods.items():
+                src, dst = _method_dir(root, name, decl, fold), _method_dir(root, name, decl, new)
+                write_predictions(
+                    dst / "predictions.tsv", read_predictions(src / "predictions.tsv").assign(fold=new)
+                )
+                if (src / "masked.tsv.gz").exists():
+                    write_masked(dst / "masked.tsv.gz", read_masked(src / "masked.tsv.gz").assign(fold=new))
+            aligned = root / "stage2" / "ga"
+            (aligned / f"fold_{new}").mkdir(parents=True, exist_ok=True)
+            shutil.copy(aligned / f"fold_{fold}" / "aligned.npz", aligned / f"fold_{new}" / "aligned.npz")
+    return pd.concat(out, ignore_index=True)

@@ -31,6 +31,7 @@ rule table1:
             category="1. Tables",
             labels={"table": "Table 1 (folds): per-fold n, events and metrics"},
         ),
+        per_repeat=f"{RES}/tables/table1_repeats.csv",
     log:
         f"{LOGS}/evaluate/table1.log",
     conda:
@@ -48,6 +49,7 @@ rule table1:
 rule table2:
     input:
         predictions=prediction_files(EVAL_METHODS["table2"]),
+        folds=COHORT["folds"],
     output:
         csv=report(
             f"{RES}/tables/table2.csv",
@@ -75,6 +77,7 @@ rule fig_dropout:
     input:
         predictions=prediction_files(EVAL_METHODS["figure"]),
         masked=masked_files(EVAL_METHODS["figure"]),
+        folds=COHORT["folds"],
     output:
         pdf=f"{RES}/figures/fig2_dropout.pdf",
         png=report(
@@ -154,6 +157,7 @@ rule table5:
     input:
         predictions=prediction_files(EVAL_METHODS["parachute"]),
         masked=masked_files(EVAL_METHODS["parachute"]),
+        folds=COHORT["folds"],
     output:
         csv=report(
             f"{RES}/tables/table5_degradation.csv",
@@ -194,12 +198,13 @@ rule survival_table:
             caption="../report/survival_table.rst",
             category="3. PARACHUTE protocol",
             labels={
-                "table": "Survival metrics: C-index (Harrell, Uno), td-AUC, log-rank"
+                "table": "Survival metrics: C-index (Harrell, Uno), td-AUC, Brier, log-rank"
             },
         ),
         md=f"{RES}/tables/survival_metrics.md",
         tex=f"{RES}/tables/survival_metrics.tex",
         per_fold=f"{RES}/tables/survival_folds.csv",
+        tests=f"{RES}/tables/survival_tests.csv",
     log:
         f"{LOGS}/evaluate/survival_table.log",
     conda:
@@ -272,6 +277,7 @@ rule fig_calibration:
 rule fig_km:
     input:
         predictions=prediction_files(EVAL_METHODS["survival_figures"]),
+        folds=COHORT["folds"],
     output:
         pdf=f"{RES}/figures/km.pdf",
         png=report(
@@ -293,3 +299,31 @@ rule fig_km:
         **eval_params("survival_figures"),
     script:
         "../scripts/plot_km.py"
+
+
+rule claims:
+    input:
+        **COHORT,
+        predictions=prediction_files(EVAL_METHODS["claims"]),
+        masked=masked_files(EVAL_METHODS["claims_masked"]),
+        aligned=per_fold(f"{RES}/stage2/{FIGURE_ALIGNMENT}/fold_{{fold}}/aligned.npz"),
+    output:
+        csv=report(
+            f"{RES}/tables/claims.csv",
+            caption="../report/claims.rst",
+            category="1. Tables",
+            labels={"table": "Claims of the HAF paper: effect, 95% CI, verdict"},
+        ),
+        md=f"{RES}/tables/claims.md",
+    log:
+        f"{LOGS}/evaluate/claims.log",
+    conda:
+        "../../envs/eval.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    params:
+        **eval_params("claims"),
+    script:
+        "../scripts/make_claims.py"

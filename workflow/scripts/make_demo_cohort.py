@@ -28,4 +28,5 @@ generate_demo_cohort(
     core_px=demo.core_px,
     markers=snakemake.params.markers,
     paths=snakemake.params.paths,
+    control=demo.control,
 )

@@ -3,6 +3,7 @@
 from _haf_rule import start
 
 from haf.eval.data import check_coverage, load_predictions
+from haf.eval.repeats import cv_shape, read_repeats
 from haf.eval.tables import (
     TABLE1_COLUMNS,
     build_table1,
@@ -20,6 +21,9 @@ ev = EvaluationSettings.from_config(snakemake.params.evaluation)
 predictions = load_predictions(snakemake.input.predictions)
 missing = check_coverage(predictions, snakemake.input.folds)
 log.info("test patients of folds.tsv without a test prediction, per method: %s", missing)
+repeats = read_repeats(snakemake.input.folds)
+n_repeats, k = cv_shape(repeats)
+log.info("%d CV repeat(s) of %d folds", n_repeats, k)
 result = build_table1(
     predictions,
     dict(snakemake.params.methods),
@@ -27,9 +31,10 @@ result = build_table1(
     n_boot=int(ev.bootstrap),
     seed=int(ev.bootstrap_seed),
     reference=ev.reference_method,
+    repeats=repeats,
 )
 title = f"{synthetic_prefix(snakemake.params.synthetic)}Table 1: cross-validated accuracy and AUC"
-notes = table1_notes(ev.threshold, int(snakemake.params.k), int(ev.bootstrap), snakemake.params.synthetic)
+notes = table1_notes(ev.threshold, k, int(ev.bootstrap), snakemake.params.synthetic, repeats=n_repeats)
 write_csv(snakemake.output.csv, result.table)
 write_text(
     snakemake.output.md, markdown_table(result.table, TABLE1_COLUMNS, title=title, notes=notes, group="group")
@@ -40,6 +45,7 @@ write_text(
 )
 write_csv(snakemake.output.tests, result.tests)
 write_csv(snakemake.output.per_fold, result.per_fold)
+write_csv(snakemake.output.per_repeat, result.per_repeat)
 for _, row in result.table.iterrows():
     log.info(
         "%-28s acc %s  AUC %s  pooled AUC %s  n=%d",

@@ -4,9 +4,11 @@ from _haf_rule import start
 
 from haf.artifacts.masked import load_masked
 from haf.eval.data import load_predictions
+from haf.eval.repeats import cv_shape, read_repeats
 from haf.eval.robustness import aggregate, check_protocol, masked_metrics
 from haf.eval.tables import (
     build_table5,
+    cv_sentence,
     fmt_mean_std,
     format_table5,
     latex_table,
@@ -24,12 +26,14 @@ methods = dict(snakemake.params.methods)
 labels = {m: d["label"] for m, d in methods.items()}
 p_values = list(ev.parachute_p)
 predictions = load_predictions(snakemake.input.predictions)
+repeats = read_repeats(snakemake.input.folds)
+n_repeats, k = cv_shape(repeats)
 masked = load_masked(snakemake.input.masked)
 metrics = masked_metrics(
     masked, predictions, rule=ev.threshold, scenarios=ev.parachute_scenarios, with_cindex=True
 )
 check_protocol(metrics, {s: p_values for s in ev.parachute_scenarios}, int(ev.repeats))
-agg = aggregate(metrics, ("cindex", "auc", "accuracy", "mean_n_present"))
+agg = aggregate(metrics, ("cindex", "auc", "accuracy", "mean_n_present"), repeats)
 agg.insert(1, "label", agg["method"].map(labels))
 write_csv(snakemake.output.masked, agg)
 
@@ -53,7 +57,7 @@ write_text(
         title=f"{synthetic_prefix(synthetic)}Masked evaluation (PARACHUTE protocol)",
         notes=[
             f"Each modality of the scenario's group is dropped with probability p ({ev.repeats} random masks, "
-            f"at least one modality kept); mean over masks within a fold, then mean ± SD over {snakemake.params.k} folds."
+            f"at least one modality kept); mean over masks within a fold. {cv_sentence(n_repeats, k)}"
         ],
     ),
 )
@@ -63,7 +67,7 @@ table5.insert(1, "label", table5["method"].map(labels))
 write_csv(snakemake.output.csv, table5)
 display, columns = format_table5(table5, p_values)
 title = f"{synthetic_prefix(synthetic)}Table 5: degradation with increasing missingness"
-notes = table5_notes(p_values, synthetic)
+notes = table5_notes(p_values, synthetic, repeats=n_repeats, k=k)
 write_text(
     snakemake.output.md, markdown_table(display, columns, title=title, notes=notes, group="metric_name")
 )

@@ -30,7 +30,7 @@ from haf.demo.common import (
     patient_ids,
 )
 from haf.demo.icd import ICD_PREFIX, write_icd_files
-from haf.demo.latent import HORIZON_DAYS, Latent, draw_latent
+from haf.demo.latent import CONTROLS, HORIZON_DAYS, Latent, apply_control, control_signal, draw_latent
 from haf.demo.splits import split_records
 from haf.demo.structured import clinical_records, pathological_records
 from haf.demo.tma import Layout, tma_layout, write_cell_density, write_cores, write_maps
@@ -56,11 +56,13 @@ def generate_demo_cohort(
     core_px: int = 256,
     markers: Sequence[str] = ("HE",),
     paths: Mapping[str, str] | None = None,
+    control: str = "none",
 ) -> dict[str, Any]:
     """Write the demo cohort under ``data_root``; return the summary (also in ``demo_cohort.json``).
 
     ``signal`` gives each modality's strength (all seven keys of ``haf.modalities.MODALITIES``),
-    ``paths`` the config ``paths`` section (locations inside ``data_root``; None = HANCOCK layout).
+    ``paths`` the config ``paths`` section (locations inside ``data_root``; None = HANCOCK layout),
+    ``control`` a control of the evidence machinery (``haf.demo.latent.CONTROLS``, docs/demo.md).
     The folder is created; an earlier demo cohort in it is replaced, but a folder that holds other
     files (e.g. a real download) is refused.
     """
@@ -68,14 +70,19 @@ def generate_demo_cohort(
     n, seed, signal_d, bag_size, core_px, markers_t, paths_d = _check_arguments(
         n_patients, seed, signal, wsi_bag_size, core_px, markers, paths
     )
+    if control not in CONTROLS:
+        raise HafConfigError(f"demo.control must be one of {', '.join(CONTROLS)}, got {control!r}")
+    signal_d = control_signal(signal_d, control)
     root = Path(data_root)
     _prepare_root(root, paths_d)
     log.info("SYNTHETIC demo cohort: %d patients, seed %d, into %s", n, seed, root)
+    if control != "none":
+        log.info("SYNTHETIC demo cohort: CONTROL %s (docs/demo.md, Controls)", control)
     log.info("SYNTHETIC demo cohort: signal strengths %s", json.dumps(signal_d, sort_keys=True))
-    _write_readme(root, n, seed, paths_d)
+    _write_readme(root, n, seed, paths_d, control)
 
     ids = patient_ids(n)
-    latent = draw_latent(n, seed, signal_d)
+    latent = apply_control(draw_latent(n, seed, signal_d), control, seed)
     pathological = pathological_records(ids, latent, seed)
     clinical = clinical_records(ids, latent, seed)
     sites = [r["primary_tumor_site"] for r in pathological]
@@ -128,6 +135,7 @@ def generate_demo_cohort(
     _write_truth(root / TRUTH_NAME, ids, latent, layout, wsi_truth)
 
     summary = _summary(n, seed, signal_d, bag_size, core_px, markers_t, paths_d, latent)
+    summary["control"] = control
     summary["files"] = {
         "blood": blood_counts,
         "icd": icd_counts,
@@ -245,7 +253,7 @@ def _prepare_root(root: Path, paths: dict[str, str]) -> None:
     root.mkdir(parents=True, exist_ok=True)
 
 
-def _write_readme(root: Path, n: int, seed: int, paths: dict[str, str]) -> None:
+def _write_readme(root: Path, n: int, seed: int, paths: dict[str, str], control: str = "none") -> None:
     lines = [
         README_MARKER,
         "=" * len(README_MARKER),
@@ -256,7 +264,14 @@ def _write_readme(root: Path, n: int, seed: int, paths: dict[str, str]) -> None:
         "A latent risk drives simulated survival; each modality sees it with its own strength (see",
         f"{SUMMARY_NAME}). Results on these files say whether the pipeline finds known planted signal,",
         "nothing about head-and-neck cancer.",
-        "",
+        *(
+            [
+                f"CONTROL cohort ({control}): built so that claims can or cannot hold by construction (docs/demo.md).",
+                "",
+            ]
+            if control != "none"
+            else [""]
+        ),
         f"{TRUTH_NAME}: the SYNTHETIC ground truth (latent risk, per-modality views, survival) for tests",
         "only; the pipeline never reads it.",
         "",
@@ -284,6 +299,7 @@ def _write_truth(
         {
             "patient_id": ids,
             "latent_risk": np.round(latent.risk, 6),
+            "outcome_risk": np.round(latent.outcome, 6),
             **{f"x_{m}": np.round(v, 6) for m, v in latent.views.items()},
             "time": latent.time,
             "event": latent.event,

@@ -178,7 +178,7 @@ def clinical_records(ids: list[str], latent: Latent, seed: int) -> list[dict[str
     rng = rng_for(seed, "clinical")
     n = len(ids)
     x = latent.views["clin"]
-    r = latent.risk
+    r = latent.outcome  # outcome fields follow the outcome's risk (another patient's under permuted_labels)
     age = np.clip(np.rint(61 + 11 * _score(rng, x, 0.75)), 22, 92).astype(int)
     sex = np.where(rng.random(n) < 614 / 763, "male", "female")
     s_idx = _ordinal(_score(rng, x, 0.8), np.array([211, 186, 350], dtype=float))

@@ -17,6 +17,7 @@ score on that fold, the reference every accuracy is read against.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,7 @@ from scipy.stats import rankdata
 from sklearn.metrics import balanced_accuracy_score
 
 from haf.eval.data import is_risk_only
+from haf.eval.repeats import Repeats, bootstrap_p, by_repeat, common_patients, over_repeats, percentile_ci
 from haf.eval.scores import auc_or_nan
 
 log = logging.getLogger(__name__)
@@ -221,29 +223,71 @@ def _resampled(pooled: pd.DataFrame, idx: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def bootstrap_ci(pooled: pd.DataFrame, n_boot: int, seed: int, level: float = 0.95) -> dict[str, float]:
-    """Point estimates on the pooled out-of-fold predictions and percentile CIs by patient resampling."""
-    point = binary_metrics(
-        pooled["label"].to_numpy(dtype=float),
-        pooled["risk"].to_numpy(dtype=float),
-        pooled["pred"].to_numpy(dtype=int),
+def pooled_by_repeat(
+    rows: pd.DataFrame, rule: str, repeats: Repeats | None = None
+) -> dict[int, pd.DataFrame]:
+    """:func:`pooled_oof` of each CV repeat's folds (within a repeat every patient is tested once)."""
+    return {r: pooled_oof(part, rule) for r, part in by_repeat(rows, repeats).items()}
+
+
+PooledInput = pd.DataFrame | Mapping[int, pd.DataFrame]
+"""One pooled out-of-fold frame (one repeat), or CV repeat -> pooled frame."""
+
+
+def _as_repeats(pooled: PooledInput) -> dict[int, pd.DataFrame]:
+    return {0: pooled} if isinstance(pooled, pd.DataFrame) else dict(pooled)
+
+
+def _on(frame: pd.DataFrame, ids: list[str]) -> pd.DataFrame:
+    return frame.set_index("patient_id").loc[ids].reset_index()
+
+
+def _point(frame: pd.DataFrame) -> dict[str, float]:
+    return binary_metrics(
+        frame["label"].to_numpy(dtype=float), frame["risk"].to_numpy(dtype=float), frame["pred"].to_numpy(int)
     )
-    idx = bootstrap_indices(len(pooled), n_boot, seed)
-    draws = _resampled(pooled, idx)
-    alpha = (1 - level) / 2
-    out: dict[str, float] = {"n_pooled": len(pooled), "n_boot": n_boot}
+
+
+def repeat_draws(
+    pooled: Mapping[int, pd.DataFrame], ids: list[str], idx: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Each resample's metrics averaged over the CV repeats (NaN where one repeat's is undefined).
+
+    ``idx`` indexes ``ids``: the same resampled patients score every repeat.
+    """
+    per_repeat = [_resampled(_on(frame, ids), idx) for frame in pooled.values()]
+    return {m: np.mean([d[m] for d in per_repeat], axis=0) for m in per_repeat[0]}
+
+
+def bootstrap_ci(pooled: PooledInput, n_boot: int, seed: int, level: float = 0.95) -> dict[str, float]:
+    """Pooled out-of-fold metrics (mean over CV repeats) and percentile CIs by patient resampling.
+
+    Each resample of patients computes the pooled metric in every repeat and averages them, so the CI
+    reflects patient sampling, not the split-to-split spread (that is ``{m}_pooled_repeat_sd``, given
+    with its min and max and ``n_cv_repeats`` when there is more than one repeat). One repeat (a frame):
+    the plain pooled metric and its bootstrap.
+    """
+    pooled = _as_repeats(pooled)
+    points = {r: _point(frame) for r, frame in pooled.items()}
+    ids = common_patients(pooled.values(), "bootstrap")
+    idx = bootstrap_indices(len(ids), n_boot, seed)
+    draws = repeat_draws(pooled, ids, idx)
+    out: dict[str, float] = {"n_pooled": len(ids), "n_boot": n_boot}
+    if len(pooled) > 1:
+        out["n_cv_repeats"] = len(pooled)
     for metric, values in draws.items():
-        valid = values[~np.isnan(values)]
-        out[f"{metric}_pooled"] = point[metric]
-        out[f"{metric}_ci_low"] = float(np.quantile(valid, alpha)) if len(valid) else float("nan")
-        out[f"{metric}_ci_high"] = float(np.quantile(valid, 1 - alpha)) if len(valid) else float("nan")
-        out[f"{metric}_n_boot_valid"] = len(valid)
+        spread = over_repeats({r: p[metric] for r, p in points.items()}, f"{metric}_pooled")
+        low, high, valid = percentile_ci(values, level)
+        out.update(spread if len(pooled) > 1 else {f"{metric}_pooled": spread[f"{metric}_pooled"]})
+        out[f"{metric}_ci_low"] = low
+        out[f"{metric}_ci_high"] = high
+        out[f"{metric}_n_boot_valid"] = valid
     return out
 
 
 def paired_bootstrap(
-    reference: pd.DataFrame,
-    other: pd.DataFrame,
+    reference: PooledInput,
+    other: PooledInput,
     n_boot: int,
     seed: int,
     metric: str = "auc",
@@ -251,39 +295,37 @@ def paired_bootstrap(
 ) -> dict[str, float]:
     """Paired bootstrap of ``metric(reference) - metric(other)`` on the patients both have.
 
-    The same resampled patient sets score both methods.  Two-sided p-value: twice the smaller share of
+    The same resampled patient sets score both methods in every CV repeat; each method's metric is
+    averaged over repeats before the difference.  Two-sided p-value: twice the smaller share of
     resampled deltas on either side of zero, with a +1 correction ((k + 1) / (B + 1)), capped at 1.
     """
-    common = sorted(set(reference["patient_id"]) & set(other["patient_id"]))
-    a = reference.set_index("patient_id").loc[common].reset_index()
-    b = other.set_index("patient_id").loc[common].reset_index()
-    if not np.array_equal(a["label"].to_numpy(), b["label"].to_numpy()):
-        raise ValueError("the two methods disagree on a patient's label")
-    idx = bootstrap_indices(len(common), n_boot, seed)
-    da = _resampled(a, idx)[metric]
-    db = _resampled(b, idx)[metric]
-    delta = da - db
-    delta = delta[~np.isnan(delta)]
-    point_a = binary_metrics(a["label"].to_numpy(float), a["risk"].to_numpy(float), a["pred"].to_numpy(int))
-    point_b = binary_metrics(b["label"].to_numpy(float), b["risk"].to_numpy(float), b["pred"].to_numpy(int))
-    k = len(delta)
-    if k:
-        below = (np.sum(delta <= 0) + 1) / (k + 1)
-        above = (np.sum(delta >= 0) + 1) / (k + 1)
-        p_value = float(min(1.0, 2 * min(below, above)))
-        alpha = (1 - level) / 2
-        low, high = float(np.quantile(delta, alpha)), float(np.quantile(delta, 1 - alpha))
-    else:
-        p_value, low, high = float("nan"), float("nan"), float("nan")
+    reference, other = _as_repeats(reference), _as_repeats(other)
+    if sorted(reference) != sorted(other):
+        raise ValueError(
+            f"the two methods cover different CV repeats ({sorted(reference)} vs {sorted(other)})"
+        )
+    ids = common_patients([*reference.values(), *other.values()], "paired bootstrap")
+    a = {r: _on(frame, ids) for r, frame in reference.items()}
+    b = {r: _on(frame, ids) for r, frame in other.items()}
+    for r in a:
+        if not np.array_equal(a[r]["label"].to_numpy(), b[r]["label"].to_numpy()):
+            raise ValueError("the two methods disagree on a patient's label")
+    idx = bootstrap_indices(len(ids), n_boot, seed)
+    delta = repeat_draws(a, ids, idx)[metric] - repeat_draws(b, ids, idx)[metric]
+    point_a = float(np.mean([_point(frame)[metric] for frame in a.values()]))
+    point_b = float(np.mean([_point(frame)[metric] for frame in b.values()]))
+    low, high, k = percentile_ci(delta, level)
+    ref_ids = set().union(*(set(f["patient_id"]) for f in reference.values()))
+    other_ids = set().union(*(set(f["patient_id"]) for f in other.values()))
     return {
-        "n_common": len(common),
-        "n_only_reference": int(len(set(reference["patient_id"]) - set(common))),
-        "n_only_other": int(len(set(other["patient_id"]) - set(common))),
-        f"{metric}_reference": point_a[metric],
-        f"{metric}_other": point_b[metric],
-        "delta": point_a[metric] - point_b[metric],
+        "n_common": len(ids),
+        "n_only_reference": len(ref_ids - set(ids)),
+        "n_only_other": len(other_ids - set(ids)),
+        f"{metric}_reference": point_a,
+        f"{metric}_other": point_b,
+        "delta": point_a - point_b,
         "delta_ci_low": low,
         "delta_ci_high": high,
-        "p_value": p_value,
+        "p_value": bootstrap_p(delta),
         "n_boot_valid": k,
     }

@@ -148,7 +148,8 @@ def plot_heatmap(
 def plot_td_auc(
     curves: pd.DataFrame, labels: dict[str, str], pdf: str | Path, png: str | Path, *, title: str
 ) -> None:
-    """Cumulative/dynamic AUC(t) of the pooled out-of-fold risk; band = ± SD of the fold curves."""
+    """Cumulative/dynamic AUC(t) of the pooled out-of-fold risk (scope ``pooled``: the mean over CV
+    repeats); band = ± SD of the fold curves (``fold_k``, every fold of every repeat)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     for method in labels:
@@ -156,7 +157,9 @@ def plot_td_auc(
         if rows.empty:
             continue
         pooled = rows[rows["scope"] == "pooled"].sort_values("time_days")
-        folds = rows[rows["scope"] != "pooled"].pivot_table(index="time_days", columns="scope", values="auc")
+        folds = rows[rows["scope"].str.startswith("fold_")].pivot_table(
+            index="time_days", columns="scope", values="auc"
+        )
         x = pooled["time_days"].to_numpy(float) / DAYS_PER_YEAR
         color = method_color(method)
         ax.plot(
@@ -293,9 +296,11 @@ def plot_km(
                 alpha=max(shade, 0.6),
             )
         p = summaries[method].get("logrank_p", float("nan"))
-        ax.set_title(
-            f"{labels[method]}\nlog-rank p = {p:.3g}" if not np.isnan(p) else labels[method], fontsize=9
-        )
+        median = summaries[method].get("logrank_p_median")
+        text = f"log-rank p = {p:.3g}" if not np.isnan(p) else ""
+        if text and median is not None and not np.isnan(median):
+            text += f" (median over repeats {median:.3g})"
+        ax.set_title(f"{labels[method]}\n{text}" if text else labels[method], fontsize=9)
         ax.set_xlabel("Time since diagnosis (years)")
         ax.set_ylabel("Overall survival probability")
         ax.set_ylim(0, 1.02)

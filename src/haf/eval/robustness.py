@@ -3,7 +3,8 @@
 For every method, fold, scenario, drop probability p and repeat, the masked test predictions
 (``masked.tsv.gz``) are scored against the patients' outcomes (taken from the same method's
 ``predictions.tsv`` test part): AUC and accuracy on labelled patients, Harrell's C-index on all.
-A point of a curve is the mean over repeats within a fold, then the mean (and sample SD) over folds.
+A point of a curve is the mean over masks within a fold, then the fold mean (and sample SD) within each
+cross-validation repeat, averaged over repeats (:mod:`haf.eval.repeats`).
 Accuracy uses each fold's threshold from its unmasked validation predictions (haf.eval.binary).
 
 Table 5 (the PARACHUTE paper, section 7): at each p the metric is averaged over the group scenarios
@@ -23,6 +24,7 @@ from haf.errors import HafInputError
 from haf.eval.binary import Threshold, batched_auc, fold_thresholds
 from haf.eval.data import method_predictions
 from haf.eval.masking import PARACHUTE_SCENARIOS
+from haf.eval.repeats import CV_REPEAT, Repeats, summarise_repeats, with_repeat
 from haf.eval.scores import cindex_or_nan
 
 log = logging.getLogger(__name__)
@@ -152,21 +154,27 @@ def check_protocol(metrics: pd.DataFrame, protocols: dict[str, list[float]], n_r
                 raise HafInputError(None, f"{method}: no masked predictions for scenario {scenario!r}")
 
 
-def aggregate(metrics: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
-    """Mean over repeats within a fold, then mean and sample SD over folds, per (method, scenario, p)."""
+def aggregate(
+    metrics: pd.DataFrame, columns: tuple[str, ...], repeats: Repeats | None = None
+) -> pd.DataFrame:
+    """Per (method, scenario, p): the mean over masks within a fold, then the fold mean and sample SD
+    within each CV repeat, averaged over repeats (:func:`haf.eval.repeats.summarise_repeats`; also the SD
+    over all folds, ``{c}_sd_all_folds``). ``n_repeats`` counts the random masks, ``n_cv_repeats`` the
+    cross-validation repeats (``repeats``: fold -> CV repeat; None = one)."""
     per_fold = metrics.groupby(["method", "scenario", "p", "fold"], sort=False).agg(
         **{c: (c, "mean") for c in columns}, n_repeats=("repeat", "nunique")
     )
-    per_fold = per_fold.reset_index()
+    per_fold = with_repeat(per_fold.reset_index(), repeats)
     out = []
     for (method, scenario, p), rows in per_fold.groupby(["method", "scenario", "p"], sort=False):
-        record = dict(method=method, scenario=scenario, p=float(p), n_repeats=int(rows["n_repeats"].max()))
-        for c in columns:
-            values = rows[c].to_numpy(dtype=float)
-            values = values[~np.isnan(values)]
-            record[f"{c}_mean"] = float(values.mean()) if len(values) else float("nan")
-            record[f"{c}_std"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
-            record[f"{c}_n_folds"] = len(values)
+        record = dict(
+            method=method,
+            scenario=scenario,
+            p=float(p),
+            n_repeats=int(rows["n_repeats"].max()),
+            n_cv_repeats=int(rows[CV_REPEAT].nunique()),
+        )
+        record.update(summarise_repeats(rows, columns))
         out.append(record)
     return pd.DataFrame.from_records(out)
 

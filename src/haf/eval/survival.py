@@ -9,6 +9,8 @@
   baseline hazard (``BreslowEstimator``) fitted on a part of the fold that the test part never sees
   (the training part if the prediction file holds it, otherwise the validation part).
 * Kaplan-Meier curves of predicted high/low risk groups and the log-rank test (``compare_survival``).
+* Integrated Brier score (``integrated_brier_score``) of predicted survival curves on the td-AUC grid:
+  risk-only (Cox) methods, S(t | x) = S0(t) ** exp(risk) with a Breslow S0 as for calibration.
 
 Time grids and horizons are clamped inside both the training and the test follow-up ranges
 (``lo <= t < hi`` with ``lo`` the later of the two minima and ``hi`` the earlier of the two maxima):
@@ -225,6 +227,64 @@ def brier_at(
         log.warning("Brier score at %g days undefined: %s", horizon, exc)
         return float("nan")
     return float(score[0])
+
+
+def breslow_survival(
+    base_risk: np.ndarray,
+    base_time: np.ndarray,
+    base_event: np.ndarray,
+    risk: np.ndarray,
+    times: np.ndarray,
+) -> np.ndarray | None:
+    """(n, T) predicted S(t | x) = S0(t) ** exp(risk) at ``times``, S0 by Breslow on the base part.
+
+    None when the base part has no death or its follow-up ends before the last time (S0 is not
+    estimated there).
+    """
+    from sksurv.linear_model.coxph import BreslowEstimator
+
+    base_time = np.asarray(base_time, dtype=float)
+    base_event = np.asarray(base_event, dtype=bool)
+    times = np.asarray(times, dtype=float)
+    if not base_event.any() or len(times) == 0 or times.max() > base_time.max():
+        return None
+    estimator = BreslowEstimator().fit(np.asarray(base_risk, float), base_event, base_time)
+    s0 = np.asarray(estimator.baseline_survival_(times), dtype=float)
+    return np.power(s0[None, :], np.exp(np.asarray(risk, dtype=float))[:, None])
+
+
+def integrated_brier(
+    train_time: np.ndarray,
+    train_event: np.ndarray,
+    time: np.ndarray,
+    event: np.ndarray,
+    survival: np.ndarray,
+    times: np.ndarray,
+) -> float:
+    """scikit-survival's ``integrated_brier_score`` of predicted S(t | x) ((n, T)) on the grid ``times``.
+
+    Censoring from the training data; test times beyond the grid are clamped to the training
+    follow-up and their later deaths count as censored (:func:`haf.eval.survival_boot.clamp_follow_up`:
+    the score on the grid does not change, and the censoring survival stays defined). NaN when
+    undefined (fewer than two grid times, the grid outside the test follow-up).
+    """
+    from sksurv.metrics import integrated_brier_score
+
+    from haf.eval.survival_boot import clamp_follow_up
+
+    times = np.asarray(times, dtype=float)
+    if len(times) < 2 or survival is None or not np.isfinite(survival).all():
+        return float("nan")
+    t, e = clamp_follow_up(time, event, times, float(np.max(train_time)))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return float(
+                integrated_brier_score(surv(train_event, train_time), surv(e, t), np.asarray(survival), times)
+            )
+    except ValueError as exc:
+        log.warning("integrated Brier score undefined: %s", exc)
+        return float("nan")
 
 
 @dataclass

@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 
 from haf.artifacts.files import atomic_path
-from haf.eval.binary import bootstrap_ci, fold_metrics, paired_bootstrap, pooled_oof, summarise_folds
+from haf.eval.binary import binary_metrics, bootstrap_ci, fold_metrics, paired_bootstrap, pooled_by_repeat
 from haf.eval.data import method_predictions
+from haf.eval.repeats import CV_REPEAT, Repeats, summarise_repeats, with_repeat, within_repeats
 from haf.methods import TABLE2_SETTINGS, is_joint
 
 log = logging.getLogger(__name__)
@@ -64,21 +65,48 @@ def fmt_ci(point: float, low: float, high: float, digits: int = 3) -> str:
     return f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
-def method_summary(rows: pd.DataFrame, rule: str, n_boot: int, seed: int) -> tuple[dict, pd.DataFrame]:
-    """Fold metrics, their mean ± std, and pooled out-of-fold bootstrap CIs of one method."""
-    per_fold = fold_metrics(rows, rule)
+def _repeat_counts(per_fold: pd.DataFrame, column: str) -> int:
+    """A per-fold count summed within each CV repeat; the repeats' mean (each repeat tests every patient once)."""
+    sums = per_fold.groupby(CV_REPEAT)[column].sum()
+    if sums.nunique() > 1:
+        log.warning("%s differs between CV repeats (%s): the table gives the mean", column, dict(sums))
+    return int(round(float(sums.mean())))
+
+
+def method_summary(
+    rows: pd.DataFrame, rule: str, n_boot: int, seed: int, repeats: Repeats | None = None
+) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """Fold metrics, their aggregation over folds and CV repeats, and pooled bootstrap CIs of one method.
+
+    Returns the summary, every fold's metrics (with ``cv_repeat``) and one row per repeat (fold mean and
+    SD within the repeat, its pooled metrics).
+    """
+    per_fold = with_repeat(fold_metrics(rows, rule), repeats)
+    pooled = pooled_by_repeat(rows, rule, repeats)
     summary = dict(
         n_folds=len(per_fold),
-        n_test=int(per_fold["n_test"].sum()),
-        n_labelled=int(per_fold["n_labelled"].sum()),
-        n_label_positive=int(per_fold["n_label_positive"].sum()),
-        n_events=int(per_fold["n_events"].sum()),
-        **summarise_folds(per_fold, FOLD_METRICS),
-        **bootstrap_ci(pooled_oof(rows, rule), n_boot, seed),
+        n_test=_repeat_counts(per_fold, "n_test"),
+        n_labelled=_repeat_counts(per_fold, "n_labelled"),
+        n_label_positive=_repeat_counts(per_fold, "n_label_positive"),
+        n_events=_repeat_counts(per_fold, "n_events"),
+        **summarise_repeats(per_fold, FOLD_METRICS),
+        **bootstrap_ci(pooled, n_boot, seed),
         threshold_rule=per_fold["threshold_rule"].iloc[0] if rule == "fixed" else rule,
         threshold_note="; ".join(sorted(set(per_fold["threshold_note"]))),
     )
-    return summary, per_fold
+    per_repeat = within_repeats(per_fold, FOLD_METRICS)
+    for metric in ("accuracy", "balanced_accuracy", "auc"):
+        per_repeat[f"{metric}_pooled"] = [_point_metric(pooled[r], metric) for r in per_repeat[CV_REPEAT]]
+    per_repeat["n_labelled"] = [len(pooled[r]) for r in per_repeat[CV_REPEAT]]
+    return summary, per_fold, per_repeat
+
+
+def _point_metric(pooled: pd.DataFrame, metric: str) -> float:
+    return binary_metrics(
+        pooled["label"].to_numpy(dtype=float),
+        pooled["risk"].to_numpy(dtype=float),
+        pooled["pred"].to_numpy(int),
+    )[metric]
 
 
 @dataclass
@@ -87,6 +115,22 @@ class Table1:
     per_fold: pd.DataFrame
     tests: pd.DataFrame
     excluded: list[str] = field(default_factory=list)
+    per_repeat: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+TESTS_COLUMNS: tuple[str, ...] = (
+    "reference",
+    "method",
+    "label",
+    "metric",
+    "n_common",
+    "auc_reference",
+    "auc_other",
+    "delta",
+    "delta_ci_low",
+    "delta_ci_high",
+    "p_value",
+)
 
 
 def build_table1(
@@ -97,9 +141,14 @@ def build_table1(
     n_boot: int,
     seed: int,
     reference: str = "haf",
+    repeats: Repeats | None = None,
 ) -> Table1:
-    """Table 1 rows (grouped), every fold's metrics, and paired tests of ``reference`` vs the others."""
-    rows, folds, pooled = [], [], {}
+    """Table 1 rows (grouped), every fold's metrics, and paired tests of ``reference`` vs the others.
+
+    ``repeats`` (fold -> CV repeat, from folds.tsv; None = one repeat): numbers aggregated over repeats
+    as in :mod:`haf.eval.repeats`.
+    """
+    rows, folds, per_repeat, pooled = [], [], [], {}
     excluded = []
     for name, decl in methods.items():
         group = table1_group(decl)
@@ -108,10 +157,11 @@ def build_table1(
             log.info("%s: no-detach ablation, shown in Table 2 only", name)
             continue
         mrows = method_predictions(predictions, name)
-        summary, per_fold = method_summary(mrows, rule, n_boot, seed)
+        summary, per_fold, repeat_rows = method_summary(mrows, rule, n_boot, seed, repeats)
         rows.append(dict(group=group, method=name, label=decl["label"], **summary))
         folds.append(per_fold.assign(group=group, label=decl["label"]))
-        pooled[name] = pooled_oof(mrows, rule)
+        per_repeat.append(repeat_rows.assign(method=name, label=decl["label"]))
+        pooled[name] = pooled_by_repeat(mrows, rule, repeats)
     table = pd.DataFrame.from_records(rows)
     table["group_order"] = table["group"].map({g: i for i, g in enumerate(GROUPS)})
     table = table.sort_values("group_order", kind="stable").drop(columns="group_order")
@@ -144,29 +194,22 @@ def build_table1(
             )
     else:
         log.warning("reference method %r is not among the Table 1 methods: no paired tests", reference)
-    tests_frame = pd.DataFrame.from_records(
-        tests,
-        columns=None
-        if tests
-        else [
-            "reference",
-            "method",
-            "label",
-            "metric",
-            "n_common",
-            "auc_reference",
-            "auc_other",
-            "delta",
-            "delta_ci_low",
-            "delta_ci_high",
-            "p_value",
-        ],
-    )
-    return Table1(table, pd.concat(folds, ignore_index=True), tests_frame, excluded)
+    tests_frame = pd.DataFrame.from_records(tests, columns=None if tests else list(TESTS_COLUMNS))
+    repeat_frame = pd.concat(per_repeat, ignore_index=True) if per_repeat else pd.DataFrame()
+    return Table1(table, pd.concat(folds, ignore_index=True), tests_frame, excluded, repeat_frame)
 
 
-def build_table2(predictions: pd.DataFrame, methods: dict[str, dict[str, Any]], *, rule: str) -> pd.DataFrame:
-    """Table 2: each setting with detachment (X) and without (X_nodetach), accuracy and AUC."""
+def build_table2(
+    predictions: pd.DataFrame,
+    methods: dict[str, dict[str, Any]],
+    *,
+    rule: str,
+    repeats: Repeats | None = None,
+) -> pd.DataFrame:
+    """Table 2: each setting with detachment (X) and without (X_nodetach), accuracy and AUC.
+
+    Fold mean and SD within each CV repeat, averaged over repeats (:func:`haf.eval.repeats.summarise_repeats`).
+    """
     records = []
     for base, setting in TABLE2_SETTINGS:
         partner = f"{base}_nodetach"
@@ -175,13 +218,15 @@ def build_table2(predictions: pd.DataFrame, methods: dict[str, dict[str, Any]], 
             continue
         record: dict[str, Any] = dict(setting=setting, method_detach=base, method_nodetach=partner)
         for suffix, name in (("detach", base), ("nodetach", partner)):
-            per_fold = fold_metrics(method_predictions(predictions, name), rule)
-            stats = summarise_folds(per_fold, ("accuracy", "auc"))
+            per_fold = with_repeat(fold_metrics(method_predictions(predictions, name), rule), repeats)
+            stats = summarise_repeats(per_fold, ("accuracy", "auc"))
             for metric in ("accuracy", "auc"):
                 record[f"{metric}_{suffix}_mean"] = stats[f"{metric}_mean"]
                 record[f"{metric}_{suffix}_std"] = stats[f"{metric}_std"]
+                record[f"{metric}_{suffix}_sd_all_folds"] = stats[f"{metric}_sd_all_folds"]
                 record[f"{metric}_{suffix}"] = fmt_mean_std(stats[f"{metric}_mean"], stats[f"{metric}_std"])
             record[f"n_folds_{suffix}"] = len(per_fold)
+            record[f"n_cv_repeats_{suffix}"] = int(per_fold[CV_REPEAT].nunique())
         records.append(record)
     if not records:
         raise ValueError(
@@ -318,13 +363,38 @@ TABLE2_COLUMNS = {
 }
 
 
-def table1_notes(rule: str, k: int, n_boot: int, synthetic: bool) -> list[str]:
+def cv_sentence(repeats: int, k: int) -> str:
+    """How fold metrics were aggregated, naming R and K (every table's first note)."""
+    if repeats <= 1:
+        return f"{k}-fold cross-validation (1 repeat): mean ± sample SD over the {k} test folds."
+    return (
+        f"{repeats} repeats of {k}-fold cross-validation: mean ± sample SD over each repeat's {k} test folds, "
+        f"averaged over the {repeats} repeats (the SD over all {repeats * k} folds is `*_sd_all_folds` in the CSV)."
+    )
+
+
+def pooled_sentence(repeats: int, n_boot: int, what: str = "Pooled AUC") -> str:
+    """How pooled metrics and their bootstrap CIs were computed."""
+    if repeats <= 1:
+        return (
+            f"{what}: all folds' out-of-fold test predictions together, 95% CI by {n_boot} patient-level "
+            "bootstrap resamples."
+        )
+    return (
+        f"{what}: each repeat's out-of-fold test predictions together (every patient once per repeat), "
+        f"averaged over the {repeats} repeats; 95% CI by {n_boot} patient-level bootstrap resamples, each "
+        "scoring every repeat and averaging (the CI reflects patient sampling; the spread over repeats is "
+        "`*_pooled_repeat_sd` in the CSV)."
+    )
+
+
+def table1_notes(rule: str, k: int, n_boot: int, synthetic: bool, repeats: int = 1) -> list[str]:
     notes = [
-        f"Mean ± sample SD over {k} cross-validation test folds. {threshold_sentence(rule)}",
+        f"{cv_sentence(repeats, k)} {threshold_sentence(rule)}",
         "Majority acc.: share of the fold's labelled test patients in its larger class (a constant "
         "predictor's best accuracy); balanced acc.: mean of sensitivity and specificity.",
-        f"Pooled AUC: all folds' out-of-fold test predictions together, 95% CI by {n_boot} patient-level "
-        "bootstrap resamples. n: test patients with a binary label, pooled over folds.",
+        f"{pooled_sentence(repeats, n_boot)} n: test patients with a binary label, pooled over folds"
+        + (" (per repeat)." if repeats > 1 else "."),
     ]
     if synthetic:
         notes.insert(0, "SYNTHETIC DEMO DATA: these numbers say nothing about real patients.")
@@ -387,12 +457,14 @@ def format_table5(table5: pd.DataFrame, p_values: list[float]) -> tuple[pd.DataF
     return display, columns
 
 
-def table5_notes(p_values: list[float], synthetic: bool) -> list[str]:
+def table5_notes(p_values: list[float], synthetic: bool, repeats: int = 1, k: int | None = None) -> list[str]:
     notes = [
         "Avg p%: the metric averaged over the three missing-modality scenarios (pathology group missing, "
         "tabular group missing, mixed) at drop probability p. Δ(a→b) = Avg b% − Avg a%; "
         "Speed = Δ per 10 percentage points of missingness (Δ / ((b − a) / 10)). Negative = degradation.",
     ]
+    if k is not None:
+        notes.insert(0, f"{cv_sentence(repeats, k)} Each fold's value is the mean over its random masks.")
     if synthetic:
         notes.insert(0, "SYNTHETIC DEMO DATA: these numbers say nothing about real patients.")
     return notes
@@ -403,11 +475,12 @@ def table5_notes(p_values: list[float], synthetic: bool) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 SURVIVAL_COLUMNS = {
     "label": "Method",
-    "harrell": "Harrell's C (pooled)",
+    "harrell": "Harrell's C (pooled) [95% CI]",
     "harrell_folds": "Harrell's C (folds)",
-    "uno": "Uno's C (pooled)",
+    "uno": "Uno's C (pooled) [95% CI]",
     "uno_folds": "Uno's C (folds)",
-    "td_auc": "Mean AUC(t)",
+    "td_auc": "Mean AUC(t) [95% CI]",
+    "ibs": "Integrated Brier [95% CI]",
     "km": "Log-rank p",
     "n": "n / deaths",
 }
@@ -417,39 +490,68 @@ def _num(value: float, digits: int = 3) -> str:
     return "–" if value is None or np.isnan(value) else f"{value:.{digits}f}"
 
 
+def _pooled_ci(table: pd.DataFrame, metric: str) -> list[str]:
+    """``point [low, high]`` of a pooled survival metric (the point alone when there is no CI column)."""
+    if f"{metric}_ci_low" not in table:
+        return list(table[f"{metric}_pooled"].map(_num))
+    return [
+        fmt_ci(p, lo, hi)
+        for p, lo, hi in zip(
+            table[f"{metric}_pooled"], table[f"{metric}_ci_low"], table[f"{metric}_ci_high"], strict=True
+        )
+    ]
+
+
 def format_survival_table(table: pd.DataFrame) -> pd.DataFrame:
     """Display strings of the survival table."""
     return pd.DataFrame(
         dict(
             label=table["label"],
-            harrell=table["harrell_c_pooled"].map(_num),
+            harrell=_pooled_ci(table, "harrell_c"),
             harrell_folds=[
                 fmt_mean_std(m, s)
                 for m, s in zip(table["harrell_c_fold_mean"], table["harrell_c_fold_std"], strict=True)
             ],
-            uno=table["uno_c_pooled"].map(_num),
+            uno=_pooled_ci(table, "uno_c"),
             uno_folds=[
                 fmt_mean_std(m, s)
                 for m, s in zip(table["uno_c_fold_mean"], table["uno_c_fold_std"], strict=True)
             ],
-            td_auc=table["td_auc_mean_pooled"].map(_num),
+            td_auc=_pooled_ci(table, "td_auc_mean"),
+            ibs=_pooled_ci(table, "ibs") if "ibs_pooled" in table else "–",
             km=table["logrank_p"].map(lambda p: "–" if np.isnan(p) else f"{p:.3g}"),
             n=[f"{n} / {e}" for n, e in zip(table["n"], table["n_events"], strict=True)],
         )
     )
 
 
-def survival_notes(grid: Any, k: int, synthetic: bool) -> list[str]:
+def survival_notes(
+    grid: Any, k: int, synthetic: bool, repeats: int = 1, n_boot: int | None = None
+) -> list[str]:
     notes = [
+        cv_sentence(repeats, k),
         "C-index: probability that of two comparable patients the one who died earlier had the higher "
-        "predicted risk (0.5 = chance). Pooled: all out-of-fold test predictions together; folds: mean ± SD "
+        "predicted risk (0.5 = chance). Pooled: all out-of-fold test predictions together"
+        + (f" within each repeat, averaged over the {repeats} repeats" if repeats > 1 else "")
+        + "; folds: mean ± SD "
         f"over {k} folds. Uno's C weights pairs by inverse probability of censoring (censoring estimated on "
         f"the training part; pooled: the whole cohort) and is truncated at tau = {grid.hi:.0f} days.",
         f"Mean AUC(t): cumulative/dynamic AUC averaged over {len(grid.times)} times between "
         f"{grid.times.min() if len(grid.times) else float('nan'):.0f} and "
         f"{grid.times.max() if len(grid.times) else float('nan'):.0f} days (inside every fold's training and "
-        "test follow-up). Log-rank p: high vs low predicted risk, split at each fold's median validation risk.",
+        "test follow-up). Log-rank p: high vs low predicted risk, split at each fold's median validation risk"
+        + (f" (median over the {repeats} repeats)." if repeats > 1 else "."),
+        "Integrated Brier: IPCW Brier score integrated over the same time grid (lower is better; censoring "
+        "from the training part, pooled: the whole cohort), for time-to-event (Cox) methods, whose survival "
+        "curve is S0(t)^exp(risk) with a Breslow baseline S0 from the fold's validation part; binary methods "
+        "predict only P(death by the label horizon) and have none (–).",
     ]
+    if n_boot is not None:
+        notes.append(
+            f"95% CI: {n_boot} patient-level bootstrap resamples"
+            + (", each scoring every repeat and averaging (patient sampling only)" if repeats > 1 else "")
+            + "; paired tests against the reference method: survival_tests.csv."
+        )
     if synthetic:
         notes.insert(0, "SYNTHETIC DEMO DATA: these numbers say nothing about real patients.")
     return notes

@@ -1,0 +1,658 @@
+"""The claims table: each claim of the HAF paper tested on this run's own outputs, with a verdict.
+
+One row per (claim, metric), computed from the prediction files, the Fig. 2 masked predictions and
+the Stage 2 (GA) embeddings of every fold, on any cohort (docs/evaluation.md, "Claims table"):
+
+(a) HAF beats the All-Modality Fusion MLP: pooled AUC and pooled Harrell's C, haf - fusion_mlp_all.
+(b) Global alignment improves over no alignment: pooled AUC, ga - fusion_mlp_all and haf - drop.
+(c) Random drop + MoFe keeps performance flat as modalities are dropped: the OLS slope of the pooled
+    AUC against the test-time drop probability p (Fig. 2's masked predictions), haf's against the
+    flatness margin, and haf's minus fusion_mlp_all's.
+(d) Adding modalities never hurts: the share of test patients whose loss with all their modalities
+    is not worse than with a reduced set, haf minus a model without MoFe (fusion_mlp_all, else ga).
+(e) Alignment produces a shared geometry: within-patient cross-modality cosine and the sigma_1^2
+    share of a patient's modality embeddings, after - before alignment, test parts of every fold.
+(f) Detachment beats joint training: pooled AUC, X - X_nodetach for each Table 2 pair.
+
+Every effect is averaged over CV repeats; its 95% CI comes from one set of patient resamples scoring
+every repeat (:mod:`haf.eval.repeats`); ``p`` is the two-sided bootstrap p of ``effect == null``.
+
+Verdict (:func:`verdict`): ``supported`` when the CI lies entirely on the claimed side of the null,
+``refuted`` when it lies entirely on the other side, otherwise ``inconclusive``. The null is 0 except
+for (c)'s flatness row, whose null is a slope of ``-margin`` (``evaluation.claims_flat_margin``: the
+AUC lost per unit of drop probability that still counts as flat). A flat curve at chance proves
+nothing, so that row is ``inconclusive`` unless haf's pooled AUC at p = 0 has a CI above 0.5.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from haf.artifacts.aligned import Aligned
+from haf.eval.binary import bootstrap_indices, paired_bootstrap, pooled_by_repeat
+from haf.eval.data import is_risk_only, method_predictions
+from haf.eval.repeats import (
+    Repeats,
+    bootstrap_p,
+    common_patients,
+    counts_of,
+    percentile_ci,
+    repeat_of,
+)
+from haf.eval.robustness import attach_outcomes
+from haf.methods import TABLE2_SETTINGS
+from haf.modalities import MODALITIES
+
+log = logging.getLogger(__name__)
+
+VERDICTS: tuple[str, ...] = ("supported", "refuted", "inconclusive")
+CLAIM_COLUMNS: tuple[str, ...] = (
+    "claim",
+    "metric",
+    "effect",
+    "ci_low",
+    "ci_high",
+    "p",
+    "verdict",
+    "null",
+    "direction",
+    "methods",
+    "n_patients",
+    "n_cv_repeats",
+    "note",
+)
+CLAIMS: dict[str, str] = {
+    "a": "(a) HAF beats the All-Modality Fusion MLP",
+    "b": "(b) Global alignment improves over no alignment",
+    "c": "(c) Random drop + MoFe keeps performance flat as modalities are dropped",
+    "d": "(d) Adding modalities never hurts",
+    "e": "(e) Alignment produces a shared geometry",
+    "f": "(f) Detachment beats joint training",
+}
+NO_MOFE: tuple[str, ...] = ("fusion_mlp_all", "ga")
+"""Models without random drop + MoFe that (d) compares haf with, in order of preference."""
+BCE_EPS = 1e-7
+
+
+VERDICT_TOLERANCE = 1e-9
+"""A CI bound within this of the null counts as touching it (round-off of identical predictions)."""
+
+
+def verdict(ci_low: float, ci_high: float, null: float = 0.0, direction: str = "greater") -> str:
+    """``supported`` / ``refuted`` / ``inconclusive`` from the CI's position relative to the null.
+
+    ``direction``: the claimed side (``greater``: the effect exceeds the null; ``less``: below it).
+    A CI that excludes the null by less than :data:`VERDICT_TOLERANCE`, or is undefined, is inconclusive.
+    """
+    if direction not in ("greater", "less"):
+        raise ValueError(f"direction must be 'greater' or 'less', got {direction!r}")
+    if ci_low is None or ci_high is None or np.isnan(ci_low) or np.isnan(ci_high):
+        return "inconclusive"
+    above, below = ci_low > null + VERDICT_TOLERANCE, ci_high < null - VERDICT_TOLERANCE
+    if direction == "greater":
+        return "supported" if above else "refuted" if below else "inconclusive"
+    return "supported" if below else "refuted" if above else "inconclusive"
+
+
+@dataclass
+class ClaimRow:
+    claim: str
+    metric: str
+    effect: float
+    ci_low: float
+    ci_high: float
+    p: float
+    verdict: str
+    null: float
+    direction: str
+    methods: str
+    n_patients: int
+    n_cv_repeats: int
+    note: str = ""
+
+
+def _row(
+    key: str,
+    metric: str,
+    effect: float,
+    draws: np.ndarray,
+    *,
+    methods: str,
+    n_patients: int,
+    n_cv_repeats: int,
+    null: float = 0.0,
+    level: float = 0.95,
+    note: str = "",
+) -> ClaimRow:
+    low, high, _ = percentile_ci(draws, level)
+    return ClaimRow(
+        CLAIMS[key],
+        metric,
+        float(effect),
+        low,
+        high,
+        bootstrap_p(draws, null),
+        verdict(low, high, null),
+        null,
+        "greater",
+        methods,
+        n_patients,
+        n_cv_repeats,
+        note,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# (a), (b), (f): pooled AUC and Harrell's C differences
+
+
+def auc_difference(
+    key: str,
+    predictions: pd.DataFrame,
+    a: str,
+    b: str,
+    *,
+    rule: str,
+    repeats: Repeats | None,
+    n_boot: int,
+    seed: int,
+    level: float = 0.95,
+) -> ClaimRow:
+    """Repeat-averaged pooled AUC of ``a`` minus ``b`` (paired bootstrap, :func:`paired_bootstrap`)."""
+    pa = pooled_by_repeat(method_predictions(predictions, a), rule, repeats)
+    pb = pooled_by_repeat(method_predictions(predictions, b), rule, repeats)
+    result = paired_bootstrap(pa, pb, n_boot, seed, metric="auc", level=level)
+    low, high = result["delta_ci_low"], result["delta_ci_high"]
+    return ClaimRow(
+        CLAIMS[key],
+        f"pooled AUC, {a} - {b}",
+        result["delta"],
+        low,
+        high,
+        result["p_value"],
+        verdict(low, high),
+        0.0,
+        "greater",
+        f"{a} vs {b}",
+        int(result["n_common"]),
+        len(pa),
+        f"AUC {result['auc_reference']:.3f} vs {result['auc_other']:.3f}",
+    )
+
+
+def cindex_difference(
+    key: str,
+    predictions: pd.DataFrame,
+    a: str,
+    b: str,
+    grid: Any,
+    *,
+    repeats: Repeats | None,
+    n_boot: int,
+    seed: int,
+    level: float = 0.95,
+) -> ClaimRow:
+    """Repeat-averaged pooled Harrell's C of ``a`` minus ``b`` (all test patients, censored ones too)."""
+    from haf.eval.survival_tables import pooled_sets, survival_paired
+
+    sa = pooled_sets(method_predictions(predictions, a), grid, repeats)
+    sb = pooled_sets(method_predictions(predictions, b), grid, repeats)
+    result = survival_paired(sa, sb, grid, n_boot, seed, metrics=("harrell_c",), level=level)["harrell_c"]
+    low, high = result["delta_ci_low"], result["delta_ci_high"]
+    return ClaimRow(
+        CLAIMS[key],
+        f"pooled Harrell's C, {a} - {b}",
+        result["delta"],
+        low,
+        high,
+        result["p_value"],
+        verdict(low, high),
+        0.0,
+        "greater",
+        f"{a} vs {b}",
+        int(result["n_common"]),
+        len(sa),
+        f"C {result['value_reference']:.3f} vs {result['value_other']:.3f}",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# (c): slope of the pooled AUC against the test-time drop probability
+
+
+@dataclass
+class DropoutAUC:
+    """One method's Fig. 2 masked predictions of one CV repeat, as pairwise AUC operators.
+
+    ``pairs[k]``: (n_pos, n_neg) mean over the random masks at ``p[k]`` of the pairwise scores
+    (1 if the positive patient's risk is higher, 1/2 if tied): the pooled AUC of a resample with
+    multiplicities c is ``c_pos^T pairs[k] c_neg / (sum c_pos sum c_neg)``, averaged over masks.
+    """
+
+    ids: list[str]  # labelled test patients, sorted
+    positive: np.ndarray  # bool, per id
+    p: np.ndarray
+    pairs: np.ndarray  # (P, n_pos, n_neg)
+
+
+def dropout_auc(
+    masked: pd.DataFrame, predictions: pd.DataFrame, method: str, repeats: Repeats | None
+) -> dict[int, DropoutAUC]:
+    """CV repeat -> the pairwise AUC operators of ``method``'s dropout-scenario masked predictions."""
+    rows = masked[(masked["method"] == method) & (masked["scenario"] == "dropout")]
+    if rows.empty:
+        raise ValueError(f"{method}: no masked predictions of the dropout scenario")
+    rows = attach_outcomes(rows, predictions)
+    rows = rows[rows["label"].notna()].assign(cv_repeat=lambda f: repeat_of(f["fold"], repeats))
+    out = {}
+    for repeat, part in rows.groupby("cv_repeat", sort=True):
+        ids = sorted(part["patient_id"].unique())
+        labels = part.drop_duplicates("patient_id").set_index("patient_id").loc[ids, "label"].to_numpy()
+        positive = labels == 1
+        ps = np.sort(part["p"].unique())
+        pairs = []
+        for p in ps:
+            at_p = part[part["p"] == p]
+            wide = at_p.pivot_table(index="repeat", columns="patient_id", values="risk", aggfunc="first")
+            if wide.shape[1] != len(ids) or wide.isna().any().any():
+                raise ValueError(f"{method} CV repeat {repeat} p={p}: masks do not cover the same patients")
+            risk = wide.loc[:, ids].to_numpy(dtype=float)  # (masks, n)
+            rp, rn = risk[:, positive], risk[:, ~positive]
+            diff = rp[:, :, None] - rn[:, None, :]
+            pairs.append(np.where(diff == 0, 0.5, (diff > 0).astype(float)).mean(axis=0))
+        out[int(repeat)] = DropoutAUC(ids, positive, ps, np.stack(pairs))
+    return out
+
+
+def _ols_weights(p: np.ndarray) -> np.ndarray:
+    centred = p - p.mean()
+    return centred / np.sum(centred**2)
+
+
+def dropout_draws(
+    operators: Mapping[int, DropoutAUC], ids: list[str], idx: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(slope, AUC at the smallest p) of each resample (``idx`` indexes ``ids``), averaged over repeats."""
+    counts = counts_of(idx, len(ids))
+    slopes, first = [], []
+    for op in operators.values():
+        where = {pid: i for i, pid in enumerate(op.ids)}
+        full = np.zeros((len(counts), len(op.ids)))
+        full[:, [where[pid] for pid in ids]] = counts
+        cp, cn = full[:, op.positive], full[:, ~op.positive]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            den = cp.sum(axis=1) * cn.sum(axis=1)
+            slope_op = np.tensordot(_ols_weights(op.p), op.pairs, axes=1)
+            slopes.append(((cp @ slope_op) * cn).sum(axis=1) / den)
+            first.append(((cp @ op.pairs[0]) * cn).sum(axis=1) / den)
+    return np.mean(slopes, axis=0), np.mean(first, axis=0)
+
+
+def slope_rows(
+    masked: pd.DataFrame,
+    predictions: pd.DataFrame,
+    method: str,
+    reference: str | None,
+    *,
+    repeats: Repeats | None,
+    n_boot: int,
+    seed: int,
+    margin: float,
+    level: float = 0.95,
+) -> list[ClaimRow]:
+    """(c): ``method``'s AUC slope against ``-margin``, and its slope minus ``reference``'s."""
+    ops = dropout_auc(masked, predictions, method, repeats)
+    ids = common_patients([pd.DataFrame({"patient_id": o.ids}) for o in ops.values()], f"{method} slope")
+    ones = np.arange(len(ids))[None, :]
+    idx = bootstrap_indices(len(ids), n_boot, seed)
+    slope, auc0 = dropout_draws(ops, ids, idx)
+    point, point_auc0 = (float(v[0]) for v in dropout_draws(ops, ids, ones))
+    p_grid = ops[next(iter(ops))].p
+    auc0_low, auc0_high, _ = percentile_ci(auc0, level)
+    row = _row(
+        "c",
+        f"slope of pooled AUC per unit drop probability (p = {p_grid.min():g} ... {p_grid.max():g}), {method}",
+        point,
+        slope,
+        methods=method,
+        n_patients=len(ids),
+        n_cv_repeats=len(ops),
+        null=-margin,
+        level=level,
+        note=f"flat within margin {margin:g}; AUC at p = {p_grid.min():g}: {point_auc0:.3f} "
+        f"[{auc0_low:.3f}, {auc0_high:.3f}]",
+    )
+    if row.verdict == "supported" and not auc0_low > 0.5:
+        row.verdict = "inconclusive"
+        row.note += "; no better than chance without drop, so flatness proves nothing"
+    rows = [row]
+    if reference is not None:
+        ref = dropout_auc(masked, predictions, reference, repeats)
+        both = common_patients(
+            [pd.DataFrame({"patient_id": o.ids}) for o in (*ops.values(), *ref.values())], "slope difference"
+        )
+        idx = bootstrap_indices(len(both), n_boot, seed)
+        ones = np.arange(len(both))[None, :]
+        draws = dropout_draws(ops, both, idx)[0] - dropout_draws(ref, both, idx)[0]
+        effect = float(dropout_draws(ops, both, ones)[0][0] - dropout_draws(ref, both, ones)[0][0])
+        rows.append(
+            _row(
+                "c",
+                f"AUC slope, {method} - {reference}",
+                effect,
+                draws,
+                methods=f"{method} vs {reference}",
+                n_patients=len(both),
+                n_cv_repeats=len(ops),
+                level=level,
+                note="positive: degrades less",
+            )
+        )
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# (d): all modalities not worse than fewer
+
+
+def _bce(label: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    prob = np.clip(np.asarray(prob, dtype=float), BCE_EPS, 1 - BCE_EPS)
+    return -(label * np.log(prob) + (1 - label) * np.log(1 - prob))
+
+
+def not_worse_shares(
+    masked: pd.DataFrame, predictions: pd.DataFrame, method: str, repeats: Repeats | None
+) -> dict[int, pd.Series]:
+    """CV repeat -> per labelled test patient, the share of their reduced masks with loss >= the full set's.
+
+    Full set: the p = 0 prediction (every modality the patient has). Reduced set: a dropout mask at
+    p > 0 that removed at least one modality. Loss: binary cross-entropy of ``prob``. Patients with
+    no reduced mask (a single modality) are left out (logged).
+    """
+    rows = masked[(masked["method"] == method) & (masked["scenario"] == "dropout")]
+    if rows.empty:
+        raise ValueError(f"{method}: no masked predictions of the dropout scenario")
+    if rows["prob"].isna().all():
+        raise ValueError(f"{method}: a risk-only (Cox) method has no probability for a loss")
+    rows = attach_outcomes(rows, predictions)
+    rows = rows[rows["label"].notna()].assign(cv_repeat=lambda f: repeat_of(f["fold"], repeats))
+    rows = rows.assign(loss=_bce(rows["label"].to_numpy(float), rows["prob"].to_numpy(float)))
+    full = rows[rows["p"] == 0].set_index(["cv_repeat", "patient_id"])
+    reduced = rows[rows["p"] > 0].join(
+        full[["loss", "n_present"]].rename(columns={"loss": "loss_full", "n_present": "n_full"}),
+        on=["cv_repeat", "patient_id"],
+    )
+    reduced = reduced[reduced["n_present"] < reduced["n_full"]]
+    reduced = reduced.assign(not_worse=(reduced["loss_full"] <= reduced["loss"]).astype(float))
+    out = {}
+    for repeat, part in reduced.groupby("cv_repeat", sort=True):
+        share = part.groupby("patient_id")["not_worse"].mean().sort_index()
+        n_full = int((full.index.get_level_values("cv_repeat") == repeat).sum())
+        if len(share) < n_full:
+            log.info(
+                "%s CV repeat %d: %d of %d labelled test patients never lose a modality (one modality) "
+                "and are left out of (d)",
+                method,
+                repeat,
+                n_full - len(share),
+                n_full,
+            )
+        out[int(repeat)] = share
+    return out
+
+
+def never_hurts_row(
+    masked: pd.DataFrame,
+    predictions: pd.DataFrame,
+    method: str,
+    reference: str,
+    *,
+    repeats: Repeats | None,
+    n_boot: int,
+    seed: int,
+    level: float = 0.95,
+) -> ClaimRow:
+    """(d): ``method``'s share of not-worse patients minus ``reference``'s (same masks, same patients)."""
+    a = not_worse_shares(masked, predictions, method, repeats)
+    b = not_worse_shares(masked, predictions, reference, repeats)
+    frames = [s.rename_axis("patient_id").reset_index() for s in (*a.values(), *b.values())]
+    ids = common_patients(frames, "never-hurts shares")
+    idx = bootstrap_indices(len(ids), n_boot, seed)
+    counts = counts_of(idx, len(ids))
+    diffs = [a[r].loc[ids].to_numpy() - b[r].loc[ids].to_numpy() for r in sorted(a)]
+    draws = np.mean([(counts * d).sum(axis=1) / counts.sum(axis=1) for d in diffs], axis=0)
+    effect = float(np.mean([d.mean() for d in diffs]))
+    share_a = float(np.mean([a[r].loc[ids].mean() for r in a]))
+    share_b = float(np.mean([b[r].loc[ids].mean() for r in b]))
+    return _row(
+        "d",
+        f"share of test patients not worse with all their modalities than with fewer, {method} - {reference}",
+        effect,
+        draws,
+        methods=f"{method} vs {reference}",
+        n_patients=len(ids),
+        n_cv_repeats=len(a),
+        level=level,
+        note=f"share {share_a:.3f} vs {share_b:.3f} (binary cross-entropy; each patient's reduced masks averaged)",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# (e): shared geometry before vs after alignment
+
+
+def patient_geometry(aligned: Aligned, part: str = "test") -> pd.DataFrame:
+    """Per ``part`` patient with >= 2 modalities: cross-modality cosine and sigma_1^2 share, before/after.
+
+    Embeddings are centred per modality (the mean over the part's patients who have it removed), so
+    that every patient's vectors pointing the same way (a collapse) does not count as shared geometry;
+    ``*_raw`` columns: the same without centring.
+    """
+    rows = np.flatnonzero(aligned.part == part)
+    present = aligned.present[rows]
+    keep = rows[present.sum(axis=1) >= 2]
+    out: dict[str, Any] = {"patient_id": aligned.patient_id[keep]}
+    for stage, embeddings in (("before", aligned.pre), ("after", aligned.post)):
+        for centred in (True, False):
+            cos, share = [], []
+            means = {}
+            for j, m in enumerate(MODALITIES):
+                have = rows[aligned.present[rows, j]]
+                means[m] = embeddings[m][have].mean(axis=0) if (centred and len(have)) else 0.0
+            for i in keep:
+                mods = [m for j, m in enumerate(MODALITIES) if aligned.present[i, j]]
+                x = np.vstack([embeddings[m][i] - means[m] for m in mods])
+                norms = np.linalg.norm(x, axis=1)
+                unit = x / np.where(norms > 0, norms, 1)[:, None]
+                gram = unit @ unit.T
+                cos.append(float(gram[np.triu_indices(len(mods), k=1)].mean()))
+                s = np.linalg.svd(x, compute_uv=False)
+                share.append(float(s[0] ** 2 / np.sum(s**2)) if np.sum(s**2) > 0 else np.nan)
+            suffix = "" if centred else "_raw"
+            out[f"cosine_{stage}{suffix}"] = cos
+            out[f"share_{stage}{suffix}"] = share
+    return pd.DataFrame(out)
+
+
+def geometry_rows(
+    aligned: Mapping[int, Aligned],
+    *,
+    repeats: Repeats | None,
+    n_boot: int,
+    seed: int,
+    level: float = 0.95,
+) -> list[ClaimRow]:
+    """(e): after - before of the within-patient cosine and sigma_1^2 share, test parts of every fold."""
+    frames = []
+    for fold, a in aligned.items():
+        g = patient_geometry(a, "test")
+        frames.append(g.assign(fold=int(fold)))
+    geometry = pd.concat(frames, ignore_index=True)
+    geometry["cv_repeat"] = repeat_of(geometry["fold"], repeats)
+    per_repeat = {int(r): part.set_index("patient_id") for r, part in geometry.groupby("cv_repeat")}
+    for r, part in per_repeat.items():
+        if part.index.duplicated().any():
+            raise ValueError(f"aligned embeddings: a patient is a test patient of two folds of CV repeat {r}")
+    ids = common_patients([p.reset_index() for p in per_repeat.values()], "geometry")
+    idx = bootstrap_indices(len(ids), n_boot, seed)
+    counts = counts_of(idx, len(ids))
+    rows = []
+    for name, metric in (
+        (
+            "cosine",
+            "within-patient cross-modality cosine (centred), after - before alignment (GA, test parts)",
+        ),
+        ("share", "sigma_1^2 share of a patient's modality embeddings (centred), after - before"),
+    ):
+        diffs = [
+            (per_repeat[r].loc[ids, f"{name}_after"] - per_repeat[r].loc[ids, f"{name}_before"]).to_numpy()
+            for r in sorted(per_repeat)
+        ]
+        draws = np.mean([(counts * d).sum(axis=1) / counts.sum(axis=1) for d in diffs], axis=0)
+        means = {
+            f"{stage}{suffix}": float(
+                np.mean([per_repeat[r].loc[ids, f"{name}_{stage}{suffix}"].mean() for r in per_repeat])
+            )
+            for stage in ("before", "after")
+            for suffix in ("", "_raw")
+        }
+        rows.append(
+            _row(
+                "e",
+                metric,
+                float(np.mean([d.mean() for d in diffs])),
+                draws,
+                methods="stage2/ga",
+                n_patients=len(ids),
+                n_cv_repeats=len(per_repeat),
+                level=level,
+                note=f"before {means['before']:.3f}, after {means['after']:.3f} (uncentred: "
+                f"{means['before_raw']:.3f} -> {means['after_raw']:.3f})",
+            )
+        )
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# the table
+
+
+@dataclass
+class ClaimsTable:
+    table: pd.DataFrame
+    left_out: list[str]
+
+
+def build_claims(
+    predictions: pd.DataFrame,
+    masked: pd.DataFrame | None,
+    aligned: Mapping[int, Aligned] | None,
+    methods: Mapping[str, Mapping[str, Any]],
+    *,
+    grid: Any,
+    repeats: Repeats | None,
+    rule: str,
+    n_boot: int,
+    seed: int,
+    flat_margin: float,
+    level: float = 0.95,
+) -> ClaimsTable:
+    """Every claim row whose methods ran; ``left_out`` says which rows could not be computed and why."""
+    have = set(predictions["method"].unique())
+    have_masked = set() if masked is None else set(masked.loc[masked["scenario"] == "dropout", "method"])
+    rows: list[ClaimRow] = []
+    left_out: list[str] = []
+    kw = dict(repeats=repeats, n_boot=n_boot, seed=seed, level=level)
+
+    def need(label: str, names: list[str], pool: set[str]) -> bool:
+        missing = [m for m in names if m not in pool]
+        if missing:
+            left_out.append(f"{label}: {', '.join(missing)} did not run")
+        return not missing
+
+    if need("(a) AUC and Harrell's C, haf - fusion_mlp_all", ["haf", "fusion_mlp_all"], have):
+        rows.append(auc_difference("a", predictions, "haf", "fusion_mlp_all", rule=rule, **kw))
+        rows.append(cindex_difference("a", predictions, "haf", "fusion_mlp_all", grid, **kw))
+    if need("(b) AUC, ga - fusion_mlp_all", ["ga", "fusion_mlp_all"], have):
+        rows.append(auc_difference("b", predictions, "ga", "fusion_mlp_all", rule=rule, **kw))
+    if need("(b) AUC, haf - drop", ["haf", "drop"], have):
+        rows.append(auc_difference("b", predictions, "haf", "drop", rule=rule, **kw))
+    if need("(c) AUC slope of haf (Fig. 2 masked predictions)", ["haf"], have_masked):
+        reference = "fusion_mlp_all" if "fusion_mlp_all" in have_masked else None
+        if reference is None:
+            left_out.append("(c) AUC slope, haf - fusion_mlp_all: fusion_mlp_all has no masked predictions")
+        rows += slope_rows(masked, predictions, "haf", reference, margin=flat_margin, **kw)
+    no_mofe = next((m for m in NO_MOFE if m in have_masked), None)
+    if no_mofe is None:
+        left_out.append("(d) never hurts: neither fusion_mlp_all nor ga has masked predictions")
+    elif need("(d) never hurts", ["haf"], have_masked):
+        if any(is_risk_only(method_predictions(predictions, m)) for m in ("haf", no_mofe)):
+            left_out.append("(d) never hurts: a risk-only (Cox) method has no probability for the loss")
+        else:
+            rows.append(never_hurts_row(masked, predictions, "haf", no_mofe, **kw))
+    if aligned:
+        rows += geometry_rows(aligned, **kw)
+    else:
+        left_out.append("(e) shared geometry: no aligned embeddings")
+    pairs = [(base, f"{base}_nodetach") for base, _ in TABLE2_SETTINGS]
+    ran = [(a, b) for a, b in pairs if a in have and b in have]
+    if not ran:
+        left_out.append("(f) detachment: no Table 2 pair X / X_nodetach ran")
+    for a, b in ran:
+        rows.append(auc_difference("f", predictions, a, b, rule=rule, **kw))
+    table = pd.DataFrame([asdict(r) for r in rows], columns=list(CLAIM_COLUMNS))
+    for note in left_out:
+        log.info("claims table: left out %s", note)
+    return ClaimsTable(table, left_out)
+
+
+CLAIMS_MD_COLUMNS = {
+    "claim": "Claim",
+    "metric": "Metric",
+    "effect_str": "Effect",
+    "ci": "95% CI",
+    "p_str": "p",
+    "verdict": "Verdict",
+}
+
+
+def claims_display(table: pd.DataFrame) -> pd.DataFrame:
+    """Display strings of the claims table."""
+
+    def num(v: float) -> str:
+        return "–" if v is None or np.isnan(v) else f"{v:+.3f}"
+
+    return table.assign(
+        effect_str=table["effect"].map(num),
+        ci=[
+            "–" if np.isnan(lo) or np.isnan(hi) else f"[{lo:+.3f}, {hi:+.3f}]"
+            for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)
+        ],
+        p_str=table["p"].map(lambda p: "–" if np.isnan(p) else f"{p:.3g}"),
+    )
+
+
+def claims_notes(
+    left_out: list[str], *, repeats: int, k: int, n_boot: int, flat_margin: float, synthetic: bool
+) -> list[str]:
+    notes = [
+        f"Effects are averaged over {repeats} repeat{'s' if repeats != 1 else ''} of {k}-fold cross-validation "
+        f"(pooled out-of-fold metrics per repeat); 95% CI from {n_boot} patient-level bootstrap resamples, each scoring every "
+        "repeat (patient sampling only); p: two-sided bootstrap p of effect = null.",
+        "Verdict: supported when the CI lies entirely on the claimed side of the null (above it), refuted "
+        "when it lies entirely on the other side, otherwise inconclusive. Null: 0 (no difference), except "
+        f"(c)'s slope of haf alone, whose null is -{flat_margin:g} (AUC lost per unit of drop probability "
+        "still counted as flat; a flat curve at chance is inconclusive). (d): the null is that haf's share "
+        "of patients not hurt by their extra modalities equals the model without MoFe's.",
+    ]
+    if left_out:
+        notes.append("Left out (methods that did not run): " + "; ".join(left_out) + ".")
+    if synthetic:
+        notes.insert(0, "SYNTHETIC DEMO DATA: these verdicts say nothing about real patients.")
+    return notes
