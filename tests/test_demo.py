@@ -527,3 +527,46 @@ def test_rule_script_is_a_thin_adapter(tmp_path, default_config):
     fake.params.demo = {**demo, "enabled": False}
     with pytest.raises(HafConfigError, match="demo.enabled"):
         runpy.run_path(str(script), init_globals={"snakemake": fake}, run_name="__main__")
+
+
+def _control_latent(control: str, n: int = 3000):
+    from haf.demo.latent import apply_control, control_signal, draw_latent
+    from haf.modalities import MODALITIES
+
+    signal = control_signal({m: 1.0 for m in MODALITIES}, control)
+    return signal, apply_control(draw_latent(n, 7, signal), control, 7)
+
+
+def _risk_time_corr(latent) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(latent.risk, latent.time).statistic)
+
+
+def test_controls_remove_the_signal_they_name():
+    # none: higher latent risk, shorter follow-up (the planted signal the claims are tested against)
+    signal, plain = _control_latent("none")
+    assert all(v == 1.0 for v in signal.values()) and _risk_time_corr(plain) < -0.3
+    signal, silent = _control_latent("no_signal")
+    assert set(signal.values()) == {0.0}
+    # permuted_labels: the features still follow each patient's risk, the outcomes do not
+    _, permuted = _control_latent("permuted_labels")
+    assert abs(_risk_time_corr(permuted)) < 0.05
+    assert sorted(permuted.time) == sorted(plain.time) and not np.array_equal(permuted.time, plain.time)
+    for m in plain.views:
+        np.testing.assert_array_equal(permuted.views[m], plain.views[m])
+    # missing_noise: blood carries no signal, but its presence falls with the latent risk
+    signal, noisy = _control_latent("missing_noise")
+    assert signal["blood"] == 0.0 and signal["clin"] == 1.0
+    blood = noisy.available["blood"]
+    assert noisy.risk[blood].mean() < noisy.risk[~blood].mean() - 0.5
+    assert 0.5 < blood.mean() < 0.8  # about 2/3 present (sigmoid(1.0 - 1.5 r))
+
+
+def test_unknown_control_is_a_config_error(tmp_path):
+    from haf.modalities import MODALITIES
+
+    with pytest.raises(HafConfigError, match="demo.control"):
+        generate_demo_cohort(
+            tmp_path / "d", n_patients=10, seed=1, signal={m: 1.0 for m in MODALITIES}, control="shuffle"
+        )
