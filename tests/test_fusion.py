@@ -153,7 +153,11 @@ def test_every_declared_fusion_method_parses(default_config):
     assert specs["haf_nodetach"].init == "scratch" and not specs["haf_nodetach"].warm_start
     for base in ("fusion_mlp_all", "ga", "drop", "haf"):  # each warm ablation = its scratch one + init
         warm, scratch = specs[f"{base}_nodetach_warm"], specs[f"{base}_nodetach"]
-        assert warm.warm_start and warm.as_dict() == {**scratch.as_dict(), "name": warm.name, "init": "stage1"}
+        assert warm.warm_start and warm.as_dict() == {
+            **scratch.as_dict(),
+            "name": warm.name,
+            "init": "stage1",
+        }
     with pytest.raises(HafConfigError, match="seven"):
         _spec("bad", modalities=["wsi", "tma"], align="ga")
 
