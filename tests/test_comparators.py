@@ -14,6 +14,7 @@ from fakes.config import load_config
 from haf.artifacts.fold_inputs import FoldInputs
 from haf.artifacts.predictions import read_predictions
 from haf.comparators.train import build_model, load_model, run_comparator
+from haf.errors import HafInputError
 from haf.eval.scores import auc_or_nan, cindex_or_nan
 from haf.losses import cox_partial_likelihood
 from haf.methods import COMPARATOR_FAMILIES, method_declaration
@@ -449,3 +450,25 @@ def test_sksurv_finds_planted_signal_and_writes_contract_outputs(
         test["risk"].to_numpy(),
         atol=1e-5,
     )
+
+
+def test_sksurv_penalty_choice_and_its_fallbacks(default_config, caplog):
+    from haf.comparators.sksurv import _select, fit_fold
+
+    nan = float("nan")
+    # best validation C, ties to the stronger penalty; no C: the lower validation loss; neither: the
+    # strongest penalty with a non-zero coefficient
+    assert _select([0.6, 0.7, 0.7], [1.0, 1.0, 1.0], [3.0, 2.0, 1.0], [1, 1, 1]) == (1, "val_cindex")
+    assert _select([nan, nan], [0.5, 0.4], [2.0, 1.0], [1, 1]) == (1, "val_loss")
+    assert _select([nan] * 3, [nan] * 3, [3.0, 2.0, 1.0], [0, 2, 5]) == (1, "strongest_nonzero")
+    inputs = synthetic_fold(n=120, seed=7)
+    inputs.event[inputs.index("val")] = 0  # no validation death: no C, no partial likelihood
+    with caplog.at_level("WARNING", logger="haf.comparators.sksurv"):
+        result = fit_fold(inputs, _decl("sksurv", estimator="coxnet"), default_config["sksurv"], name="m")
+    kept = result.history[result.history["best"]].iloc[0]
+    assert kept["selected_by"] == "strongest_nonzero" and kept["n_nonzero"] > 0
+    assert (result.history.loc[result.history["alpha"] > kept["alpha"], "n_nonzero"] == 0).all()
+    assert "gives no Harrell's C" in caplog.text and "fold 0" in caplog.text
+    inputs.event[inputs.index("train")] = 0
+    with pytest.raises(HafInputError, match="training part has 0 deaths"):
+        fit_fold(inputs, _decl("sksurv", estimator="coxph"), default_config["sksurv"], name="m")

@@ -138,18 +138,11 @@ def _surv(inputs: FoldInputs, rows: np.ndarray) -> np.ndarray:
     return Surv.from_arrays(event=inputs.event[rows].astype(bool), time=inputs.time[rows].astype(float))
 
 
-def _check_fold(name: str, inputs: FoldInputs, train: np.ndarray, val: np.ndarray) -> None:
-    where = f"{name} fold {inputs.fold}"
-    if int(inputs.event[train].sum()) < 2:
+def _check_fold(name: str, inputs: FoldInputs, train: np.ndarray) -> None:
+    deaths = int(inputs.event[train].sum())
+    if deaths < 2:
         raise HafInputError(
-            None,
-            f"{where}: the training part has {int(inputs.event[train].sum())} deaths; a Cox fit needs 2+",
-        )
-    if len(val) == 0 or int(inputs.event[val].sum()) == 0:
-        raise HafInputError(
-            None,
-            f"{where}: the validation part has no death, so Harrell's C cannot choose the penalty",
-            field="part",
+            None, f"{name} fold {inputs.fold}: the training part has {deaths} deaths; a Cox fit needs 2+"
         )
 
 
@@ -168,14 +161,25 @@ class SksurvResult:
         return self.model(x, present)
 
 
-def _select(val_c: list[float], penalties: list[float]) -> int:
-    """Index of the best validation C; ties (and NaN-free equality) go to the larger penalty."""
-    c = np.asarray(val_c, dtype=float)
-    if np.isnan(c).all():
-        return int(np.argmax(penalties))
-    best = np.nanmax(c)
-    tied = [i for i in range(len(c)) if c[i] == best]
-    return max(tied, key=lambda i: penalties[i])
+def _select(
+    val_c: list[float], val_loss: list[float], penalties: list[float], n_nonzero: list[int]
+) -> tuple[int, str]:
+    """The kept candidate and the criterion that chose it.
+
+    The best validation Harrell's C (ties: the stronger penalty); a validation part where no candidate
+    has a C (no death, or no comparable pair) falls back to the lowest validation partial likelihood loss
+    (needs a death), then to the strongest penalty that keeps a non-zero coefficient (the most
+    regularised model that is not a constant); the caller logs a fallback as a warning.
+    """
+    order = list(range(len(penalties)))
+    for values, criterion, sign in ((val_c, "val_cindex", 1.0), (val_loss, "val_loss", -1.0)):
+        v = np.asarray(values, dtype=float)
+        if np.isfinite(v).any():
+            best = np.nanmax(sign * v)
+            tied = [i for i in order if sign * v[i] == best]
+            return max(tied, key=lambda i: penalties[i]), criterion
+    useful = [i for i in order if n_nonzero[i] > 0] or order
+    return max(useful, key=lambda i: penalties[i]), "strongest_nonzero"
 
 
 def fit_fold(
@@ -193,7 +197,7 @@ def fit_fold(
         )
     modalities = tuple(decl["modalities"])
     train, val = inputs.index("train"), inputs.index("val")
-    _check_fold(name, inputs, train, val)
+    _check_fold(name, inputs, train)
     design = LinearDesign.fit(inputs, train, modalities)
     z_train = design.standardised(inputs.features, inputs.present, train)
     z_val = design.standardised(inputs.features, inputs.present, val)
@@ -219,20 +223,29 @@ def fit_fold(
     for w in caught:  # convergence warnings name the fold and are kept in the log, never hidden
         log.warning("%s fold %d: scikit-survival: %s", name, inputs.fold, w.message)
     val_c = [cindex_or_nan(t_val, e_val, z_val @ b) for b in coefs]
-    train_c = [cindex_or_nan(inputs.time[train], inputs.event[train], z_train @ b) for b in coefs]
-    best = _select(val_c, penalties)
+    val_loss = [_neg_log_partial(z_val @ b, inputs, val) for b in coefs]
+    n_nonzero = [int(np.count_nonzero(b)) for b in coefs]
+    best, selected_by = _select(val_c, val_loss, penalties, n_nonzero)
+    if len(penalties) > 1 and selected_by != "val_cindex":
+        log.warning(
+            "%s fold %d: the validation part (%d patients, %d deaths) gives no Harrell's C: penalty chosen by "
+            "%s (selected_by in train_log.tsv)", name, inputs.fold, len(val), int(e_val.sum()), selected_by,
+        )  # fmt: skip
     history = pd.DataFrame(
         {
             "method": name,
             "epoch": np.arange(len(penalties)),
             "alpha": penalties,
-            "n_nonzero": [int(np.count_nonzero(b)) for b in coefs],
+            "n_nonzero": n_nonzero,
             "train_loss": [_neg_log_partial(z_train @ b, inputs, train) for b in coefs],
-            "val_loss": [_neg_log_partial(z_val @ b, inputs, val) for b in coefs],
+            "val_loss": val_loss,
             "val_score": val_c,
-            "train_cindex": train_c,
+            "train_cindex": [
+                cindex_or_nan(inputs.time[train], inputs.event[train], z_train @ b) for b in coefs
+            ],
             "lr": np.nan,
             "best": np.arange(len(penalties)) == best,
+            "selected_by": selected_by if len(penalties) > 1 else "fixed",
         }
     )
     coef = np.asarray(coefs[best], dtype=np.float64)
@@ -253,6 +266,7 @@ def fit_fold(
         "widths": list(design.widths),
         "columns": list(design.columns),
         "alpha": penalties[best],
+        "selected_by": selected_by if len(penalties) > 1 else "fixed",
         "settings": s.as_dict(),
         "state_dict": {"coef": torch.as_tensor(coef), **design.state()},
         "seed": 0,
