@@ -14,6 +14,7 @@ from fakes.config import load_config
 from haf.artifacts.fold_inputs import FoldInputs
 from haf.artifacts.predictions import read_predictions
 from haf.comparators.train import build_model, load_model, run_comparator
+from haf.errors import HafInputError
 from haf.eval.scores import auc_or_nan, cindex_or_nan
 from haf.losses import cox_partial_likelihood
 from haf.methods import COMPARATOR_FAMILIES, method_declaration
@@ -21,6 +22,7 @@ from haf.methods import METHOD_FAMILIES as COMPARATORS
 from haf.modalities import MODALITIES
 from haf.runtime.stacked import Members, member_state_dict
 from haf.runtime.stacked_attention import RowLayers
+from haf.runtime.tensors import FoldTensors, predict_scores
 
 DIMS = {"wsi": 12, "tma": 12, "cell": 6, "clin": 5, "path": 7, "blood": 8, "icd": 9}
 FAMILIES = list(COMPARATOR_FAMILIES)
@@ -313,3 +315,160 @@ def test_training_is_reproducible(default_config):
     ]
     for a, b in zip(runs[0].model.state_dict().values(), runs[1].model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------------------------------------
+# classical baselines (family sksurv: CoxPH / CoxNet through scikit-survival)
+
+TABULAR = ["cell", "clin", "path", "blood", "icd"]
+
+
+def _sksurv(default_config, **overrides) -> dict:
+    return {**default_config["sksurv"], **overrides}
+
+
+@pytest.mark.parametrize("estimator", ["coxph", "coxnet"])
+def test_sksurv_fit_reads_only_training_rows(estimator, default_config):
+    from haf.comparators.sksurv import fit_fold
+
+    decl = _decl("sksurv", estimator=estimator, modalities=TABULAR)
+    inputs = synthetic_fold(n=200, seed=3)
+    settings = _sksurv(default_config, coxph_alpha=[1.0])
+    a = fit_fold(inputs, decl, settings, name="m")
+    # the test part replaced: other features, other presence (each keeps clin), other times and events
+    changed = copy.deepcopy(inputs)
+    test = inputs.index("test")
+    rng = np.random.default_rng(9)
+    changed.present[test] = rng.random((len(test), len(MODALITIES))) < 0.5
+    changed.present[test, MODALITIES.index("clin")] = True
+    for j, m in enumerate(MODALITIES):
+        x = rng.normal(scale=5.0, size=(len(test), DIMS[m])).astype(np.float32)
+        changed.features[m][test] = x * changed.present[test, j : j + 1]
+    changed.time[test] = rng.uniform(1, 9000, size=len(test)).round()
+    changed.event[test] = 1 - changed.event[test]
+    b = fit_fold(changed.validate(), decl, settings, name="m")
+    for key, value in a.checkpoint["state_dict"].items():  # coefficients, fill means, centre, scale
+        assert torch.equal(value, b.checkpoint["state_dict"][key]), key
+    assert a.checkpoint["alpha"] == b.checkpoint["alpha"]
+    pd.testing.assert_frame_equal(a.history, b.history)
+    pa = predict_scores(a.score_fn, a.tensors, test)
+    pb = predict_scores(b.score_fn, b.tensors, test)
+    assert not np.allclose(pa, pb)  # the test rows did change, and are only predicted
+
+
+def test_sksurv_risk_equals_scikit_survivals_predict_on_a_hand_example(default_config):
+    from sksurv.linear_model import CoxPHSurvivalAnalysis
+    from sksurv.util import Surv
+
+    from haf.comparators.sksurv import fit_fold, load_model
+
+    # 12 patients: clin (2 columns) for everyone, path (1 column) missing for patients 2, 5, 9
+    clin = np.array([[0.1, 1.0], [0.4, 0.0], [0.9, 1.0], [0.2, 0.0], [0.7, 1.0], [0.5, 0.0],
+                     [0.3, 1.0], [0.8, 0.0], [0.6, 1.0], [0.0, 0.0], [1.0, 1.0], [0.35, 0.0]])  # fmt: skip
+    path = np.array([2.0, 1.0, 0.0, 3.0, 1.5, 0.0, 2.5, 0.5, 1.0, 0.0, 0.2, 2.2])
+    has_path = np.ones(12, dtype=bool)
+    has_path[[2, 5, 9]] = False
+    time_ = np.array([5, 8, 3, 12, 7, 9, 4, 15, 6, 10, 2, 11], dtype=float)
+    event = np.array([1, 0, 1, 1, 0, 1, 1, 0, 1, 1, 1, 0])
+    part = np.array(["train"] * 8 + ["val"] * 2 + ["test"] * 2, dtype=object)
+    part[[1, 9]] = part[[9, 1]]  # patient 1 validates, patient 9 (no path) trains
+    present = np.zeros((12, len(MODALITIES)), dtype=bool)
+    present[:, MODALITIES.index("clin")] = True
+    present[:, MODALITIES.index("path")] = has_path
+    features = {m: np.zeros((12, 1), dtype=np.float32) for m in MODALITIES}
+    features["clin"] = clin.astype(np.float32)
+    features["path"] = (path * has_path)[:, None].astype(np.float32)
+    inputs = FoldInputs(0, np.array([f"{i:03d}" for i in range(12)], dtype=object), part, np.full(12, np.nan),
+                        time_, event, present, features).validate()  # fmt: skip
+    decl = _decl("sksurv", estimator="coxph", modalities=["clin", "path"])
+    result = fit_fold(inputs, decl, _sksurv(default_config, coxph_alpha=[1.0]), name="m")
+
+    # the design by hand: clin, clin present (all 1), path or its training mean, path present
+    train = np.flatnonzero(part == "train")
+    path_fill = path[train][has_path[train]].mean()
+    raw = np.column_stack([clin, np.ones(12), np.where(has_path, path, path_fill), has_path.astype(float)])
+    mu, sd = raw[train].mean(axis=0), raw[train].std(axis=0)
+    sd[sd == 0] = 1.0
+    z = (raw - mu) / sd
+    reference = CoxPHSurvivalAnalysis(alpha=1.0, ties="breslow").fit(
+        z[train], Surv.from_arrays(event=event[train].astype(bool), time=time_[train])
+    )
+    # fold inputs hold float32 features (0.1 is not 0.1f): measured relative difference 3e-9
+    np.testing.assert_allclose(result.checkpoint["state_dict"]["coef"].numpy(), reference.coef_, rtol=1e-7)
+    rows = np.flatnonzero(part != "train")
+    ours = predict_scores(result.score_fn, result.tensors, rows)
+    # the common prediction path returns float32 (about 1e-7 relative)
+    np.testing.assert_allclose(ours, reference.predict(z[rows]), rtol=0, atol=1e-6)
+    # masking path at test time = its training mean, presence 0 (what an absent path is in training)
+    masked = present[rows].copy()
+    masked[:, MODALITIES.index("path")] = False
+    raw_masked = raw[rows].copy()
+    raw_masked[:, 3], raw_masked[:, 4] = path_fill, 0.0
+    np.testing.assert_allclose(
+        predict_scores(result.score_fn, result.tensors, rows, present=masked),
+        reference.predict((raw_masked - mu) / sd),
+        rtol=0,
+        atol=1e-6,
+    )
+    assert not np.allclose(reference.predict((raw_masked - mu) / sd), reference.predict(z[rows]))
+    # the checkpoint alone rebuilds the model (weights only, no pickled estimator)
+    rebuilt = load_model(result.checkpoint)
+    np.testing.assert_array_equal(predict_scores(rebuilt, result.tensors, rows), ours)
+
+
+@pytest.mark.parametrize("estimator, modalities", [("coxph", TABULAR), ("coxnet", TABULAR), ("coxnet", None)])
+def test_sksurv_finds_planted_signal_and_writes_contract_outputs(
+    estimator, modalities, tmp_path, default_config
+):
+    from haf.artifacts.checkpoints import load_checkpoint
+    from haf.artifacts.masked import read_masked
+    from haf.artifacts.train_log import read_train_log
+    from haf.comparators.sksurv import load_model, run_sksurv_folds
+    from haf.methods import METHOD_FAMILIES, resolve
+
+    assert resolve(METHOD_FAMILIES["sksurv"].fit) is run_sksurv_folds
+    extra = {"modalities": modalities} if modalities else {}
+    decl = _decl("sksurv", estimator=estimator, **extra)
+    inputs = synthetic_fold(n=400, seed=5)
+    evaluation = load_config({"evaluation": {"dropout_p": [0.0, 0.5], "repeats": 2}})["evaluation"]
+    outputs = {k: tmp_path / n for k, n in
+               (("model", "model.pt"), ("predictions", "p.tsv"), ("masked", "m.tsv.gz"), ("train_log", "t.tsv"))}  # fmt: skip
+    run_sksurv_folds([inputs], decl, default_config["sksurv"], evaluation, [outputs], method="m")
+    back = read_predictions(outputs["predictions"])
+    assert back["prob"].isna().all() and set(back["part"]) == {"val", "test"} and (back["seed"] == 0).all()
+    test = back[back["part"] == "test"]
+    c = cindex_or_nan(test["time"].to_numpy(), test["event"].to_numpy(), test["risk"].to_numpy())
+    assert c > 0.6, f"{estimator}: Harrell's C {c:.3f} on planted signal"
+    log = read_train_log(outputs["train_log"])
+    assert len(log) == (1 if estimator == "coxph" else default_config["sksurv"]["coxnet_n_alphas"])
+    masked = read_masked(outputs["masked"])
+    assert set(masked["scenario"]) >= {"dropout"} and masked["prob"].isna().all()
+    checkpoint = load_checkpoint(outputs["model"])
+    tensors = FoldTensors.from_inputs(inputs, torch.device("cpu"))
+    np.testing.assert_allclose(
+        predict_scores(load_model(checkpoint), tensors, inputs.index("test")),
+        test["risk"].to_numpy(),
+        atol=1e-5,
+    )
+
+
+def test_sksurv_penalty_choice_and_its_fallbacks(default_config, caplog):
+    from haf.comparators.sksurv import _select, fit_fold
+
+    nan = float("nan")
+    # best validation C, ties to the stronger penalty; no C: the lower validation loss; neither: the
+    # strongest penalty with a non-zero coefficient
+    assert _select([0.6, 0.7, 0.7], [1.0, 1.0, 1.0], [3.0, 2.0, 1.0], [1, 1, 1]) == (1, "val_cindex")
+    assert _select([nan, nan], [0.5, 0.4], [2.0, 1.0], [1, 1]) == (1, "val_loss")
+    assert _select([nan] * 3, [nan] * 3, [3.0, 2.0, 1.0], [0, 2, 5]) == (1, "strongest_nonzero")
+    inputs = synthetic_fold(n=120, seed=7)
+    inputs.event[inputs.index("val")] = 0  # no validation death: no C, no partial likelihood
+    with caplog.at_level("WARNING", logger="haf.comparators.sksurv"):
+        result = fit_fold(inputs, _decl("sksurv", estimator="coxnet"), default_config["sksurv"], name="m")
+    kept = result.history[result.history["best"]].iloc[0]
+    assert kept["selected_by"] == "strongest_nonzero" and kept["n_nonzero"] > 0
+    assert (result.history.loc[result.history["alpha"] > kept["alpha"], "n_nonzero"] == 0).all()
+    assert "gives no Harrell's C" in caplog.text and "fold 0" in caplog.text
+    inputs.event[inputs.index("train")] = 0
+    with pytest.raises(HafInputError, match="training part has 0 deaths"):
+        fit_fold(inputs, _decl("sksurv", estimator="coxph"), default_config["sksurv"], name="m")

@@ -145,6 +145,75 @@ def test_table2_pairs_detach_and_nodetach():
         tables.build_table2(preds, {"ga": methods["ga"]}, rule="fixed")
 
 
+def test_table2_shows_both_no_detach_variants_labelled_on_fake_results(tmp_path):
+    from haf.methods import evaluation_methods
+
+    # strengths known in advance (warm HAF has signal, scratch HAF none); GA has only a warm ablation; drop none
+    methods = declare(
+        {
+            "haf": dict(family="fusion", align="ga", drop=True),
+            "haf_nodetach": dict(family="fusion", align="ga", drop=True, detach=False),
+            "haf_nodetach_warm": dict(family="fusion", align="ga", drop=True, detach=False, init="stage1"),
+            "ga": dict(family="fusion", align="ga"),
+            "ga_nodetach_warm": dict(family="fusion", align="ga", detach=False, init="stage1"),
+            "drop": dict(family="fusion", drop=True),
+        }
+    )
+    strengths = {
+        "haf": 1.0,
+        "haf_nodetach": 0.0,
+        "haf_nodetach_warm": 3.0,
+        "ga": 1.0,
+        "ga_nodetach_warm": 0.5,
+    }
+    write_fake_results(tmp_path, methods, n=90, k=3, strengths=strengths, with_masked=False)
+    listed = evaluation_methods(methods, load_config()["evaluation"])["table2"]
+    assert listed == ["ga", "haf", "haf_nodetach", "ga_nodetach_warm", "haf_nodetach_warm"]
+    preds = load_predictions(
+        [tmp_path / "methods" / m / f"fold_{f}" / "predictions.tsv" for m in listed for f in range(3)]
+    )
+    table = tables.build_table2(preds, {m: methods[m] for m in listed}, rule="fixed")
+    assert list(table["setting"]) == ["+ Global Alignment", "HAF"]
+    by = table.set_index("setting")
+    assert by.loc["HAF", "method_nodetach"] == "haf_nodetach"
+    assert by.loc["HAF", "method_nodetach_warm"] == "haf_nodetach_warm"
+    assert (
+        by.loc["+ Global Alignment", "method_nodetach"] == ""
+        and by.loc["+ Global Alignment", "auc_nodetach"] == "–"
+    )
+    # each column is its own method's fold-mean test AUC (computed here with scikit-learn)
+    for setting, column, method in [
+        ("HAF", "auc_detach_mean", "haf"),
+        ("HAF", "auc_nodetach_mean", "haf_nodetach"),
+        ("HAF", "auc_nodetach_warm_mean", "haf_nodetach_warm"),
+        ("+ Global Alignment", "auc_nodetach_warm_mean", "ga_nodetach_warm"),
+    ]:
+        rows = preds[(preds["method"] == method) & (preds["part"] == "test") & preds["label"].notna()]
+        aucs = [roc_auc_score(r["label"], r["risk"]) for _, r in rows.groupby("fold")]
+        assert by.loc[setting, column] == pytest.approx(np.mean(aucs), abs=1e-12), (setting, column)
+    assert by.loc["HAF", "auc_nodetach_warm_mean"] > by.loc["HAF", "auc_nodetach_mean"]  # strength 3 vs 0
+    long = tables.table2_long(table)
+    columns = tables.table2_columns(table)
+    assert list(columns.values()) == [
+        "Setting",
+        "Metric",
+        "w (with detach)",
+        "w/o, from scratch",
+        "w/o, warm (Stage 1)",
+    ]
+    md = tables.markdown_table(long, columns, title="T2", notes=tables.table2_notes())
+    haf_auc = next(line for line in md.splitlines() if line.startswith("| HAF | AUC"))
+    assert haf_auc.split(" | ")[2:] == [
+        by.loc["HAF", "auc_detach"],
+        by.loc["HAF", "auc_nodetach"],
+        by.loc["HAF", "auc_nodetach_warm"] + " |",
+    ]
+    assert "warm (Stage 1) (X_nodetach_warm)" in md and "training.selection" in md
+    # a run with the from-scratch ablations only keeps the paper's three columns
+    scratch_only = tables.build_table2(preds, {m: methods[m] for m in ("haf", "haf_nodetach")}, rule="fixed")
+    assert list(tables.table2_columns(scratch_only).values())[2:] == ["w (with detach)", "w/o, from scratch"]
+
+
 # ---------------------------------------------------------------------------------------------
 # thresholds
 # ---------------------------------------------------------------------------------------------

@@ -83,7 +83,16 @@ def dry_workflow(tmp_path_factory) -> Path:
         "results": str(work / "results"),
         "logs": str(work / "logs"),
         "cv": {"scheme": "kfold", "k": 3, "seed": 1, "val_fraction": 0.15},
-        "run_methods": ["wsi_clam", "fusion_mlp_all", "haf", "haf_nodetach", "late_fusion", "parachute"],
+        "run_methods": [
+            "wsi_clam",
+            "fusion_mlp_all",
+            "haf",
+            "haf_nodetach",
+            "haf_nodetach_warm",
+            "late_fusion",
+            "parachute",
+            "coxph",
+        ],  # fmt: skip
         "evaluation": {"figure_methods": ["haf"], "survival_methods": ["parachute"]},
     }
     (work / "tiny.yaml").write_text(yaml.safe_dump(tiny))
@@ -96,7 +105,12 @@ def dry_workflow(tmp_path_factory) -> Path:
         ("fig_dropout", {"haf"}, set()),
         ("fig_tsne", set(), set()),
         ("fig_km", set(), {"parachute"}),
-        ("table2", {"haf", "haf_nodetach"}, set()),
+        ("table2", {"haf", "haf_nodetach", "haf_nodetach_warm"}, set()),
+        (
+            "table5",
+            {"fusion_mlp_all", "haf", "haf_nodetach", "haf_nodetach_warm"},
+            {"late_fusion", "parachute"},
+        ),
     ],
 )
 def test_dry_run_of_one_target_schedules_only_its_methods(dry_workflow, target, fusion, comparator):
@@ -116,6 +130,24 @@ def test_dry_run_of_one_target_schedules_only_its_methods(dry_workflow, target, 
     assert evaluation == [target]  # no other table or figure
     if target == "fig_tsne":
         assert [w["align"] for r, w in jobs if r == "align"] == ["ga"]
+    # the classical baselines have masked predictions: the PARACHUTE table fits them (rule sksurv)
+    assert {w["method"] for r, w in jobs if r == "sksurv"} == ({"coxph"} if target == "table5" else set())
+
+
+def test_dry_run_warm_ablation_reads_each_folds_stage1_models(dry_workflow):
+    result = _snakemake(dry_workflow, "-n", "table2")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    inputs = {}
+    for block in re.split(r"\n(?=(?:localrule|rule) \w+:)", result.stdout):
+        method = re.search(r"wildcards: method=(\w+)", block)
+        if block.strip().startswith("rule fusion_joint:") and method:
+            inputs[method.group(1)] = re.search(r"input: (.*)", block).group(1).split(", ")
+    models = [f"/stage1/{pm}/fold_{k}/model.pt" for pm in ("wsi", "tma") for k in range(3)]
+    warm, scratch = inputs["haf_nodetach_warm"], inputs["haf_nodetach"]
+    assert all(any(path.endswith(m) for path in warm) for m in models), warm
+    assert not any(path.endswith("model.pt") for path in scratch), scratch
+    assert {p for p in warm if not p.endswith("model.pt")} == set(scratch)  # otherwise the same inputs
+    assert "stage1" in [r for r, _ in _planned(result.stdout)]  # which the DAG makes first
 
 
 @pytest.mark.e2e
@@ -126,7 +158,10 @@ def test_evaluation_rules_end_to_end_with_report(tmp_path):
     from haf.methods import active_methods
 
     work = _copy_workflow(tmp_path)
-    run_methods = ["wsi_clam", "haf", "haf_nodetach", "ga", "fusion_mlp_all", "parachute", "haf_cox"]
+    run_methods = [
+        "wsi_clam", "haf", "haf_nodetach", "haf_nodetach_warm", "ga", "fusion_mlp_all", "parachute", "haf_cox",
+        "coxnet",
+    ]  # fmt: skip
     evaluation = {
         "dropout_p": [0.0, 0.5],
         "parachute_p": [0.05, 0.15, 0.30],
@@ -158,14 +193,29 @@ def test_evaluation_rules_end_to_end_with_report(tmp_path):
         assert (res / "figures" / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
         assert (res / "figures" / f"{name}.png").stat().st_size > 1000
     table1 = pd.read_csv(res / "tables" / "table1.csv")
-    assert list(table1["method"]) == ["wsi_clam", "haf", "ga", "fusion_mlp_all", "parachute", "haf_cox"]
+    assert list(table1["method"]) == [
+        "wsi_clam",
+        "haf",
+        "ga",
+        "fusion_mlp_all",
+        "parachute",
+        "haf_cox",
+        "coxnet",
+    ]
     assert (table1["n_cv_repeats"] == 2).all() and "2 repeats of 2-fold" in (
         res / "tables" / "table1.md"
     ).read_text()
     assert (table1["n_labelled"] > 0).all()
     assert "SYNTHETIC" in (res / "tables" / "table1.md").read_text()
     tests = pd.read_csv(res / "tables" / "table1_tests.csv")
-    assert set(tests["method"]) == {"wsi_clam", "fusion_mlp_all", "ga", "parachute", "haf_cox"}
+    assert set(tests["method"]) == {"wsi_clam", "fusion_mlp_all", "ga", "parachute", "haf_cox", "coxnet"}
+    table2 = pd.read_csv(res / "tables" / "table2.csv", keep_default_na=False).set_index("setting")
+    assert table2.loc["HAF", "method_nodetach"] == "haf_nodetach"
+    assert table2.loc["HAF", "method_nodetach_warm"] == "haf_nodetach_warm"
+    assert (
+        "| Setting | Metric | w (with detach) | w/o, from scratch | w/o, warm (Stage 1) |"
+        in (res / "tables" / "table2.md").read_text()
+    )
     table5 = pd.read_csv(res / "tables" / "table5_degradation.csv")
     assert set(table5["metric"]) == {"cindex", "auc"} and "slope_5_30" in table5
     survival = pd.read_csv(res / "tables" / "survival_metrics.csv")
@@ -173,7 +223,7 @@ def test_evaluation_rules_end_to_end_with_report(tmp_path):
     assert (survival["harrell_c_ci_low"] < survival["harrell_c_pooled"]).all()
     by_method = survival.set_index("method")
     for m in run_methods:  # Brier: Cox methods only, undefined where a validation part ends before the grid
-        if m in ("parachute", "haf_cox"):
+        if m in ("parachute", "haf_cox", "coxnet"):
             assert (
                 by_method.loc[m, "ibs_pooled"] > 0 or "undefined in folds" in by_method.loc[m, "ibs_status"]
             )

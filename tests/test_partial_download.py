@@ -41,12 +41,14 @@ def _without_cores(tmp_path):
 
 def test_no_tma_cores_schedules_no_tma_work(tmp_path, snakemake_cli):
     data = _without_cores(tmp_path)
-    config = _config(tmp_path, data, ["wsi_clam", "fusion_mlp_all", "late_fusion"])
+    methods = ["wsi_clam", "fusion_mlp_all", "late_fusion", "haf_nodetach_warm", "coxnet_all"]
+    config = _config(tmp_path, data, methods)
     dry = snakemake_cli(tmp_path, "--dry-run", override=config, cores=1, timeout=240)
     assert dry.returncode == 0, dry.stderr[-4000:]
     jobs = set(re.findall(r"^(?:localrule|rule) (\w+):", dry.stdout, flags=re.M))
-    assert "extract_tma" not in jobs and {"stage1", "fusion", "comparator"} <= jobs
-    assert "stage1/tma/" not in dry.stdout and "stage1/wsi/" in dry.stdout
+    assert "extract_tma" not in jobs and {"stage1", "fusion", "comparator", "fusion_joint", "sksurv"} <= jobs
+    # the warm-started ablation reads the WSI Stage 1 models only (no TMA model exists to start from)
+    assert "stage1/tma/" not in dry.stdout and "stage1/wsi/fold_1/model.pt" in dry.stdout
     assert "no tma data" in dry.stderr
 
 

@@ -65,6 +65,16 @@ def test_every_comparator_family_resolves_to_its_builder_and_step():
         assert family.section in SECTIONS
 
 
+def test_every_sksurv_family_resolves_to_its_fit_function():
+    from haf.methods import SKSURV_FAMILIES
+
+    assert SKSURV_FAMILIES == ("sksurv",)
+    for name in SKSURV_FAMILIES:
+        family = METHOD_FAMILIES[name]
+        assert callable(resolve(family.fit)) and family.section in SECTIONS and family.task_loss == "cox"
+        assert family.build is None and family.step is None  # not trained by the stacked comparator loop
+
+
 def test_every_typed_section_mirrors_its_schema_section():
     for name, cls in SECTIONS.items():
         schema_keys = set(SCHEMA["properties"][name]["properties"])

@@ -112,10 +112,12 @@ def test_a_fold_without_a_usable_validation_part_fails_naming_it(folds):
         train_fusion_folds(broken, _spec("fusion_mlp_all", align="none"), STAGE3, STAGE2, CPU)
 
 
-def test_a_nodetach_fold_stacked_with_others_equals_it_trained_alone(tmp_path):
+@pytest.mark.parametrize("init", ["scratch", "stage1"])
+def test_a_nodetach_fold_stacked_with_others_equals_it_trained_alone(tmp_path, init):
     # Eq. 12 with GA and random drop: stacked CLAM encoders, projectors and fusion heads of three folds
-    # on one shared bag store, against one of the folds trained alone
-    from fakes.fusion import synthetic_bags
+    # on one shared bag store, against one of the folds trained alone; init stage1: each fold's CLAM
+    # encoders warm-started from its own Stage 1 model (member 1 stacked must load fold 1's, as alone)
+    from fakes.fusion import fake_stage1_models, synthetic_bags
 
     from haf.fusion.joint import train_joint_folds
 
@@ -134,9 +136,13 @@ def test_a_nodetach_fold_stacked_with_others_equals_it_trained_alone(tmp_path):
         }
     )
     params = {key: config[key] for key in ("stage1", "stage2", "stage3")}
-    spec = _spec("haf_nodetach", align="ga", drop=True, detach=False)
-    together = train_joint_folds(inputs, spec, params, CPU, bags=stores)
-    alone = train_joint_folds(inputs[1:2], spec, params, CPU, bags=stores)[0]
+    spec = _spec("haf_nodetach", align="ga", drop=True, detach=False, init=init)
+    models = alone_models = None
+    if init == "stage1":
+        models = fake_stage1_models(tmp_path / "stage1", stores, [0, 1, 2], d1=8, d2=4, dropout=0.25)
+        alone_models = {pm: paths[1:2] for pm, paths in models.items()}
+    together = train_joint_folds(inputs, spec, params, CPU, bags=stores, stage1_models=models)
+    alone = train_joint_folds(inputs[1:2], spec, params, CPU, bags=stores, stage1_models=alone_models)[0]
     a, b = together[1].history, alone.history
     assert a["epoch"].tolist() == b["epoch"].tolist()
     assert int(a.loc[a["best"], "epoch"].iloc[0]) == int(b.loc[b["best"], "epoch"].iloc[0])

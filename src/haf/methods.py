@@ -8,6 +8,8 @@ referenced by import path so that this module stays importable without torch (th
 the data/eval rules import it).
 
 Adding a comparator: its model and builder, one entry here, the family in the schema's enum, a test.
+The classical baselines (family ``sksurv``) are fitted in closed form by scikit-survival, without the
+stacked trainer: their entry names the function that fits every fold and writes its outputs.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ class MethodFamily:
     """One family of methods and how it is trained."""
 
     name: str
-    kind: str  # clam (Stage 1 rule) | fusion (Stage 3 rules) | comparator (rule comparator)
+    kind: str  # clam (Stage 1 rule) | fusion (Stage 3 rules) | comparator (rule comparator) | sksurv (rule sksurv)
     section: str  # config section with the family's training settings
     task_loss: str | None  # the family's fixed loss; None: declared per method (bce | cox)
     build: str | None = None  # comparators: "module:function" (declaration, dims, settings) -> model
     step: str | None = None  # comparators: "module:function" (model, members, settings) -> stacked step
+    fit: str | None = None  # sksurv: "module:function" fitting every fold and writing its outputs
 
 
 METHOD_FAMILIES: dict[str, MethodFamily] = {
@@ -56,11 +59,17 @@ METHOD_FAMILIES: dict[str, MethodFamily] = {
         "parachute", "comparator", "parachute", "cox",
         "haf.comparators.builders:parachute", "haf.comparators.train:gcs_step",
     ),
+    # classical survival baselines (PARACHUTE's Table 5 CoxPH, its supplement's CoxNet): scikit-survival,
+    # closed-form per fold, no GPU (rule sksurv)
+    "sksurv": MethodFamily("sksurv", "sksurv", "sksurv", "cox", fit="haf.comparators.sksurv:run_sksurv_folds"),
 }  # fmt: skip
 """The method-family registry (the schema's ``methods.*.family`` enum lists exactly these names)."""
 
 COMPARATOR_FAMILIES: tuple[str, ...] = tuple(n for n, f in METHOD_FAMILIES.items() if f.kind == "comparator")
+SKSURV_FAMILIES: tuple[str, ...] = tuple(n for n, f in METHOD_FAMILIES.items() if f.kind == "sksurv")
 TASK_LOSSES: tuple[str, ...] = ("bce", "cox")
+ENCODER_INITS: tuple[str, ...] = ("scratch", "stage1")
+"""Where a no-detach method's CLAM encoders start (``methods.*.init``): fresh, or the fold's Stage 1 models."""
 
 
 def resolve(reference: str) -> Callable[..., Any]:
@@ -128,13 +137,19 @@ def active_methods(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def methods_of_kind(methods: Mapping[str, Mapping[str, Any]], kind: str) -> list[str]:
-    """Names of the methods whose family is of ``kind`` (clam, fusion, comparator), in config order."""
+    """Names of the methods whose family is of ``kind`` (clam, fusion, comparator, sksurv), in config order."""
     return [m for m, d in methods.items() if METHOD_FAMILIES[d["family"]].kind == kind]
 
 
 def is_joint(decl: Mapping[str, Any]) -> bool:
     """A no-detach fusion ablation (Stages 1-3 trained jointly, Eq. 12)."""
     return decl["family"] == "fusion" and not decl["detach"]
+
+
+def is_warm_joint(decl: Mapping[str, Any]) -> bool:
+    """A no-detach ablation whose CLAM encoders start from the fold's Stage 1 models (``init: stage1``):
+    its rule reads ``stage1/{pm}/fold_k/model.pt`` of its pathology modalities."""
+    return is_joint(decl) and decl.get("init", "scratch") == "stage1"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,7 +161,21 @@ TABLE2_SETTINGS: tuple[tuple[str, str], ...] = (
     ("drop", "+ Random Drop"),
     ("haf", "HAF"),
 )
-"""HAF Table 2: each setting's detached method; its ablation is ``<method>_nodetach``."""
+"""HAF Table 2: each setting's detached method; its ablations are the :data:`TABLE2_VARIANTS`."""
+
+TABLE2_VARIANTS: tuple[tuple[str, str], ...] = (
+    ("nodetach", "w/o, from scratch"),
+    ("nodetach_warm", "w/o, warm (Stage 1)"),
+)
+"""Table 2's no-detach columns: method ``<setting>_<suffix>`` and its column label.  ``nodetach``: the CLAM
+encoders trained from scratch inside Eq. 12 (``init: scratch``); ``nodetach_warm``: from the fold's Stage 1
+models (``init: stage1``), under the same Stage 3 epoch budget and selection rule."""
+
+
+def table2_methods(base: str) -> list[str]:
+    """The no-detach ablations of one Table 2 setting, in column order."""
+    return [f"{base}_{suffix}" for suffix, _ in TABLE2_VARIANTS]
+
 
 CLAIM_METHODS: tuple[str, ...] = ("haf", "fusion_mlp_all", "ga", "drop")
 """Methods the claims table compares (haf.eval.claims), besides the Table 2 pairs."""
@@ -159,18 +188,28 @@ def evaluation_methods(
 ) -> dict[str, list[str]]:
     """Method lists of the evaluation outputs, restricted to the methods that run.
 
-    ``table1``: every method but the no-detach ablations; ``table2``: the Table 2 pairs that both run
-    (detached ones first); ``masked``: methods with masked test predictions (fusion methods, then comparators);
+    ``table1``: every method but the no-detach ablations; ``table2``: the Table 2 settings whose detached
+    method and at least one of its ablations run (detached ones first, then each variant's); ``masked``: methods with masked test predictions (fusion methods, then comparators);
     ``figure``: Fig. 2's (``evaluation.figure_methods``); ``parachute``: the PARACHUTE tables'
     (``evaluation.parachute_methods``, null = every masked method); ``survival_figures``: the td-AUC,
     calibration and KM figures' (``evaluation.survival_methods``); ``survival``: every method;
     ``claims``: the claims table's (:data:`CLAIM_METHODS` that run, then the Table 2 pairs);
     ``claims_masked``: those of :data:`CLAIM_MASKED_METHODS` with masked predictions.
     """
-    masked = methods_of_kind(methods, "fusion") + methods_of_kind(methods, "comparator")
-    pairs = [base for base, _ in TABLE2_SETTINGS if base in methods and f"{base}_nodetach" in methods]
+    masked = (
+        methods_of_kind(methods, "fusion")
+        + methods_of_kind(methods, "comparator")
+        + methods_of_kind(methods, "sksurv")
+    )
+    pairs = [
+        base
+        for base, _ in TABLE2_SETTINGS
+        if base in methods and any(m in methods for m in table2_methods(base))
+    ]
     chosen = evaluation["parachute_methods"]
-    table2 = pairs + [f"{base}_nodetach" for base in pairs]
+    table2 = pairs + [
+        f"{base}_{suffix}" for suffix, _ in TABLE2_VARIANTS for base in pairs if f"{base}_{suffix}" in methods
+    ]
     claims = [m for m in CLAIM_METHODS if m in methods]
     return {
         "table1": [m for m, d in methods.items() if not is_joint(d)],

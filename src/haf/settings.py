@@ -313,6 +313,23 @@ class ParachuteSettings(Section):
 
 
 @dataclass(frozen=True)
+class SksurvSettings(Section):
+    """The ``sksurv`` section: the classical survival baselines (family ``sksurv``, scikit-survival).
+
+    Each fold's model is fitted on its training part; a list of more than one penalty is a grid whose
+    value is chosen by Harrell's C on the fold's validation part (ties: the stronger penalty).
+    """
+
+    SECTION: ClassVar[str] = "sksurv"
+    coxph_alpha: tuple[float, ...]
+    coxph_ties: str
+    coxnet_l1_ratio: float
+    coxnet_n_alphas: int
+    coxnet_alpha_min_ratio: float
+    coxnet_max_iter: int
+
+
+@dataclass(frozen=True)
 class EvaluationSettings(Section):
     SECTION: ClassVar[str] = "evaluation"
     threshold: str
@@ -348,6 +365,7 @@ SECTIONS: dict[str, type[Section]] = {
         Stage2Settings,
         Stage3Settings,
         ParachuteSettings,
+        SksurvSettings,
         EvaluationSettings,
     )
 }

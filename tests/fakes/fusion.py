@@ -134,3 +134,39 @@ def synthetic_bags(
             files[str(inputs.patient_id[i])] = [path]
         stores[pm] = BagStore.from_files(files, name=pm, dim=dim)
     return stores
+
+
+def fake_stage1_models(
+    directory: str | Path,
+    stores: dict,
+    folds: list[int],
+    *,
+    d1: int,
+    d2: int,
+    dropout: float,
+    seed: int = 100,
+) -> dict[str, list[Path]]:
+    """``{pm}/fold_{k}/model.pt`` files in the Stage 1 contract (``haf.artifacts.stage1_model``), one
+    seeded CLAM model per pathology modality and fold (a different init each: the warm-start tests can
+    tell the folds' models and a fresh init apart).  Returns pathology modality -> paths in fold order."""
+    import torch
+
+    from haf.artifacts.stage1_model import write_stage1_model
+    from haf.mil.clam import GatedAttentionMIL
+
+    directory = Path(directory)
+    paths: dict[str, list[Path]] = {}
+    for j, (pm, store) in enumerate(sorted(stores.items())):
+        paths[pm] = []
+        for fold in folds:
+            torch.manual_seed(seed + 100 * j + fold)
+            model = GatedAttentionMIL(store.dim, d1, d2, dropout)
+            with torch.no_grad():  # Xavier init leaves the biases at zero: give them values too
+                for name, p in model.named_parameters():
+                    if name.endswith("bias"):
+                        p.normal_(0.0, 0.1)
+            path = directory / pm / f"fold_{fold}" / "model.pt"
+            meta = {"pmod": pm, "fold": fold, "seed": seed + fold, "best_epoch": 7}
+            write_stage1_model(path, model.checkpoint(**meta))
+            paths[pm].append(path)
+    return paths

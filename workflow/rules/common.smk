@@ -17,6 +17,7 @@ from haf.methods import (  # noqa: E402
     active_methods,
     evaluation_methods,
     is_joint,
+    is_warm_joint,
     methods_of_kind,
     pathology_needed,
     stage1_models,
@@ -39,6 +40,7 @@ FUSION_METHODS = methods_of_kind(METHODS, "fusion")
 DETACHED_FUSION_METHODS = [m for m in FUSION_METHODS if not is_joint(METHODS[m])]
 JOINT_FUSION_METHODS = [m for m in FUSION_METHODS if is_joint(METHODS[m])]
 COMPARATOR_METHODS = methods_of_kind(METHODS, "comparator")
+SKSURV_METHODS = methods_of_kind(METHODS, "sksurv")  # classical baselines (rule sksurv)
 # Stage 2 runs for the alignments the running fusion methods declare (registry: haf.alignment.losses),
 # and for GA, whose embeddings Fig. 3-4 show
 FIGURE_ALIGNMENT = "ga"
@@ -142,6 +144,25 @@ def fusion_inputs(wildcards):
         inputs["projectors"] = per_fold(
             f"{RES}/stage2/{align}/fold_{{fold}}/projectors.pt"
         )
+    return inputs
+
+
+def joint_inputs(wildcards):
+    """No-detach methods read every fold's inputs and the bags (manifest, TMA index); a warm-started one
+    (init: stage1) also each fold's Stage 1 model of its pathology modalities (stage1_wsi, stage1_tma).
+    """
+    decl = METHODS[wildcards.method]
+    inputs = {
+        "fold_inputs": per_fold(f"{RES}/fold_inputs/fold_{{fold}}.npz"),
+        "manifest": f"{RES}/cohort/manifest.tsv",
+        "tma_index": tma_index_input(wildcards),
+    }
+    if is_warm_joint(decl):
+        for pm in PATHOLOGY_NEEDED:
+            if pm in decl["modalities"]:
+                inputs[f"stage1_{pm}"] = per_fold(
+                    f"{RES}/stage1/{pm}/fold_{{fold}}/model.pt"
+                )
     return inputs
 
 

@@ -34,3 +34,34 @@ rule comparator:
         folds=FOLDS,
     script:
         "../scripts/train_comparator.py"
+
+
+# Classical survival baselines (family sksurv: CoxPH, CoxNet via scikit-survival), fitted per fold on the
+# training part in closed form: CPU only, seconds per method.
+rule sksurv:
+    input:
+        fold_inputs=per_fold(f"{RES}/fold_inputs/fold_{{fold}}.npz"),
+    output:
+        model=per_fold(f"{RES}/methods/{{method}}/fold_{{fold}}/model.pt"),
+        predictions=per_fold(f"{RES}/methods/{{method}}/fold_{{fold}}/predictions.tsv"),
+        masked=per_fold(f"{RES}/methods/{{method}}/fold_{{fold}}/masked.tsv.gz"),
+        train_log=per_fold(f"{RES}/methods/{{method}}/fold_{{fold}}/train_log.tsv"),
+    log:
+        f"{LOGS}/methods/{{method}}.log",
+    benchmark:
+        f"{LOGS}/benchmarks/{{method}}.tsv"
+    wildcard_constraints:
+        method=name_pattern(SKSURV_METHODS),
+    conda:
+        "../../envs/train.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        declaration=lambda wildcards: METHODS[wildcards.method],
+        sksurv=config["sksurv"],
+        evaluation=config["evaluation"],
+        folds=FOLDS,
+    script:
+        "../scripts/train_sksurv.py"

@@ -1,7 +1,8 @@
 # Stage 3: fusion methods (HAF and its variants and ablations), one trainer and one script for all,
 # every fold of a method in one job (the folds train side by side: haf.runtime.stacked). Two rules only
 # because their inputs differ: the detached methods train on the fold inputs (and frozen Stage 2
-# projectors), the no-detach ablations (Eq. 12) also re-train the CLAM encoders on the bags.
+# projectors), the no-detach ablations (Eq. 12) also re-train the CLAM encoders on the bags (and the
+# warm-started ones, init: stage1, read each fold's Stage 1 models).
 
 
 rule fusion:
@@ -40,9 +41,7 @@ rule fusion:
 
 rule fusion_joint:
     input:
-        fold_inputs=per_fold(f"{RES}/fold_inputs/fold_{{fold}}.npz"),
-        manifest=f"{RES}/cohort/manifest.tsv",
-        tma_index=tma_index_input,
+        unpack(joint_inputs),
     output:
         model=per_fold(f"{RES}/methods/{{method}}/fold_{{fold}}/model.pt"),
         predictions=per_fold(f"{RES}/methods/{{method}}/fold_{{fold}}/predictions.tsv"),

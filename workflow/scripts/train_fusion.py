@@ -30,6 +30,10 @@ if "manifest" in inputs.keys():  # no-detach methods re-train the Stage 1 encode
         "tma_index": inputs.tma_index[0] if inputs.tma_index else None,
         "available": list(snakemake.params.pathology),
     }
+# init: stage1 (warm start): the folds' Stage 1 models, one named input per pathology modality
+stage1_models = {
+    pm: list(getattr(inputs, f"stage1_{pm}")) for pm in ("wsi", "tma") if f"stage1_{pm}" in inputs.keys()
+}
 runs = train_method_folds(
     snakemake.wildcards.method,
     snakemake.params.declaration,
@@ -38,6 +42,7 @@ runs = train_method_folds(
     device,
     projectors=list(inputs.projectors) if "projectors" in inputs.keys() else None,
     bags=bags,
+    stage1_models=stage1_models or None,
     selection=TrainingSettings.from_config(snakemake.params.training),
     progress=True,
 )

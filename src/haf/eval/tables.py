@@ -26,7 +26,7 @@ from haf.artifacts.files import atomic_path
 from haf.eval.binary import binary_metrics, bootstrap_ci, fold_metrics, paired_bootstrap, pooled_by_repeat
 from haf.eval.data import method_predictions
 from haf.eval.repeats import CV_REPEAT, Repeats, summarise_repeats, with_repeat, within_repeats
-from haf.methods import TABLE2_SETTINGS, is_joint
+from haf.methods import TABLE2_SETTINGS, TABLE2_VARIANTS, is_joint, table2_methods
 
 log = logging.getLogger(__name__)
 
@@ -206,18 +206,36 @@ def build_table2(
     rule: str,
     repeats: Repeats | None = None,
 ) -> pd.DataFrame:
-    """Table 2: each setting with detachment (X) and without (X_nodetach), accuracy and AUC.
+    """Table 2: each setting with detachment (X) and without, accuracy and AUC.
 
-    Fold mean and SD within each CV repeat, averaged over repeats (:func:`haf.eval.repeats.summarise_repeats`).
+    Two no-detach variants (:data:`haf.methods.TABLE2_VARIANTS`): ``X_nodetach`` (CLAM encoders from
+    scratch, columns ``*_nodetach``) and ``X_nodetach_warm`` (warm-started from the fold's Stage 1 models,
+    columns ``*_nodetach_warm``).  A setting is shown when X and at least one variant ran; a variant that
+    did not run has an empty method and a dash.  Fold mean and SD within each CV repeat, averaged over
+    repeats (:func:`haf.eval.repeats.summarise_repeats`).
     """
     records = []
     for base, setting in TABLE2_SETTINGS:
-        partner = f"{base}_nodetach"
-        if base not in methods or partner not in methods:
-            log.info("Table 2: %s skipped (needs both %s and %s)", setting, base, partner)
+        variants = dict(zip([s for s, _ in TABLE2_VARIANTS], table2_methods(base), strict=True))
+        ran = {suffix: name for suffix, name in variants.items() if name in methods}
+        if base not in methods or not ran:
+            log.info(
+                "Table 2: %s skipped (needs %s and one of %s)", setting, base, ", ".join(variants.values())
+            )
             continue
-        record: dict[str, Any] = dict(setting=setting, method_detach=base, method_nodetach=partner)
-        for suffix, name in (("detach", base), ("nodetach", partner)):
+        record: dict[str, Any] = dict(setting=setting, method_detach=base)
+        for suffix, name in variants.items():
+            record[f"method_{suffix}"] = name if name in ran.values() else ""
+        for suffix, name in (("detach", base), *variants.items()):
+            if name not in methods:
+                log.info("Table 2: %s has no %s column (%s did not run)", setting, suffix, name)
+                for metric in ("accuracy", "auc"):
+                    for stat in ("mean", "std", "sd_all_folds"):
+                        record[f"{metric}_{suffix}_{stat}"] = np.nan
+                    record[f"{metric}_{suffix}"] = fmt_mean_std(np.nan, np.nan)
+                record[f"n_folds_{suffix}"] = 0
+                record[f"n_cv_repeats_{suffix}"] = 0
+                continue
             per_fold = with_repeat(fold_metrics(method_predictions(predictions, name), rule), repeats)
             stats = summarise_repeats(per_fold, ("accuracy", "auc"))
             for metric in ("accuracy", "auc"):
@@ -230,7 +248,8 @@ def build_table2(
         records.append(record)
     if not records:
         raise ValueError(
-            "Table 2 needs at least one pair X / X_nodetach among fusion_mlp_all, ga, drop, haf in run_methods"
+            "Table 2 needs at least one pair: a detached method and one of its ablations (X_nodetach or "
+            "X_nodetach_warm) for one of fusion_mlp_all, ga, drop, haf in run_methods"
         )
     return pd.DataFrame.from_records(records)
 
@@ -359,8 +378,16 @@ TABLE2_COLUMNS = {
     "setting": "Setting",
     "metric": "Metric",
     "with": "w (with detach)",
-    "without": "w/o (no detach)",
+    **{f"without_{suffix}": label for suffix, label in TABLE2_VARIANTS},
 }
+"""Table 2's Markdown/LaTeX columns: the detached method, then each no-detach variant (labelled)."""
+
+
+def table2_columns(table2: pd.DataFrame) -> dict[str, str]:
+    """:data:`TABLE2_COLUMNS` without the variants no setting of this table ran (a run with only the
+    from-scratch ablations keeps the paper's three columns)."""
+    ran = [s for s, _ in TABLE2_VARIANTS if (table2.get(f"method_{s}", pd.Series(dtype=str)) != "").any()]
+    return {k: v for k, v in TABLE2_COLUMNS.items() if not k.startswith("without_") or k[8:] in ran}
 
 
 def cv_sentence(repeats: int, k: int) -> str:
@@ -402,18 +429,30 @@ def table1_notes(rule: str, k: int, n_boot: int, synthetic: bool, repeats: int =
 
 
 def table2_long(table2: pd.DataFrame) -> pd.DataFrame:
-    """Paper layout: two rows (Accuracy, AUC) per setting."""
+    """Paper layout: two rows (Accuracy, AUC) per setting; one column per no-detach variant."""
     rows = []
     for _, r in table2.iterrows():
         for metric, name in (("accuracy", "Accuracy"), ("auc", "AUC")):
-            rows.append(
-                dict(
-                    setting=r["setting"],
-                    metric=name,
-                    **{"with": r[f"{metric}_detach"], "without": r[f"{metric}_nodetach"]},
-                )
-            )
+            row = {"setting": r["setting"], "metric": name, "with": r[f"{metric}_detach"]}
+            for suffix, _ in TABLE2_VARIANTS:
+                row[f"without_{suffix}"] = r.get(f"{metric}_{suffix}", fmt_mean_std(np.nan, np.nan))
+            rows.append(row)
     return pd.DataFrame.from_records(rows)
+
+
+def table2_notes() -> list[str]:
+    """What the two no-detach columns are (the Markdown/LaTeX notes and the report caption say the same)."""
+    return [
+        "w: trained with detachment (Stage 1 CLAM, then Stage 2 alignment, then Stage 3 fusion, each "
+        "frozen before the next).",
+        "w/o, from scratch (X_nodetach): all stages trained jointly (Eq. 12), the CLAM encoders from a "
+        "fresh seeded init, under Stage 3's schedule only.",
+        "w/o, warm (Stage 1) (X_nodetach_warm): the same joint training, the CLAM encoders starting from "
+        "the fold's Stage 1 models; after Stage 1 it gets what the detached fusion step gets: stage3 "
+        "max_epochs, early-stopping and LR-plateau patience, optimiser, batch and the training.selection "
+        "rule on the validation score of the fused prediction. Projectors start fresh (no Stage 2 warm "
+        "start) in both no-detach variants.",
+    ]
 
 
 # --------------------------------------------------------------------------------------------------

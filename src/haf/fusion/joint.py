@@ -8,9 +8,15 @@ gradients reach the CLAM encoders.
 
 Choices (documented in ``docs/fusion.md``):
 
-* the CLAM encoders start **from scratch** (seeded, the Stage 1 architecture and ``stage1`` sizes), not
-  from the fold's Stage 1 weights: this is end-to-end optimisation across all stages as the paper's
-  ablation describes, and needs no Stage 1 output as input;
+* ``init: scratch`` (``*_nodetach``): the CLAM encoders start **from scratch** (seeded, the Stage 1
+  architecture and ``stage1`` sizes): end-to-end optimisation across all stages as the paper's ablation
+  describes, needing no Stage 1 output as input;
+* ``init: stage1`` (``*_nodetach_warm``): the CLAM encoders start from the fold's Stage 1 models
+  (``stage1/{pm}/fold_k/model.pt``, every weight copied exactly, bag and instance classifiers included),
+  then train under the same Stage 3 budget as ``scratch`` and as the detached fusion step
+  (``stage3.max_epochs``, ``es_patience``, LR plateau, optimiser, batch, ``training.selection`` on the
+  validation score of the fused prediction), so Table 2's difference is detachment, not initialisation;
+  the projectors and fusion head start from the same seeded init in both variants;
 * each step takes a minibatch of ``stage3.batch_size`` patients; their bags form one padded batch per
   pathology modality, packed (only real instances), in size-sorted chunks of ``stage1.batch_bags``
   (subsampled to ``stage1.max_instances`` in training, full in evaluation); the CLAM
@@ -119,6 +125,53 @@ def check_bags(inputs: FoldInputs, stores: dict[str, Any]) -> None:
             log.warning("%s: %d patients have a bag but no %s in the fold inputs: bag ignored", pm, extra, pm)
 
 
+def read_stage1_models(
+    paths: dict[str, Sequence[str | Path]],
+    inputs: Sequence[FoldInputs],
+    stores: dict[str, Any],
+    stage1: Stage1Settings,
+) -> dict[str, list[dict[str, Any]]]:
+    """The fold's Stage 1 CLAM checkpoints a warm-started method starts from, checked against the run.
+
+    ``paths[pm][k]``: ``stage1/{pm}/fold_{fold}/model.pt`` of fold ``inputs[k]``.  Each file must be the
+    model of that pathology modality and fold (``meta``), with the input width of the bags and the
+    ``stage1`` sizes of this run (``hparams``); anything else is an error naming the file and the field.
+    """
+    from haf.artifacts.stage1_model import read_stage1_model
+
+    loaded: dict[str, list[dict[str, Any]]] = {}
+    for pm, store in stores.items():
+        files = list(paths.get(pm) or [])
+        if len(files) != len(inputs):
+            raise ValueError(
+                f"init stage1 needs stage1/{pm}/fold_k/model.pt of each of the {len(inputs)} folds, got "
+                f"{len(files)} file(s)"
+            )
+        loaded[pm] = []
+        for path, inp in zip(files, inputs, strict=True):
+            payload = read_stage1_model(path)
+            meta, hparams = payload["meta"], payload["hparams"]
+            want = {"pmod": pm, "fold": int(inp.fold)}
+            for key, value in want.items():
+                if meta.get(key) != value:
+                    raise HafInputError(
+                        path,
+                        f"is the Stage 1 model of {key} {meta.get(key)!r}, expected {value!r}",
+                        field=key,
+                    )
+            sizes = {"in_dim": store.dim, "d1": stage1.d1, "d2": stage1.d2, "dropout": stage1.dropout}
+            for key, value in sizes.items():
+                if hparams.get(key) != value:
+                    raise HafInputError(
+                        path,
+                        f"Stage 1 model has {key} = {hparams.get(key)!r}, this run needs {value!r} "
+                        "(stage1 settings or bag width changed since Stage 1 ran)",
+                        field=f"hparams.{key}",
+                    )
+            loaded[pm].append({**payload, "path": str(path)})
+    return loaded
+
+
 class JointPathology(nn.Module):
     """The CLAM encoders (one per pathology modality of the method), trained inside Eq. 12.
 
@@ -204,6 +257,15 @@ class JointPathology(nn.Module):
             loss = loss + torch.where(n_valid > 0, total / n_valid.clamp(min=1), torch.zeros_like(total))
         return z, loss
 
+    def load_stage1(self, models: dict[str, list[dict[str, Any]]]) -> None:
+        """Warm start: member k of each encoder takes fold k's Stage 1 weights, exactly
+        (:func:`read_stage1_models` gives them)."""
+        from haf.runtime.stacked import load_member_state_dict
+
+        for pm, encoder in self.encoders.items():
+            for k, payload in enumerate(models[pm]):
+                load_member_state_dict(encoder, k, payload["state_dict"])
+
     @torch.no_grad()
     def embed_members(
         self, ids: Sequence[Sequence[str]], device: torch.device
@@ -245,11 +307,16 @@ def train_joint(
     device: torch.device,
     *,
     bags: dict[str, Any],
+    stage1_models: dict[str, str | Path] | None = None,
     progress: bool = False,
 ) -> FusionRun:
     """Train a ``detach: false`` method with Eq. 12 on one fold (:func:`train_joint_folds` with one fold);
-    ``bags``: pathology modality -> BagStore (or the rule's ``manifest``/``tma_index`` paths)."""
-    return train_joint_folds([inputs], spec, params, device, bags=bags, progress=progress)[0]
+    ``bags``: pathology modality -> BagStore (or the rule's ``manifest``/``tma_index`` paths);
+    ``stage1_models`` (``init: stage1``): pathology modality -> the fold's Stage 1 ``model.pt``."""
+    models = {pm: [path] for pm, path in stage1_models.items()} if stage1_models else None
+    return train_joint_folds(
+        [inputs], spec, params, device, bags=bags, stage1_models=models, progress=progress
+    )[0]
 
 
 class _JointTask:
@@ -263,8 +330,10 @@ class _JointTask:
         settings: dict[str, Any],
         stores: dict[str, Any],
         device: torch.device,
+        stage1_models: dict[str, list[dict[str, Any]]] | None = None,
     ) -> None:
         self.inputs, self.spec, self.device = inputs, spec, device
+        self.stage1_models = stage1_models or {}
         self.stage1, self.stage2, self.stage3 = settings["stage1"], settings["stage2"], settings["stage3"]
         self.members = Members([fold_seed(self.stage3.seed, i.fold) for i in inputs], device)
         seed_everything(self.members.seeds[0])
@@ -280,6 +349,8 @@ class _JointTask:
         layers = Layers(self.members)
         k = len(inputs)
         pathology = JointPathology(stores, self.stage1, layers)
+        if spec.warm_start:  # after the seeded init, so projectors and head start as in init: scratch
+            pathology.load_stage1(self.stage1_models)
         dims = {m: self.tensors.widths[m] for m in spec.modalities}
         for pm in stores:
             dims[pm] = [self.stage1.d1] * k
@@ -420,7 +491,15 @@ class _JointTask:
         model = model.to(self.device).eval()
         checkpoint = make_checkpoint(
             spec=self.spec, model=model, fold=inp.fold, untrained=missing,
-            extra={"encoders": encoders, "encoder_init": "scratch", "seed": self.members.seeds[k]},
+            extra={
+                "encoders": encoders, "encoder_init": self.spec.init, "seed": self.members.seeds[k],
+                "encoder_sources": {
+                    pm: {key: payload["meta"].get(key) for key in ("pmod", "fold", "seed", "best_epoch")}
+                    | {"path": payload["path"]}
+                    for pm, models in self.stage1_models.items()
+                    for payload in models[k : k + 1]
+                },
+            },
         )  # fmt: skip
         notes = [f"no training patient has {m}: projector not trained" for m in missing]
         return FusionRun(
@@ -436,13 +515,15 @@ def train_joint_folds(
     device: torch.device,
     *,
     bags: dict[str, Any],
+    stage1_models: dict[str, Sequence[str | Path]] | None = None,
     selection: TrainingSettings | None = None,
     progress: bool = False,
 ) -> list[FusionRun]:
     """Train a ``detach: false`` method with Eq. 12 on several folds at once (one stacked member per fold).
 
     ``bags``: pathology modality -> BagStore, shared by every fold (or the rule's ``manifest`` /
-    ``tma_index`` paths, opened once with :func:`open_bag_stores`).  Each fold keeps its own seed
+    ``tma_index`` paths, opened once with :func:`open_bag_stores`).  ``stage1_models`` (``init: stage1``
+    only): pathology modality -> each fold's ``stage1/{pm}/fold_k/model.pt``, in the order of ``inputs``.  Each fold keeps its own seed
     (``fold_seed(stage3.seed, fold)``), data, random draws, optimiser state, schedule, early stopping and
     selected epoch: a fold's result is the same trained with the others or alone.  Fold inputs that
     disagree with the bags stop the job naming the patient before any training.
@@ -459,18 +540,33 @@ def train_joint_folds(
     if "manifest" in bags:
         bags = open_bag_stores(bags, settings["stage1"], spec.modalities, device)
     stores = {pm: bags[pm] for pm in PATHOLOGY if pm in spec.modalities}
-    for inp in inputs:
+    if spec.warm_start:
+        models = read_stage1_models(stage1_models or {}, inputs, stores, settings["stage1"])
+    elif stage1_models:
+        raise ValueError(
+            f"{spec.name}: init {spec.init!r} starts the CLAM encoders fresh; it takes no Stage 1 models"
+        )
+    else:
+        models = {}
+    for k, inp in enumerate(inputs):
         check_bags(inp, stores)
+        start = "from scratch"
+        if spec.warm_start:
+            start = "from Stage 1: " + ", ".join(
+                f"{pm} {m[k]['path']} (best epoch {m[k]['meta'].get('best_epoch')})"
+                for pm, m in models.items()
+            )
         log.info(
-            "%s fold %d: joint training (Eq. 12) of CLAM encoders for %s (from scratch), projectors "
+            "%s fold %d: joint training (Eq. 12) of CLAM encoders for %s (%s), projectors "
             "(align %s) and the fusion MLP (drop %s)",
             spec.name,
             inp.fold,
             ", ".join(stores) or "no pathology modality",
+            start,
             spec.align,
             spec.drop,
         )
-    task = _JointTask(inputs, spec, settings, stores, device)
+    task = _JointTask(inputs, spec, settings, stores, device, stage1_models=models)
     names = [f"{spec.name} fold {i.fold}" for i in inputs]
     histories = fit_stacked(
         task, settings["stage3"].train, names=names, selection=selection, progress=progress

@@ -10,6 +10,8 @@ in :mod:`haf.fusion.train` reads nothing else to decide what to do.
 ``drop``                    random-modality training with MoFe (Eq. 10-11)
 ``detach``                  ``true``: Stage 2 projectors frozen (loaded), Stage 1 embeddings fixed;
                             ``false``: Stages 1-3 trained jointly with Eq. 12 (CLAM encoders included)
+``init``                    ``detach: false`` only: the CLAM encoders start ``scratch`` (seeded fresh
+                            init) or from the fold's ``stage1`` models (``stage1/{pm}/fold_k/model.pt``)
 ``task_loss``               ``bce`` (binary target, AUC) or ``cox`` (Breslow partial likelihood, C-index)
 ==========================  =========================================================================
 """
@@ -21,7 +23,7 @@ from typing import Any
 
 from haf.alignment.losses import ALIGNMENTS
 from haf.errors import HafConfigError
-from haf.methods import TASK_LOSSES, method_declaration
+from haf.methods import ENCODER_INITS, TASK_LOSSES, method_declaration
 from haf.modalities import MODALITIES
 
 
@@ -33,6 +35,7 @@ class MethodSpec:
     drop: bool = False
     detach: bool = True
     task_loss: str = "bce"
+    init: str = "scratch"
 
     @classmethod
     def from_declaration(cls, name: str, declaration: dict[str, Any]) -> MethodSpec:
@@ -47,7 +50,17 @@ class MethodSpec:
             drop=bool(decl["drop"]),
             detach=bool(decl["detach"]),
             task_loss=str(decl["task_loss"]),
+            init=str(decl.get("init", "scratch")),
         )
+        if spec.init not in ENCODER_INITS:
+            raise HafConfigError(
+                f"methods.{name}.init must be one of {', '.join(ENCODER_INITS)}, got {spec.init!r}"
+            )
+        if spec.detach and spec.init != "scratch":
+            raise HafConfigError(
+                f"methods.{name}.init: {spec.init!r} applies to no-detach methods only (detach: false); a "
+                "detached method always reads the Stage 1 embeddings"
+            )
         if spec.align != "none" and spec.align not in ALIGNMENTS:
             raise HafConfigError(
                 f"methods.{name}.align must be none or one of {', '.join(ALIGNMENTS)}, got {spec.align!r}"
@@ -68,6 +81,11 @@ class MethodSpec:
         return spec
 
     @property
+    def warm_start(self) -> bool:
+        """Whether a no-detach method's CLAM encoders start from the fold's Stage 1 models."""
+        return not self.detach and self.init == "stage1"
+
+    @property
     def uses_stage2(self) -> bool:
         """Whether the method reads ``stage2/{align}/fold_k/projectors.pt`` (aligned and detached)."""
         return self.detach and self.align != "none"
@@ -80,4 +98,5 @@ class MethodSpec:
             "drop": self.drop,
             "detach": self.detach,
             "task_loss": self.task_loss,
+            "init": self.init,
         }

@@ -413,6 +413,7 @@ def train_method_folds(
     *,
     projectors: list[str | Path] | None = None,
     bags: dict[str, Any] | None = None,
+    stage1_models: dict[str, list[str | Path]] | None = None,
     selection: TrainingSettings | None = None,
     progress: bool = False,
 ) -> list[FusionRun]:
@@ -420,7 +421,8 @@ def train_method_folds(
 
     ``params`` holds the settings (or schema-filled config sections) ``stage1``, ``stage2``, ``stage3``;
     ``projectors`` the folds' Stage 2 ``projectors.pt`` (detached aligned methods), in the order of
-    ``fold_inputs``; ``bags`` the bag sources of the no-detach methods (``manifest``, ``tma_index``).
+    ``fold_inputs``; ``bags`` the bag sources of the no-detach methods (``manifest``, ``tma_index``);
+    ``stage1_models`` the folds' Stage 1 ``model.pt`` per pathology modality (``init: stage1``).
     """
     spec = MethodSpec.from_declaration(name, declaration)
     params = {
@@ -437,7 +439,14 @@ def train_method_folds(
         if bags is None:
             raise ValueError(f"{name}: detach false needs the bags (manifest, tma_index)")
         return train_joint_folds(
-            inputs, spec, params, device, bags=bags, selection=selection, progress=progress
+            inputs,
+            spec,
+            params,
+            device,
+            bags=bags,
+            stage1_models=stage1_models,
+            selection=selection,
+            progress=progress,
         )
     banks = metas = None
     if spec.uses_stage2:

@@ -195,6 +195,40 @@ def member_state_dict(module: nn.Module, k: int) -> dict[str, torch.Tensor]:
     return state
 
 
+@torch.no_grad()
+def load_member_state_dict(module: nn.Module, k: int, state: dict[str, torch.Tensor]) -> None:
+    """Write a single-fold state dict into member k of a stacked module (the inverse of
+    :func:`member_state_dict`): a warm start of one fold's member from that fold's own model.
+
+    Strict: the keys and shapes must be exactly those :func:`member_state_dict` gives for member k
+    (a mismatch names the key); the other members are untouched.  Values are copied exactly.
+    """
+    expected = member_state_dict(module, k)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise KeyError(f"member state dict: missing keys {missing}, unexpected keys {unexpected}")
+    for key, value in expected.items():
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise ValueError(f"member state dict: {key} has shape {tuple(state[key].shape)}, expected "
+                             f"{tuple(value.shape)}")  # fmt: skip
+    handled: set[str] = set()
+    for name, sub in module.named_modules():
+        if not hasattr(sub, "member_state"):
+            continue
+        prefix = f"{name}." if name else ""
+        for pname, p in sub.named_parameters(recurse=False):
+            value = state[f"{prefix}{pname}"].to(device=p.device, dtype=p.dtype)
+            if isinstance(sub, StackedLinear) and pname == "weight":
+                p[k, :, : sub.in_widths[k]] = value  # padded input columns stay zero
+            else:
+                p[k] = value
+            handled.add(f"{prefix}{pname}")
+    for name, p in module.named_parameters():
+        if name not in handled:
+            p[k] = state[name].to(device=p.device, dtype=p.dtype)
+
+
 # ---------------------------------------------------------------------------------------------
 # the flat parameter buffer and the stacked optimisers
 
