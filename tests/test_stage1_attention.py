@@ -50,11 +50,15 @@ def _bag(pid: str, n: int, rng: np.random.Generator, **over) -> BagAttention:
 
 def test_attention_file_round_trip_is_byte_stable_and_checked(tmp_path):
     rng = np.random.default_rng(0)
-    bags = [_bag("007", 9, rng), _bag("002", 1, rng, part="train", core_files=(), core_images=(), core=[-1])]
-    assert write_attention(tmp_path / "a.h5", bags, pmod="tma", fold=3) == 2
+    bags = [
+        _bag("007", 9, rng),
+        _bag("002", 1, rng, part="train", core_files=(), core_images=(), core=[-1]),
+        _bag("010", 1500, rng, part="val"),  # stored compressed (>= COMPRESS_FROM instances)
+    ]
+    assert write_attention(tmp_path / "a.h5", bags, pmod="tma", fold=3) == 3
     back = read_attention(tmp_path / "a.h5")
     assert (back.pmod, back.fold, back.method) == ("tma", 3, "tma_clam")
-    assert list(back.patients) == ["002", "007"]  # patient-id order
+    assert list(back.patients) == ["002", "007", "010"]  # patient-id order
     for bag in bags:
         got = back.patients[bag.patient_id]
         for name in (
@@ -74,7 +78,11 @@ def test_attention_file_round_trip_is_byte_stable_and_checked(tmp_path):
     assert index.to_dict("records") == [
         dict(patient_id="002", part="train", risk=bags[1].risk, n_instances=1),
         dict(patient_id="007", part="test", risk=bags[0].risk, n_instances=9),
+        dict(patient_id="010", part="val", risk=bags[2].risk, n_instances=1500),
     ]
+    with h5py.File(tmp_path / "a.h5") as handle:
+        assert handle["patients/010/coords"].compression == "gzip"
+        assert handle["patients/007/coords"].compression is None
     assert list(read_attention(tmp_path / "a.h5", ["007"]).patients) == ["007"]
     # byte-stable: the same attention a second later (HDF5 time fields have 1 s resolution), other order
     time.sleep(1.1)

@@ -175,6 +175,17 @@ def _display(image: np.ndarray) -> np.ndarray:
     return image[::step, ::step]
 
 
+def _wrap(name: str, width: int = 26) -> str:
+    """A long file name on several lines, broken after underscores (HANCOCK core names are ~40 chars)."""
+    lines, line = [], ""
+    for part in name.replace("_", "_\0").split("\0"):
+        if line and len(line) + len(part) > width:
+            lines.append(line)
+            line = ""
+        line += part
+    return "\n".join([*lines, line])
+
+
 def _cores_by_mass(bag: BagAttention) -> list[int]:
     """Core indices with at least one tile, most attention first (ties: core order)."""
     cores = [int(c) for c in np.unique(bag.core[bag.core >= 0])]
@@ -291,7 +302,7 @@ def plot_attention(
             side = float(bag.source_patch_size[int(bag.source[sel][0])])
             image = images[k] = _core_image(bag.core_images[k])
             share = 100.0 * float(bag.attention[sel].sum())
-            label = Path(bag.core_files[k]).name
+            label = _wrap(Path(bag.core_files[k]).name)
             if image is None:
                 counts["cores_without_image"] += 1
                 label += " (image not found)"
