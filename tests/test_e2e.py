@@ -7,6 +7,7 @@ and that a retrained job reproduces its outputs bit for bit.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -66,10 +67,28 @@ def test_every_table_and_figure_is_made(pipeline):
     for table in ("table1", "table2", "table5_degradation", "survival_metrics"):
         for ext in ("csv", "md", "tex"):
             assert (res / "tables" / f"{table}.{ext}").stat().st_size > 0, f"{table}.{ext}"
-    for figure in ("fig2_dropout", "fig3_tsne", "fig4_heatmap", "td_auc", "calibration", "km"):
+    for figure in ("fig2_dropout", "fig3_tsne", "fig4_heatmap", "td_auc", "calibration", "km", "attention"):
         for ext in ("pdf", "png"):
             assert (res / "figures" / f"{figure}.{ext}").stat().st_size > 1000, f"{figure}.{ext}"
     assert "SYNTHETIC" in (res / "tables" / "table1.md").read_text()
+    # the attention figure: the top- and bottom-risk test patient of fold 0, TMA tiles on real demo cores
+    attention = pd.read_csv(res / "figures" / "attention.csv", dtype={"patient_id": str})
+    assert set(attention["pmod"]) == {"tma", "wsi"} and set(attention["part"]) == {"test"}
+    assert set(attention["selection"]) == {"highest risk", "lowest risk"}
+    assert (attention.loc[attention["pmod"] == "tma", "core"] >= 0).all()
+    for _, bag in attention.groupby(["pmod", "patient_id"]):
+        assert abs(bag["attention"].sum() - 1) < 1e-4
+    # run-level files: every method's metrics, every benchmarked job's cost (no TSV missing in a fresh run)
+    metrics = json.loads((res / "metrics.json").read_text())
+    assert set(metrics["methods"]) == set(
+        active_methods(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
+    )
+    benchmarks = pd.read_csv(res / "tables" / "benchmarks.csv")
+    assert (benchmarks["status"].iloc[:-1] == "ok").all() and (benchmarks["s"].iloc[:-1] > 0).all()
+    assert "Every job's benchmark file was found." in (res / "tables" / "benchmarks.md").read_text()
+    for pmod in ("wsi", "tma", "wsi_tma"):
+        for fold in range(2):
+            assert (res / "stage1" / pmod / f"fold_{fold}" / "attention.h5").stat().st_size > 0
 
 
 def test_every_method_wrote_predictions_for_every_fold(pipeline, methods):
@@ -115,7 +134,14 @@ def test_retraining_a_job_reproduces_its_outputs(pipeline):
     ] + [
         res / "stage1" / "wsi" / f"fold_{k}" / name
         for k in (0, 1)
-        for name in ("model.pt", "embeddings.npz", "predictions.tsv", "train_log.tsv", "loss_curve.png")
+        for name in (
+            "model.pt",
+            "embeddings.npz",
+            "predictions.tsv",
+            "train_log.tsv",
+            "loss_curve.png",
+            "attention.h5",
+        )  # fmt: skip
     ]
     before = [p.read_bytes() for p in outputs]
     run = _snakemake(pipeline, "--forcerun", "fusion", "fusion_joint", "stage1", "--", *map(str, outputs))
@@ -128,3 +154,5 @@ def test_report_holds_tables_and_figures(pipeline):
     assert run.returncode == 0, run.stderr[-3000:]
     html = (pipeline / "report.html").read_text(errors="replace")
     assert "table1" in html and "fig2_dropout" in html
+    for name in ("loss_curve", "attention", "metrics.json", "benchmarks", "km.csv", "calibration_summary"):
+        assert name in html, name

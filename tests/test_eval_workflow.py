@@ -9,6 +9,7 @@ evaluation rules (`--allowed-rules`) on inputs written by `tests/fakes/evaluatio
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -34,6 +35,9 @@ EVAL_RULES = [
     "fig_calibration",
     "fig_km",
     "claims",
+    "fig_attention",
+    "metrics",
+    "benchmarks",
 ]
 
 
@@ -74,6 +78,74 @@ def _planned(output: str) -> list[tuple[str, dict[str, str]]]:
         wildcards = dict(kv.split("=", 1) for kv in w.group(1).split(", ")) if w else {}
         jobs.append((m.group(1), wildcards))
     return jobs
+
+
+def _benchmarked_outputs(run_methods: list[str], encoder: str, fold: int = 0) -> list[str]:
+    """One output per benchmarked job of these methods (what rule benchmarks waits for), as files under
+    the workdir; the pathology models are wsi and tma (every method list used here needs both)."""
+    clam = {"wsi_clam": "wsi", "tma_clam": "tma", "wsi_tma_clam": "wsi_tma"}
+    pmods = ["wsi", "tma"] + [clam[m] for m in run_methods if m in clam and clam[m] not in ("wsi", "tma")]
+    return (
+        [f"results/features/tma/{encoder}/index.tsv"]
+        + [f"results/stage1/{p}/fold_{fold}/train_log.tsv" for p in pmods]
+        + [f"results/stage2/ga/fold_{fold}/train_log.tsv"]
+        + [f"results/methods/{m}/fold_{fold}/train_log.tsv" for m in run_methods if m not in clam]
+    )
+
+
+def test_attention_metrics_and_benchmarks_rules_on_fake_inputs(tmp_path):
+    """fig_attention, metrics and benchmarks as Snakemake runs them, on fake inputs in the contract formats."""
+    from fakes.evaluation import (
+        fake_cohort,
+        write_fake_attention,
+        write_fake_job_outputs,
+        write_fake_metric_tables,
+    )
+
+    from haf.artifacts.attention import attention_index
+
+    work = _copy_workflow(tmp_path)
+    run_methods = ["wsi_clam", "tma_clam", "haf", "parachute"]
+    tiny = {
+        "results": str(work / "results"),
+        "logs": str(work / "logs"),
+        "cv": {"scheme": "kfold", "k": 3, "seed": 1, "val_fraction": 0.15},
+        "run_methods": run_methods,
+        "evaluation": {"attention_top_k": 2},
+    }
+    (work / "tiny.yaml").write_text(yaml.safe_dump(tiny))
+    _, folds, _, _ = fake_cohort(24, 3, seed=2)
+    files = write_fake_attention(work / "results", folds, 0)
+    write_fake_metric_tables(work / "results", run_methods, in_table1=run_methods)
+    encoder = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["extract"]["encoder"]
+    write_fake_job_outputs(work, _benchmarked_outputs(run_methods, encoder))
+    (work / "logs" / "benchmarks").mkdir(parents=True)
+    for name in ("stage1_wsi", "haf"):
+        (work / "logs" / "benchmarks" / f"{name}.tsv").write_text(
+            "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+            "12.0\t0:00:12\t300\t900\t280\t290\t1\t2\t95\t11.5\n"
+        )
+    rules = ["fig_attention", "metrics", "benchmarks"]
+    run = _snakemake(work, "--cores", "1", "--allowed-rules", *rules, "--", *rules)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    res = work / "results"
+    assert (res / "figures" / "attention.pdf").read_bytes()[:4] == b"%PDF"
+    drawn = pd.read_csv(res / "figures" / "attention.csv", dtype={"patient_id": str})
+    for pmod in ("tma", "wsi"):  # the default: fold 0's highest- and lowest-risk test patient per model
+        index = attention_index(files[pmod])
+        test = index[index["part"] == "test"].set_index("patient_id")["risk"]
+        got = drawn[drawn["pmod"] == pmod].drop_duplicates("patient_id").set_index("selection")["patient_id"]
+        assert got.to_dict() == {"highest risk": test.idxmax(), "lowest risk": test.idxmin()}
+    metrics = json.loads((res / "metrics.json").read_text())
+    assert set(metrics["methods"]) == set(run_methods) and metrics["cv"]["n_folds"] == 3
+    table = pd.read_csv(res / "tables" / "benchmarks.csv")
+    assert table["job"].tolist() == [
+        "extract_tma", "stage1 wsi", "stage1 tma", "align ga", "haf", "parachute", "total",
+    ]  # fmt: skip
+    assert table["status"].tolist() == ["missing", "ok", "missing", "missing", "ok", "missing", "2 of 6 jobs"]
+    assert table["s"].iloc[-1] == 24.0
+    md = (res / "tables" / "benchmarks.md").read_text()
+    assert "Missing benchmark files (4): extract_tma" in md and "logs/benchmarks/align_ga.tsv" in md
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +225,7 @@ def test_dry_run_warm_ablation_reads_each_folds_stage1_models(dry_workflow):
 @pytest.mark.e2e
 def test_evaluation_rules_end_to_end_with_report(tmp_path):
     from fakes.config import load_config
-    from fakes.evaluation import write_fake_results
+    from fakes.evaluation import write_fake_attention, write_fake_job_outputs, write_fake_results
 
     from haf.methods import active_methods
 
@@ -184,12 +256,20 @@ def test_evaluation_rules_end_to_end_with_report(tmp_path):
     filled = load_config({"evaluation": evaluation})[
         "evaluation"
     ]  # the schema's defaults, as the rules see them
-    write_fake_results(work / "results", active_methods(config), n=40, k=2, evaluation=filled, repeats=2)
+    fake = write_fake_results(
+        work / "results", active_methods(config), n=40, k=2, evaluation=filled, repeats=2
+    )
+    write_fake_attention(work / "results", fake["folds"], 0)
+    write_fake_job_outputs(work, _benchmarked_outputs(run_methods, config["extract"]["encoder"]))
+    # the report shows Stage 1's loss curves (the stage1 jobs are in the DAG of table1 and benchmarks)
+    write_fake_job_outputs(
+        work, [f"results/stage1/{p}/fold_{k}/loss_curve.png" for p in ("wsi", "tma") for k in range(4)]
+    )
 
     run = _snakemake(work, "--cores", "2", "--allowed-rules", *EVAL_RULES, "--", *EVAL_RULES, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
     res = work / "results"
-    for name in ("fig2_dropout", "fig3_tsne", "fig4_heatmap", "td_auc", "calibration", "km"):
+    for name in ("fig2_dropout", "fig3_tsne", "fig4_heatmap", "td_auc", "calibration", "km", "attention"):
         assert (res / "figures" / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
         assert (res / "figures" / f"{name}.png").stat().st_size > 1000
     table1 = pd.read_csv(res / "tables" / "table1.csv")
@@ -232,6 +312,17 @@ def test_evaluation_rules_end_to_end_with_report(tmp_path):
     assert {"harrell_c", "uno_c", "td_auc_mean", "ibs"} == set(
         pd.read_csv(res / "tables" / "survival_tests.csv")["metric"]
     )
+    # metrics.json holds the tables' own numbers
+    metrics = json.loads((res / "metrics.json").read_text())["methods"]
+    assert set(metrics) == set(run_methods) and metrics["haf_nodetach"]["binary"] is None
+    for _, row in table1.iterrows():
+        assert metrics[row["method"]]["binary"]["auc_pooled"] == row["auc_pooled"]
+        assert metrics[row["method"]]["binary"]["n_labelled"] == row["n_labelled"]
+    for _, row in survival.iterrows():
+        assert metrics[row["method"]]["survival"]["harrell_c_pooled"] == row["harrell_c_pooled"]
+        ibs = metrics[row["method"]]["survival"]["ibs_pooled"]
+        assert ibs == row["ibs_pooled"] or (ibs is None and np.isnan(row["ibs_pooled"]))
+    assert "Missing benchmark files (10)" in (res / "tables" / "benchmarks.md").read_text()
     claims = pd.read_csv(res / "tables" / "claims.csv")
     assert list(claims.columns[:7]) == ["claim", "metric", "effect", "ci_low", "ci_high", "p", "verdict"]
     assert set(claims["verdict"]) <= {"supported", "refuted", "inconclusive"}
@@ -243,6 +334,9 @@ def test_evaluation_rules_end_to_end_with_report(tmp_path):
     html = (tmp_path / "report.html").read_text()
     assert "SYNTHETIC demo cohort" in html and "Figure 2: what happens" in html
     assert "Claims of the HAF paper" in html
+    for caption in ("Stage 1 training curves", "Where did the image models look?", "metrics.json: every method", "What each training",
+                    "Kaplan-Meier figure, its numbers", "Brier score per method", "Survival metrics per fold"):  # fmt: skip
+        assert caption in html, caption
 
     # one named target rebuilds its own file and nothing else
     (res / "figures" / "km.png").unlink()

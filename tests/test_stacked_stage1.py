@@ -133,6 +133,7 @@ def test_the_train_loss_fallback_is_explicit_and_recorded(cohort, tmp_path):
     section = {**SECTION, "on_empty_val": "train_loss", "max_epochs": 6}
     outputs = {k: tmp_path / f"{k}.{ext}" for k, ext in (
         ("model", "pt"), ("embeddings", "npz"), ("predictions", "tsv"), ("train_log", "tsv"), ("loss_curve", "png"),
+        ("attention", "h5"),
     )}  # fmt: skip
     result = run_stage1(
         pmod="wsi", fold=2, manifest=cohort.manifest, targets=targets, folds=cohort.folds,

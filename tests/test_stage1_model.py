@@ -255,5 +255,8 @@ def test_embed_one_is_the_forward_of_a_batch_of_one_bag():
         z, logit = model.embed_one(bag)
         out = model(bag)
         assert torch.equal(z, out.z[0]) and torch.equal(logit, out.logit[0])
+        z2, logit2, attention = model.attend_one(bag)  # the attention that pooled that z
+        assert torch.equal(z2, z) and torch.equal(logit2, logit)
+        assert torch.equal(attention, out.attention[0]) and attention.shape == (len(bag),)
     with pytest.raises(ValueError, match="eval mode"):
         model.train().embed_one(bag)

@@ -14,6 +14,7 @@ import torch
 from fakes.config import load_config
 from fakes.mil import BagSpec, write_synthetic_cohort
 
+from haf.artifacts.attention import read_attention
 from haf.artifacts.predictions import read_predictions
 from haf.errors import HafInputError
 from haf.eval.scores import auc_or_nan
@@ -32,7 +33,10 @@ SECTION = load_config(
         )
     }
 )["stage1"]
-OUTPUTS = {"model": "pt", "embeddings": "npz", "predictions": "tsv", "train_log": "tsv", "loss_curve": "png"}
+OUTPUTS = {
+    "model": "pt", "embeddings": "npz", "predictions": "tsv", "train_log": "tsv", "loss_curve": "png",
+    "attention": "h5",
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +152,23 @@ def test_rule_script_writes_the_contract_outputs(cohort, tmp_path):
     store = BagStore.for_pathology_model("wsi", manifest=cohort.manifest, wsi_dim=DIM)
     i = pids.index("001")
     with torch.no_grad():
-        assert np.allclose(model(torch.from_numpy(store.read("001"))).z.numpy()[0], z[i], atol=1e-5)
+        out = model(torch.from_numpy(store.read("001")))
+        assert np.allclose(out.z.numpy()[0], z[i], atol=1e-5)
+
+    # attention.h5: every embedded patient, its part and risk, the forward's attention over the full bag
+    attention = read_attention(outputs["attention"][0])
+    assert (attention.pmod, attention.fold, attention.method) == ("wsi", 1, "wsi_clam")
+    assert sorted(attention.patients) == sorted(pids)
+    risk = pred.set_index("patient_id")["risk"]
+    for pid, bag in attention.patients.items():
+        assert bag.part == fold1[pid] and bag.n == store.n_instances(pid)
+        assert abs(float(bag.attention.astype(np.float64).sum()) - 1) < 1e-6
+        if pid in risk.index:
+            assert bag.risk == pytest.approx(risk[pid], abs=1e-5)
+    np.testing.assert_allclose(
+        attention.patients["001"].attention, out.attention[0].numpy(), rtol=0, atol=1e-6
+    )
+    assert attention.patients["001"].source_modality == ("wsi",) * len(store.sources["001"].files)
 
 
 def test_same_config_gives_identical_results(cohort):

@@ -350,6 +350,8 @@ class EvaluationSettings(Section):
     figure_methods: tuple[str, ...]
     survival_methods: tuple[str, ...]
     parachute_methods: tuple[str, ...] | None
+    attention_patients: tuple[str, ...] | None
+    attention_top_k: int
 
 
 SECTIONS: dict[str, type[Section]] = {

@@ -267,3 +267,126 @@ def _repeat_identically(
             (aligned / f"fold_{new}").mkdir(parents=True, exist_ok=True)
             shutil.copy(aligned / f"fold_{fold}" / "aligned.npz", aligned / f"fold_{new}" / "aligned.npz")
     return pd.concat(out, ignore_index=True)
+
+
+def write_fake_attention(
+    root: str | Path,
+    folds: pd.DataFrame,
+    fold: int,
+    *,
+    pmods: tuple[str, ...] = ("tma", "wsi"),
+    seed: int = 0,
+    core_px: int = 96,
+    tile: int = 32,
+    without_image: tuple[str, ...] = (),
+) -> dict[str, Path]:
+    """Stage 1 ``attention.h5`` of fold ``fold`` (every patient of the fold) per pathology model in ``pmods``.
+
+    TMA: two core PNGs per patient under ``root/fake_cores`` (``core_px`` square, pink noise), tiles of
+    ``tile`` core pixels on the core's grid (a random 60-100 % of the positions kept), the bag's tiles core
+    after core; WSI: 20-60 patches of 256 px at random grid positions.  Attention: a softmax of random
+    scores with one planted hot instance; risk: random.  Patients in ``without_image`` get core paths that
+    do not exist ('' images).  Returns pmod -> path.
+    """
+    from PIL import Image
+
+    from haf.artifacts.attention import BagAttention, write_attention
+
+    root = Path(root)
+    rng = np.random.default_rng([seed, fold])
+    rows = folds[folds["fold"] == fold]
+    grid = [(x, y) for y in range(0, core_px - tile + 1, tile) for x in range(0, core_px - tile + 1, tile)]
+    out = {}
+    for pmod in pmods:
+        bags = []
+        for pid, part in zip(rows["patient_id"], rows["part"], strict=True):
+            if pmod == "tma":
+                coords, core, files, images = [], [], [], []
+                for c in range(2):
+                    keep = rng.permutation(len(grid))[: max(1, int(rng.uniform(0.6, 1.0) * len(grid)))]
+                    coords += [grid[i] for i in sorted(keep)]
+                    core += [c] * len(keep)
+                    path = root / "fake_cores" / f"{pid}_core{c}.png"
+                    if pid not in without_image:
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        pixels = rng.integers(0, 60, size=(core_px, core_px, 3)) + np.array([180, 120, 170])
+                        Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(path)
+                    files.append(f"cores/{pid}_core{c}.png")
+                    images.append(str(path) if pid not in without_image else "")
+                n, sources = len(coords), (f"tma/{pid}.h5",)
+                extra = dict(core=np.array(core), core_files=tuple(files), core_images=tuple(images))
+                size = float(tile)
+            else:
+                n = int(rng.integers(20, 61))
+                coords = (rng.choice(400, size=n, replace=False)[:, None] // np.array([20, 1]) % 20) * 256
+                sources, size = (f"wsi/{pid}.h5",), 256.0
+                extra = dict(core=np.full(n, -1))
+            scores = rng.normal(size=n)
+            scores[rng.integers(n)] += 4.0  # one planted hot instance
+            attention = np.exp(scores - scores.max())
+            bags.append(
+                BagAttention(
+                    patient_id=str(pid),
+                    part=str(part),
+                    risk=float(rng.normal()),
+                    attention=(attention / attention.sum()).astype(np.float32),
+                    coords=np.asarray(coords, dtype=np.int64).reshape(n, 2),
+                    source=np.zeros(n, dtype=np.int32),
+                    source_files=sources,
+                    source_modality=(pmod,),
+                    source_patch_size=(size,),
+                    **extra,
+                )
+            )
+        out[pmod] = root / "stage1" / pmod / f"fold_{fold}" / "attention.h5"
+        write_attention(out[pmod], bags, pmod=pmod, fold=fold)
+    return out
+
+
+def write_fake_job_outputs(root: str | Path, paths: list[str | Path]) -> None:
+    """A placeholder in each of ``paths`` (relative to ``root``) that does not exist yet: the outputs of
+    training jobs that a rule depends on only for its order (rule ``benchmarks``) or that the report shows
+    (a ``.png``: a real 8 x 8 grey image, e.g. Stage 1's ``loss_curve.png``)."""
+    from PIL import Image
+
+    for path in paths:
+        path = Path(root) / path
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.suffix == ".png":
+                Image.new("RGB", (8, 8), (128, 128, 128)).save(path)
+            else:
+                path.write_text("placeholder: a fake training job's output\n")
+
+
+def write_fake_metric_tables(
+    root: str | Path, methods: list[str], *, in_table1: list[str] | None = None, seed: int = 0
+) -> tuple[Path, Path]:
+    """``table1.csv`` and ``survival_metrics.csv`` under ``root`` with random values in every column
+    ``metrics.json`` reports, through the tables' own writer (6 significant digits), plus a formatted
+    column it does not.  ``in_table1``: the methods of Table 1 (default: all); the integrated Brier
+    score is NaN for every method but the last (the binary methods' undefined IBS)."""
+    from haf.eval.run_metrics import BINARY_FIELDS, SURVIVAL_FIELDS
+    from haf.eval.tables import write_csv
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    first = list(methods if in_table1 is None else in_table1)
+    binary = pd.DataFrame({f: rng.uniform(0.4, 0.9, len(first)) for f in BINARY_FIELDS})
+    for f in ("n_test", "n_labelled", "n_label_positive", "n_events", "n_boot"):
+        binary[f] = rng.integers(10, 200, len(first))
+    binary["threshold_rule"] = "fixed"
+    binary.insert(0, "method", first)
+    binary.insert(0, "group", [f"group of {m}" for m in first])
+    binary["auc_ci"] = "0.7 [0.6, 0.8]"
+    survival = pd.DataFrame({f: rng.uniform(0.4, 0.9, len(methods)) for f in SURVIVAL_FIELDS})
+    for f in ("n", "n_events", "n_boot"):
+        survival[f] = rng.integers(10, 200, len(methods))
+    survival.insert(0, "method", list(methods))
+    survival["ibs_status"] = ["binary method: no survival curve"] * (len(methods) - 1) + ["ok"]
+    for f in ("ibs_pooled", "ibs_ci_low", "ibs_ci_high"):
+        survival.loc[: len(methods) - 2, f] = np.nan
+    paths = (root / "tables" / "table1.csv", root / "tables" / "survival_metrics.csv")
+    write_csv(paths[0], binary)
+    write_csv(paths[1], survival)
+    return paths

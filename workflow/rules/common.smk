@@ -175,6 +175,14 @@ def per_fold(template):
     return [template.replace("{fold}", str(k)) for k in FOLDS]
 
 
+def per_fold_report(template, labels, **kwargs):
+    """per_fold() with each fold's file flagged for the report (``report(...)``), its fold a label."""
+    paths = []
+    for k, path in zip(FOLDS, per_fold(template)):
+        paths.append(report(path, labels={**labels, "fold": str(k)}, **kwargs))
+    return paths
+
+
 def fold_embeddings(wildcards=None):
     """The Stage 1 embeddings the fold inputs take: those of the pathology modalities the run needs."""
     return {
@@ -249,6 +257,9 @@ def all_targets():
             f"{RES}/figures/calibration.pdf",
             f"{RES}/figures/km.pdf",
         ]
+    if ATTENTION_MODELS:
+        targets.append(f"{RES}/figures/attention.pdf")
+    targets += [f"{RES}/metrics.json", f"{RES}/tables/benchmarks.csv"]
     return targets
 
 
@@ -262,6 +273,52 @@ if TSNE_FOLD not in FOLDS:
     )
 ALIGNED = f"{RES}/stage2/{FIGURE_ALIGNMENT}/fold_{TSNE_FOLD}/aligned.npz"
 COHORT = dict(folds=f"{RES}/cohort/folds.tsv", targets=f"{RES}/cohort/targets.tsv")
+# fig_attention draws the Stage 1 attention of these pathology models (wsi_tma's is written, not drawn)
+ATTENTION_MODELS = [m for m in ("tma", "wsi") if m in STAGE1_MODELS]
+
+
+def pathology_labels(pmods):
+    """Display names of Stage 1 models: the label of the CLAM method that trains one, else e.g. TMA-CLAM."""
+    labels = {m: f"{m.upper().replace('_', '+')}-CLAM" for m in pmods}
+    for decl in METHODS.values():
+        if decl["family"] == "clam" and decl["pathology_model"] in labels:
+            labels[decl["pathology_model"]] = decl["label"]
+    return labels
+
+
+def benchmark_jobs():
+    """The jobs with a ``benchmark:`` directive this run makes, one dict each (job, rule, benchmark TSV,
+    output: one file the job writes, which the benchmarks rule depends on so that it runs after it).
+    """
+    first = FOLDS[0]
+    jobs = []
+    # extraction makes the TMA bags of Stage 1 (tma, wsi_tma) and of the joint methods
+    if "tma" in PATHOLOGY_NEEDED:
+        jobs.append(("extract_tma", "extract_tma", "extract_tma", TMA_INDEX))
+    for pmod in STAGE1_MODELS:
+        out = f"{stage1_dir(pmod, first)}/train_log.tsv"
+        jobs.append((f"stage1 {pmod}", "stage1", f"stage1_{pmod}", out))
+    for align in ALIGNMENTS:
+        out = f"{RES}/stage2/{align}/fold_{first}/train_log.tsv"
+        jobs.append((f"align {align}", "align", f"align_{align}", out))
+    for method in FUSION_METHODS + COMPARATOR_METHODS:
+        kind = (
+            "comparator"
+            if method in COMPARATOR_METHODS
+            else "fusion_joint" if method in JOINT_FUSION_METHODS else "fusion"
+        )
+        jobs.append(
+            (method, kind, method, f"{method_dir(method, first)}/train_log.tsv")
+        )
+    return [
+        {
+            "job": j,
+            "rule": r,
+            "benchmark": f"{LOGS}/benchmarks/{name}.tsv",
+            "output": out,
+        }
+        for j, r, name, out in jobs
+    ]
 
 
 def eval_params(shows=None, **extra):

@@ -203,7 +203,12 @@ rule survival_table:
         ),
         md=f"{RES}/tables/survival_metrics.md",
         tex=f"{RES}/tables/survival_metrics.tex",
-        per_fold=f"{RES}/tables/survival_folds.csv",
+        per_fold=report(
+            f"{RES}/tables/survival_folds.csv",
+            caption="../report/survival_folds.rst",
+            category="3. PARACHUTE protocol",
+            labels={"table": "Survival metrics per fold"},
+        ),
         tests=f"{RES}/tables/survival_tests.csv",
     log:
         f"{LOGS}/evaluate/survival_table.log",
@@ -259,7 +264,12 @@ rule fig_calibration:
             labels={"figure": "Calibration at fixed horizons"},
         ),
         csv=f"{RES}/figures/calibration.csv",
-        summary=f"{RES}/figures/calibration_summary.csv",
+        summary=report(
+            f"{RES}/figures/calibration_summary.csv",
+            caption="../report/calibration_summary.rst",
+            category="3. PARACHUTE protocol",
+            labels={"table": "Calibration: Brier scores at the horizons"},
+        ),
     log:
         f"{LOGS}/evaluate/fig_calibration.log",
     conda:
@@ -286,7 +296,12 @@ rule fig_km:
             category="3. PARACHUTE protocol",
             labels={"figure": "Kaplan-Meier curves of predicted risk groups"},
         ),
-        csv=f"{RES}/figures/km.csv",
+        csv=report(
+            f"{RES}/figures/km.csv",
+            caption="../report/km_table.rst",
+            category="3. PARACHUTE protocol",
+            labels={"table": "Kaplan-Meier: risk groups and number at risk"},
+        ),
     log:
         f"{LOGS}/evaluate/fig_km.log",
     conda:
@@ -327,3 +342,91 @@ rule claims:
         **eval_params("claims"),
     script:
         "../scripts/make_claims.py"
+
+
+rule fig_attention:
+    input:
+        attention=[f"{stage1_dir(m, TSNE_FOLD)}/attention.h5" for m in ATTENTION_MODELS],
+    output:
+        pdf=f"{RES}/figures/attention.pdf",
+        png=report(
+            f"{RES}/figures/attention.png",
+            caption="../report/attention.rst",
+            category="2. Figures",
+            labels={"figure": "Stage 1 attention of chosen test patients"},
+        ),
+        csv=f"{RES}/figures/attention.csv",
+    log:
+        f"{LOGS}/evaluate/fig_attention.log",
+    conda:
+        "../../envs/eval.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    params:
+        **eval_params(
+            fold=TSNE_FOLD,
+            pmods=ATTENTION_MODELS,
+            labels=pathology_labels(ATTENTION_MODELS),
+        ),
+    script:
+        "../scripts/plot_attention.py"
+
+
+rule metrics:
+    input:
+        table1=f"{RES}/tables/table1.csv",
+        survival=f"{RES}/tables/survival_metrics.csv",
+    output:
+        json=report(
+            f"{RES}/metrics.json",
+            caption="../report/metrics.rst",
+            category="1. Tables",
+            labels={
+                "table": "metrics.json: every method's pooled metrics (for trackers)"
+            },
+        ),
+    log:
+        f"{LOGS}/evaluate/metrics.log",
+    conda:
+        "../../envs/eval.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        **eval_params(cv=config["cv"]),
+        methods=METHODS,
+    script:
+        "../scripts/make_metrics.py"
+
+
+# After every benchmarked job (its inputs are one output of each): reads the benchmark TSVs that exist.
+rule benchmarks:
+    input:
+        [job["output"] for job in benchmark_jobs()],
+    output:
+        csv=report(
+            f"{RES}/tables/benchmarks.csv",
+            caption="../report/benchmarks.rst",
+            category="4. Training",
+            labels={"table": "Wall time, CPU time and memory of each job"},
+        ),
+        md=f"{RES}/tables/benchmarks.md",
+    log:
+        f"{LOGS}/evaluate/benchmarks.log",
+    conda:
+        "../../envs/eval.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        jobs=[
+            {k: job[k] for k in ("job", "rule", "benchmark")}
+            for job in benchmark_jobs()
+        ],
+        synthetic=SYNTHETIC,
+    script:
+        "../scripts/make_benchmarks.py"

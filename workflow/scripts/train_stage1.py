@@ -4,7 +4,7 @@ from _haf_rule import start
 
 log = start(snakemake, "haf.stage1")
 
-from haf.mil.train import run_stage1_folds  # noqa: E402
+from haf.mil.train import OUTPUT_KEYS, run_stage1_folds  # noqa: E402
 from haf.runtime.device import resolve_device, set_torch_threads  # noqa: E402
 from haf.settings import Stage1Settings, TrainingSettings  # noqa: E402
 
@@ -29,13 +29,7 @@ run_stage1_folds(  # every fold side by side on one shared bag store (stacked ru
     tma_index=snakemake.input.tma_index[0] if snakemake.input.tma_index else None,
     section=settings,
     device=device,
-    outputs_per_fold=[
-        {
-            key: getattr(out, key)[k]
-            for key in ("model", "embeddings", "predictions", "train_log", "loss_curve")
-        }
-        for k in range(len(folds))
-    ],
+    outputs_per_fold=[{key: getattr(out, key)[k] for key in OUTPUT_KEYS} for k in range(len(folds))],
     encoder=snakemake.params.encoder,
     selection=TrainingSettings.from_config(snakemake.params.training),
     progress=True,

@@ -17,6 +17,7 @@ file (under ``results/``)                          module
 ``features/tma/{encoder}/h5/{patient}.h5``         :mod:`.bags` (also HANCOCK's WSI h5)
 ``stage1/{pmod}/fold_{k}/embeddings.npz``          :mod:`.embeddings`
 ``stage1/{pmod}/fold_{k}/model.pt``                :mod:`.stage1_model`
+``stage1/{pmod}/fold_{k}/attention.h5``            :mod:`.attention`
 ``fold_inputs/fold_{k}.npz``                       :mod:`.fold_inputs`
 ``stage2/{align}/fold_{k}/projectors.pt``          :mod:`.projectors`
 ``stage2/{align}/fold_{k}/aligned.npz``            :mod:`.aligned`

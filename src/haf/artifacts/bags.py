@@ -7,6 +7,7 @@ use this layout, so any of them can stand in for another.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,53 @@ def read_bag(
             path, f"'coords' has shape {coords.shape}, expected ({features.shape[0]}, 2)", field="coords"
         )
     return features, coords.astype(np.int64, copy=False).reshape(-1, 2)
+
+
+@dataclass(frozen=True)
+class BagLayout:
+    """Where one bag file's instances came from, read without its features (:func:`read_bag_layout`)."""
+
+    n: int  # instances (rows of ``features``)
+    coords: np.ndarray  # (n, 2) int64; zeros when the file has no ``coords``
+    patch_size: float  # one tile's side in coords units; NaN when the file does not say
+    core_files: tuple[str, ...]  # TMA: the core images, as recorded (attribute ``core_files``)
+    core: np.ndarray  # (n,) int32 index into core_files per instance; -1 where unknown
+
+
+def read_bag_layout(path: str | Path) -> BagLayout:
+    """Coords and per-core provenance of a bag, without reading its features.
+
+    ``patch_size``: TRIDENT's ``patch_size_level0`` on ``coords``, else this pipeline's ``tile_px_core``
+    file attribute.  ``core``: from the extraction's ``core_tiles`` attribute (tiles per core, in core
+    order: the bag's rows are the cores' tiles one core after another); -1 for every row when the bag
+    records no ``core_tiles`` or they do not add up to its rows.
+    """
+    with _open_bag(path) as handle:
+        shape = handle["features"].shape or (0,)
+        n = int(shape[0]) if len(shape) == 2 else 0
+        coords = (
+            np.asarray(handle["coords"][()]).astype(np.int64).reshape(-1, 2)
+            if "coords" in handle
+            else np.zeros((n, 2), dtype=np.int64)
+        )
+        size = read_coords_attrs(handle).get("patch_size_level0", handle.attrs.get("tile_px_core"))
+        cores = _attr(handle.attrs["core_files"]) if "core_files" in handle.attrs else []
+        cores = [cores] if isinstance(cores, str) else cores
+        tiles = (
+            np.asarray(handle.attrs["core_tiles"], dtype=np.int64) if "core_tiles" in handle.attrs else None
+        )
+    if coords.shape[0] != n:
+        raise HafInputError(path, f"'coords' has {coords.shape[0]} rows for {n} feature rows", field="coords")
+    core = np.full(n, -1, dtype=np.int32)
+    if tiles is not None and len(tiles) == len(cores) and int(tiles.sum()) == n:
+        core = np.repeat(np.arange(len(cores), dtype=np.int32), tiles)
+    return BagLayout(
+        n=n,
+        coords=coords,
+        patch_size=float("nan") if size is None else float(size),
+        core_files=tuple(str(c) for c in cores),
+        core=core,
+    )
 
 
 def read_pooled_bag(

@@ -95,6 +95,7 @@ class BagSource:
     patient_id: str
     files: tuple[Path, ...]
     counts: tuple[int, ...]
+    kinds: tuple[str, ...] = ()  # the modality (wsi | tma) of each file; () = unknown
 
     @property
     def n(self) -> int:
@@ -202,7 +203,7 @@ class BagStore:
             if sum(sizes) == 0:
                 counts["empty_bag"] += 1
                 continue
-            sources[pid] = BagSource(pid, tuple(Path(p) for p in paths), tuple(sizes))
+            sources[pid] = BagSource(pid, tuple(Path(p) for p in paths), tuple(sizes), (name,) * len(paths))
         return cls(sources, width or 0, name, counts, max_abs)
 
     @classmethod
@@ -259,7 +260,10 @@ class BagStore:
                         counts["dropped_not_both"] += 1
                         continue
                 sources[pid] = BagSource(
-                    pid, tuple(f for p in parts for f in p.files), tuple(c for p in parts for c in p.counts)
+                    pid,
+                    tuple(f for p in parts for f in p.files),
+                    tuple(c for p in parts for c in p.counts),
+                    tuple(k for p in parts for k in p.kinds),
                 )
             store = cls(sources, wsi.dim or tma.dim, "wsi_tma", counts, max_abs)
         store.log_summary()

@@ -209,21 +209,28 @@ class GatedAttentionMIL(nn.Module):
         return MILOutput(logit=logit, z=z, attention=attention, scores=scores, h=h)
 
     @torch.no_grad()
-    def embed_one(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One bag ``x`` (N, D), N >= 1, in eval mode: ``(z (d1,), logit ())``.
+    def attend_one(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One bag ``x`` (N, D), N >= 1, in eval mode: ``(z (d1,), logit (), attention (N,))``.
 
         :meth:`forward`'s arithmetic for a batch of that one bag (the same kernels and shapes), without
-        its batching machinery (masks, scatter into padding): the per-bag final embeddings.
+        its batching machinery (masks, scatter into padding): the per-bag final embeddings and the
+        attention (float32, sums to 1) that pooled them (Stage 1's ``attention.h5``).
         """
         if self.stacked or self.training:
-            raise ValueError("embed_one is for a plain model in eval mode")
+            raise ValueError("attend_one / embed_one are for a plain model in eval mode")
         h = self.fc[1](self.fc[0](x))
         gated = self.attention_a[1](self.attention_a[0](h)) * self.attention_b[1](self.attention_b[0](h))
         scores = self.attention_c(gated).squeeze(-1).float().unsqueeze(0)
         attention = torch.softmax(scores, dim=-1)
         with torch.autocast(device_type=h.device.type, enabled=False):
             z = torch.einsum("...n,...nd->...d", attention, h.float().unsqueeze(0))
-        return z[0], self.classifier(z).squeeze(-1).float()[0]
+        return z[0], self.classifier(z).squeeze(-1).float()[0], attention[0]
+
+    @torch.no_grad()
+    def embed_one(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One bag ``x`` (N, D), N >= 1, in eval mode: ``(z (d1,), logit ())`` (:meth:`attend_one`)."""
+        z, logit, _ = self.attend_one(x)
+        return z, logit
 
     def checkpoint(self, **meta: Any) -> dict[str, Any]:
         """What ``model.pt`` holds: the weights, the sizes to rebuild the module, and ``meta``."""

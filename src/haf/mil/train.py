@@ -13,8 +13,10 @@ stopping on the fold's ``val`` part (val AUC, ties by val loss), best epoch rest
   has no labelled patient with a bag is an error (``stage1.on_empty_val: train_loss`` selects by the
   training loss instead).
 * After training, every patient of the fold with a bag (train, val and test) is embedded with full bags
-  in eval mode, **one bag per forward pass** (:func:`embed_bags`): a patient's ``z`` and logit depend on
-  its own bag and the fold's weights only, never on which other patients share a batch.
+  in eval mode, **one bag per forward pass** (:func:`attend_bags`): a patient's ``z`` and logit depend on
+  its own bag and the fold's weights only, never on which other patients share a batch.  The attention
+  that pooled each ``z`` goes to ``attention.h5`` (:mod:`haf.artifacts.attention`) with each instance's
+  coords, source file and TMA core (:func:`bag_attention`).
 
 Many folds in one program: :func:`run_stage1_folds` trains the K folds of one pathology model as K
 members of one stacked model (:mod:`haf.runtime.stacked`) on one shared bag store (the cohort's bags
@@ -22,7 +24,7 @@ are read or cached once).  Member k has its own seed, training bags, size-bucket
 subsamples (its own NumPy generator), dropout masks (its own torch generator), optimiser state, LR
 schedule, early stopping and selected epoch, so fold k gives what it gives trained alone (K = 1) up to
 float rounding of the batched kernels (tested).  Its plain model (``member_state_dict``) then writes the
-fold's five outputs exactly as a single-fold run.  :func:`run_stage1` is the K = 1 wrapper (the rule);
+fold's six outputs exactly as a single-fold run.  :func:`run_stage1` is the K = 1 wrapper (the rule);
 :class:`Stage1Trainer` one fold's pieces for the benchmarks.
 
 Compared with the per-fold trainer before the stacked runtime, only the random streams changed (per
@@ -44,10 +46,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from haf.artifacts.attention import BagAttention, write_attention
+from haf.artifacts.bags import read_bag_layout
 from haf.artifacts.embeddings import Stage1Embeddings, write_embeddings
 from haf.artifacts.files import atomic_path
 from haf.artifacts.folds import fold_table as artifact_fold_table
 from haf.artifacts.folds import read_folds
+from haf.artifacts.manifest import resolve_listed
 from haf.artifacts.predictions import make_predictions, write_predictions
 from haf.artifacts.stage1_model import write_stage1_model
 from haf.artifacts.targets import read_targets
@@ -64,7 +69,7 @@ from haf.settings import Stage1Settings, TrainingSettings
 
 log = logging.getLogger(__name__)
 
-OUTPUT_KEYS = ("model", "embeddings", "predictions", "train_log", "loss_curve")
+OUTPUT_KEYS = ("model", "embeddings", "predictions", "train_log", "loss_curve", "attention")
 
 
 def fold_table(targets: str | Path, folds: str | Path, fold: int) -> pd.DataFrame:
@@ -171,27 +176,91 @@ def fold_part(
 
 
 @torch.no_grad()
-def embed_bags(
+def attend_bags(
     model: GatedAttentionMIL, store: BagStore, pids: Sequence[str], device: torch.device
-) -> tuple[np.ndarray, np.ndarray]:
-    """Full-bag ``z`` (n, d1) and logits (n,) of a plain model, one bag per forward pass (eval mode).
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray | None]]:
+    """Full-bag ``z`` (n, d1), logits (n,) and attention (one float32 (n_i,) per patient) of a plain
+    model, one bag per forward pass (eval mode).
 
     One bag per pass makes a patient's numbers depend on its own bag and the weights only (batched
-    kernels round a row differently with other rows around it).  Patients without a bag get zeros.
+    kernels round a row differently with other rows around it).  Patients without a bag get zeros and
+    attention None.
     """
     z = np.zeros((len(pids), model.d1), dtype=np.float32)
     logit = np.zeros(len(pids), dtype=np.float64)
+    attention: list[np.ndarray | None] = [None] * len(pids)
     was_training = model.training
     model.eval()
     for i, pid in enumerate(pids):
         if not store.has(pid):
             continue
         with autocast(device):
-            z_i, logit_i = model.embed_one(store.bag(pid, device))
+            z_i, logit_i, a_i = model.attend_one(store.bag(pid, device))
         z[i] = z_i.float().cpu().numpy()
         logit[i] = float(logit_i)
+        attention[i] = a_i.float().cpu().numpy()
     model.train(was_training)
+    return z, logit, attention
+
+
+def embed_bags(
+    model: GatedAttentionMIL, store: BagStore, pids: Sequence[str], device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
+    """Full-bag ``z`` (n, d1) and logits (n,) of a plain model, one bag per forward pass (eval mode):
+    :func:`attend_bags` without the attention."""
+    z, logit, _ = attend_bags(model, store, pids, device)
     return z, logit
+
+
+def bag_attention(
+    store: BagStore,
+    patient_id: str,
+    attention: np.ndarray,
+    *,
+    part: str,
+    risk: float,
+    manifest: str | Path | None = None,
+) -> BagAttention:
+    """One patient's :class:`~haf.artifacts.attention.BagAttention`: the attention over its full bag with
+    each instance's coords, source file and (TMA) core, read from the bag files' headers.
+
+    Core images are resolved as the manifest's readers do (:func:`haf.artifacts.manifest.resolve_listed`);
+    a core name that is not an existing file (precomputed features name their feature files) gets ''.
+    """
+    source = store.sources[patient_id]
+    if len(attention) != source.n:
+        raise ValueError(f"patient {patient_id}: {len(attention)} attention weights for a bag of {source.n}")
+    kinds = source.kinds or (store.name,) * len(source.files)
+    coords, sources, cores, sizes, core_files = [], [], [], [], []
+    for j, (path, count) in enumerate(zip(source.files, source.counts, strict=True)):
+        layout = read_bag_layout(path)
+        if layout.n != count:
+            raise HafInputError(
+                path, f"the bag has {layout.n} rows, {count} when Stage 1 read it", field="features"
+            )
+        coords.append(layout.coords)
+        sources.append(np.full(count, j, dtype=np.int32))
+        cores.append(np.where(layout.core >= 0, layout.core + len(core_files), -1).astype(np.int32))
+        core_files += layout.core_files
+        sizes.append(layout.patch_size)
+    images = []
+    for raw in core_files:
+        path = resolve_listed(raw, manifest) if manifest is not None else Path(raw)
+        images.append(str(path) if path.is_file() else "")
+    return BagAttention(
+        patient_id=patient_id,
+        part=part,
+        risk=float(risk),
+        attention=np.asarray(attention, dtype=np.float32),
+        coords=np.concatenate(coords),
+        source=np.concatenate(sources),
+        core=np.concatenate(cores),
+        source_files=tuple(str(f) for f in source.files),
+        source_modality=tuple(kinds),
+        source_patch_size=tuple(sizes),
+        core_files=tuple(core_files),
+        core_images=tuple(images),
+    )
 
 
 @torch.no_grad()
@@ -425,8 +494,8 @@ def run_stage1_folds(
     The cohort's bags are opened (and cached) once and shared by every fold.  Fold k is member k of a
     stacked model: its own seed ``fold_seed(stage1.seed, k)``, bags, batches, dropout, optimiser state,
     schedule and early stopping, so its result is what it gives trained alone up to float rounding.
-    ``outputs_per_fold[i]`` (keys ``model``, ``embeddings``, ``predictions``, ``train_log``,
-    ``loss_curve``) receives fold ``folds[i]``'s five outputs.  A fold that cannot train stops the job
+    ``outputs_per_fold[i]`` (keys :data:`OUTPUT_KEYS`: ``model``, ``embeddings``, ``predictions``,
+    ``train_log``, ``loss_curve``, ``attention``) receives fold ``folds[i]``'s six outputs.  A fold that cannot train stops the job
     naming the fold before any training.
     """
     started = time.perf_counter()
@@ -435,6 +504,10 @@ def run_stage1_folds(
         raise ValueError(f"run_stage1_folds needs distinct folds, got {folds}")
     if outputs_per_fold is not None and len(outputs_per_fold) != len(folds):
         raise ValueError(f"{len(outputs_per_fold)} output sets for {len(folds)} folds")
+    for outputs in outputs_per_fold or []:
+        missing = [k for k in OUTPUT_KEYS if k not in outputs]
+        if missing:
+            raise ValueError(f"Stage 1 outputs lack {missing} (needed: {list(OUTPUT_KEYS)})")
     settings = Stage1Settings.from_config(section)
     store = BagStore.for_pathology_model(
         pmod,
@@ -481,6 +554,7 @@ def run_stage1_folds(
                 encoder=encoder,
                 outputs=outputs_per_fold[k] if outputs_per_fold is not None else None,
                 started=started,
+                manifest=manifest,
             )
         )
     return results
@@ -498,12 +572,13 @@ def _fold_outputs(
     encoder: str | None,
     outputs: dict[str, str | Path] | None,
     started: float,
+    manifest: str | Path | None = None,
 ) -> Stage1Result:
-    """Embed every patient of the fold with a bag (one bag per pass), predict, write the five outputs."""
+    """Embed every patient of the fold with a bag (one bag per pass), predict, write the six outputs."""
     fold, table = part.fold, part.table
     rows = table[table["patient_id"].map(store.has)].reset_index(drop=True)
     pids = rows["patient_id"].tolist()
-    z, logit = embed_bags(model, store, pids, device)
+    z, logit, attention = attend_bags(model, store, pids, device)
     embeddings = {
         "patient_id": np.asarray(pids, dtype="U"),
         "part": rows["part"].to_numpy().astype("U"),
@@ -555,6 +630,16 @@ def _fold_outputs(
         write_predictions(outputs["predictions"], predictions)
         write_train_log(outputs["train_log"], history)
         plot_loss_curve(history, outputs["loss_curve"], f"{pmod.upper()}-CLAM, fold {fold}")
+        n_written = write_attention(
+            outputs["attention"],
+            (
+                bag_attention(store, pid, a, part=str(p), risk=r, manifest=manifest)
+                for pid, p, r, a in zip(pids, rows["part"], logit, attention, strict=True)
+            ),
+            pmod=pmod,
+            fold=int(fold),
+        )
+        log.info("fold %d %s: attention over the full bags of %d patients written", fold, pmod, n_written)
         log.info("fold %d %s: outputs written at %.1f s", fold, pmod, result.seconds)
     return result
 
@@ -573,9 +658,9 @@ def run_stage1(
     encoder: str | None = None,
     progress: bool = False,
 ) -> Stage1Result:
-    """Train one fold's CLAM model and (if ``outputs`` is given) write the rule's five outputs.
+    """Train one fold's CLAM model and (if ``outputs`` is given) write the rule's six outputs.
 
-    ``outputs`` keys: ``model``, ``embeddings``, ``predictions``, ``train_log``, ``loss_curve``.
+    ``outputs`` keys: :data:`OUTPUT_KEYS`.
     :func:`run_stage1_folds` with one fold.
     """
     return run_stage1_folds(
