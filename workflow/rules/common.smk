@@ -301,11 +301,15 @@ def benchmark_jobs():
     for align in ALIGNMENTS:
         out = f"{RES}/stage2/{align}/fold_{first}/train_log.tsv"
         jobs.append((f"align {align}", "align", f"align_{align}", out))
-    for method in FUSION_METHODS + COMPARATOR_METHODS:
+    for method in FUSION_METHODS + COMPARATOR_METHODS + SKSURV_METHODS:
         kind = (
             "comparator"
             if method in COMPARATOR_METHODS
-            else "fusion_joint" if method in JOINT_FUSION_METHODS else "fusion"
+            else (
+                "sksurv"
+                if method in SKSURV_METHODS
+                else "fusion_joint" if method in JOINT_FUSION_METHODS else "fusion"
+            )
         )
         jobs.append(
             (method, kind, method, f"{method_dir(method, first)}/train_log.tsv")
