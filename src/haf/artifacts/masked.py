@@ -57,7 +57,8 @@ def read_masked(path: str | Path) -> pd.DataFrame:
         raise HafInputError(
             path,
             "column missing: this masked prediction table predates the audited masking (column kept, "
-            "whole-group PARACHUTE scenarios); re-run the method's job (snakemake --forcerun <rule>)",
+            "whole-group PARACHUTE scenarios); re-run the method's job (snakemake --forcerun fusion "
+            "fusion_joint comparator)",
             field="kept",
         )
     _check_kept(path, frame)
