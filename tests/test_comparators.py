@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import time
 
 import numpy as np
@@ -237,6 +238,53 @@ def test_cox_breslow_and_efron_differ_on_ties():
     b = cox_partial_likelihood(risk, time_, event, "breslow").item()
     e = cox_partial_likelihood(risk, time_, event, "efron").item()
     assert e < b  # Efron's denominators are smaller for the second and third tied deaths
+
+
+def test_cox_batch_normalisation_divides_by_the_batch_size_by_hand():
+    # Algorithm 2, line 6: L = -1/B sum_b delta_b (h_b - log sum_{t_j >= t_b} exp(h_j)).
+    # B = 4, deaths at t = 1 (risk set: all four) and t = 3 (risk set: patients 2 and 3):
+    # sum = -(0.1 - log(e^0.1 + e^-0.2 + e^0.3 + e^0)) - (0.3 - log(e^0.3 + e^0))
+    #     = -(0.1 - 1.4524941) - (0.3 - 0.8543552) = 1.9068494
+    risk = torch.tensor([0.1, -0.2, 0.3, 0.0], dtype=torch.float64)
+    time_ = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    event = torch.tensor([1, 0, 1, 0])
+    total = -(0.1 - math.log(math.exp(0.1) + math.exp(-0.2) + math.exp(0.3) + 1.0)) - (
+        0.3 - math.log(math.exp(0.3) + 1.0)
+    )
+    assert total == pytest.approx(1.9068494, abs=1e-7)
+    batch = cox_partial_likelihood(risk, time_, event, normalise="batch").item()
+    events = cox_partial_likelihood(risk, time_, event, normalise="events").item()
+    assert batch == pytest.approx(total / 4, rel=1e-12)
+    assert events == pytest.approx(total / 2, rel=1e-12)
+    assert cox_partial_likelihood(risk, time_, event).item() == events  # the function's own default
+    # no event: 0 either way (with a graph)
+    assert cox_partial_likelihood(risk, time_, torch.zeros(4), normalise="batch").item() == 0.0
+    with pytest.raises(ValueError, match="normalise must be one of events, batch, got 'mean'"):
+        cox_partial_likelihood(risk, time_, event, normalise="mean")
+
+
+def test_parachute_takes_the_batch_mean_by_default_over_each_members_valid_rows(default_config):
+    from haf.comparators.models import Targets
+
+    assert default_config["parachute"]["cox_normalisation"] == "batch"
+    risk = torch.tensor([0.1, -0.2, 0.3, 0.0, 5.0, 7.0], dtype=torch.float64)
+    targets = Targets(
+        label=torch.zeros(6), time=torch.tensor([1.0, 2.0, 3.0, 4.0, 0.5, 9.0]),
+        event=torch.tensor([1, 0, 1, 0, 1, 1]),
+    )  # fmt: skip
+    valid = torch.tensor([True, True, True, True, False, False])  # the last two: padding
+    total = 1.9068494  # the hand value above: four valid rows, two deaths
+    for normalisation, divisor in (("batch", 4), ("events", 2)):
+        sections = _sections(load_config({"parachute": {"cox_normalisation": normalisation}}))
+        model = build_model(_decl("parachute"), DIMS, sections["parachute"])
+        assert model.cox_normalisation == normalisation
+        assert model.member_cox(risk, targets, valid).item() == pytest.approx(total / divisor, abs=1e-6)
+        stacked = model.member_cox(
+            torch.stack([risk, risk.flip(0)]),
+            Targets(*(torch.stack([v, v]) for v in (targets.label, targets.time, targets.event))),
+            torch.stack([valid, valid]),
+        )
+        assert stacked[0].item() == pytest.approx(total / divisor, abs=1e-6)
 
 
 def _test_metric(predictions: pd.DataFrame, family: str) -> float:

@@ -359,9 +359,23 @@ def test_masked_metrics_have_the_configured_repeats_and_keep_a_modality(fake_tre
     assert len(counts) == 2 * 2 * (2 + 3 * 3)  # methods x folds x (dropout p + 3 scenarios x 3 p)
     # the masks do not depend on the method: same patients lose the same modalities
     key = ["fold", "scenario", "p", "repeat", "patient_id"]
-    a = masked[masked["method"] == "haf"].set_index(key)["n_present"]
-    b = masked[masked["method"] == "parachute"].set_index(key)["n_present"]
+    a = masked[masked["method"] == "haf"].set_index(key)["kept"]
+    b = masked[masked["method"] == "parachute"].set_index(key)["kept"]
     assert a.sort_index().equals(b.sort_index())
+    # kept is auditable: the group scenarios drop whole groups, so a row keeps all of a group or none
+    for scenario, group in (
+        ("pathology", {"wsi", "tma"}),
+        ("tabular", {"cell", "clin", "path", "blood", "icd"}),
+    ):
+        rows = masked[(masked["scenario"] == scenario) & (masked["p"] > 0)]
+        assert rows["kept"].map(lambda k, g=group: not (set(k.split(",")) & g)).any()  # some lose the group
+        full = masked[(masked["scenario"] == "dropout") & (masked["p"] == 0)].set_index(
+            ["method", "fold", "patient_id"]
+        )["kept"]
+        before = rows.set_index(["method", "fold", "patient_id"]).index.map(full)
+        for kept, had in zip(rows["kept"], before, strict=True):
+            lost = set(had.split(",")) - set(kept.split(","))
+            assert lost <= group and (not lost or lost == set(had.split(",")) & group)
     with pytest.raises(HafInputError, match="repeats"):
         robustness.check_protocol(metrics[metrics["repeat"] != 3], protocols, EVAL["repeats"])
     with pytest.raises(HafInputError, match="p="):
@@ -378,6 +392,28 @@ def test_masks_are_seeded(tmp_path, fake_tree):
     write_fake_results(reseeded, METHODS, n=40, k=2, evaluation={**EVAL, "mask_seed": 8})
     _, changed = _load(reseeded)
     assert not first["n_present"].equals(changed["n_present"])
+
+
+def test_masked_tables_without_or_with_a_wrong_kept_column_are_refused(fake_tree, tmp_path):
+    from haf.artifacts.files import write_tsv
+    from haf.artifacts.masked import read_masked
+
+    path = fake_tree / "methods" / next(iter(METHODS)) / "fold_0" / "masked.tsv.gz"
+    frame = pd.read_csv(path, sep="\t", dtype={"patient_id": str})
+    old = tmp_path / "old.tsv.gz"
+    write_tsv(old, frame.drop(columns="kept"))
+    with pytest.raises(HafInputError, match=r"old\.tsv\.gz.*kept.*predates the audited masking.*re-run"):
+        read_masked(old)
+    for bad, why in (
+        ("clin,wsi", "in that order"),
+        ("wsi,radiology", "in that order"),
+        ("wsi", "n_present says"),
+    ):
+        wrong = frame.copy()
+        wrong.loc[3, "kept"], wrong.loc[3, "n_present"] = bad, 2
+        write_tsv(tmp_path / "bad.tsv.gz", wrong)
+        with pytest.raises(HafInputError, match=rf"line 5.*{why}|{why}.*line 5"):
+            read_masked(tmp_path / "bad.tsv.gz")
 
 
 def test_masked_row_of_an_unknown_patient_is_an_error(fake_tree):
@@ -483,6 +519,46 @@ def test_degradation_needs_every_scenario():
     agg = agg[~((agg["scenario"] == "mixed") & (agg["p"] == 0.15))]
     with pytest.raises(HafInputError, match="mixed"):
         robustness.degradation_table(agg, "cindex", [0.05, 0.15])
+
+
+def test_per_p_rows_take_each_p_from_the_model_trained_at_that_p():
+    # PARACHUTE's protocol: at p, the model trained at p_miss = p. Each member is given a distinct level
+    # at every p (member at 0.05: 0.80 at its own p; 0.15: 0.70; 0.30: 0.55), so the per-p row's averages
+    # are 0.80, 0.70, 0.55 by hand, while the one-model row (parachute) stays at 0.60, 0.58, 0.50
+    ps = [0.05, 0.15, 0.30]
+    own = {"parachute": {0.05: 0.60, 0.15: 0.58, 0.30: 0.50}, "parachute_p05": {0.05: 0.80, 0.15: 0.1, 0.30: 0.1},
+           "parachute_p15": {0.05: 0.1, 0.15: 0.70, 0.30: 0.1}, "parachute_p30": {0.05: 0.1, 0.15: 0.1, 0.30: 0.55},
+           "haf": {0.05: 0.65, 0.15: 0.64, 0.30: 0.63}}  # fmt: skip
+    agg = pd.concat([_agg({p: [v] * 3 for p, v in levels.items()}, method=m) for m, levels in own.items()])
+    groups = {"parachute": {0.05: "parachute_p05", 0.15: "parachute_p15", 0.30: "parachute_p30"}}
+    labels = {m: m.upper() for m in own}
+    rows = tables.table5_rows(agg, groups, ps, labels)
+    assert list(dict.fromkeys(rows["method"])) == ["parachute", "parachute:per_p", "haf"]
+    per_p = rows[rows["method"] == "parachute:per_p"]
+    assert per_p.groupby("p")["trained_method"].unique().map(list).to_dict() == {
+        0.05: ["parachute_p05"], 0.15: ["parachute_p15"], 0.30: ["parachute_p30"]
+    }  # fmt: skip
+    assert set(per_p["label"]) == {"PARACHUTE — a model per p (trained at p_miss = p)"}
+    assert set(rows.loc[rows["method"] == "parachute", "label"]) == {"PARACHUTE — one model at every p"}
+    assert set(rows.loc[rows["method"] == "haf", "label"]) == {"HAF"}
+    table = tables.build_table5(rows, ps, metrics=("cindex",)).set_index("method")
+    assert table.loc["parachute:per_p", ["avg_5", "avg_15", "avg_30"]].tolist() == pytest.approx(
+        [0.80, 0.70, 0.55]
+    )
+    assert table.loc["parachute:per_p", "delta_5_30"] == pytest.approx(-0.25)
+    assert table.loc["parachute:per_p", "slope_15_30"] == pytest.approx(-0.10)
+    assert table.loc["parachute", ["avg_5", "avg_15", "avg_30"]].tolist() == pytest.approx([0.60, 0.58, 0.50])
+    # without the per-p methods (not in run_methods) Table 5 is as before
+    plain = tables.table5_rows(agg[agg["method"].isin(["parachute", "haf"])], {}, ps, labels)
+    assert list(dict.fromkeys(plain["method"])) == ["parachute", "haf"] and set(plain["label"]) == {
+        "PARACHUTE",
+        "HAF",
+    }
+    # a p of the protocol that no per-p model was trained at is an error naming the config keys
+    with pytest.raises(
+        HafInputError, match=r"p=0\.3, but no method declared per_p_of: parachute has p_miss 0\.3"
+    ):
+        tables.table5_rows(agg, {"parachute": {0.05: "parachute_p05", 0.15: "parachute_p15"}}, ps, labels)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -61,9 +61,11 @@ def _copy_workflow(dest: Path) -> Path:
     return dest
 
 
-def _snakemake(workdir: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+def _snakemake(
+    workdir: Path, *args: str, timeout: int = 300, tiny: str = "tiny.yaml"
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    cmd = [sys.executable, "-m", "snakemake", "--configfile", "config/config.yaml", "tiny.yaml", *args]
+    cmd = [sys.executable, "-m", "snakemake", "--configfile", "config/config.yaml", tiny, *args]
     return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -222,6 +224,20 @@ def test_dry_run_warm_ablation_reads_each_folds_stage1_models(dry_workflow):
     assert "stage1" in [r for r, _ in _planned(result.stdout)]  # which the DAG makes first
 
 
+def test_per_p_models_are_one_comparator_job_each_and_feed_table5(dry_workflow):
+    # PARACHUTE's per-p protocol: a model per p_miss, each its own method and job (every fold in it)
+    per_p = ["parachute", "parachute_p05", "parachute_p15", "parachute_p30"]
+    tiny = yaml.safe_load((dry_workflow / "tiny.yaml").read_text())
+    tiny["run_methods"] = ["haf", *per_p]
+    (dry_workflow / "tiny_per_p.yaml").write_text(yaml.safe_dump(tiny))
+    result = _snakemake(dry_workflow, "-n", "table5", tiny="tiny_per_p.yaml")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    jobs = _planned(result.stdout)
+    comparator = [w["method"] for r, w in jobs if r == "comparator"]
+    assert sorted(comparator) == sorted(per_p)  # one job per method
+    assert [r for r, _ in jobs if r in EVAL_RULES] == ["table5"]
+
+
 @pytest.mark.e2e
 def test_evaluation_rules_end_to_end_with_report(tmp_path):
     from fakes.config import load_config
@@ -230,9 +246,10 @@ def test_evaluation_rules_end_to_end_with_report(tmp_path):
     from haf.methods import active_methods
 
     work = _copy_workflow(tmp_path)
+    per_p = ["parachute_p05", "parachute_p15", "parachute_p30"]
     run_methods = [
         "wsi_clam", "haf", "haf_nodetach", "haf_nodetach_warm", "ga", "fusion_mlp_all", "parachute", "haf_cox",
-        "coxnet",
+        "coxnet", *per_p,
     ]  # fmt: skip
     evaluation = {
         "dropout_p": [0.0, 0.5],
@@ -281,6 +298,7 @@ def test_evaluation_rules_end_to_end_with_report(tmp_path):
         "parachute",
         "haf_cox",
         "coxnet",
+        *per_p,
     ]
     assert (table1["n_cv_repeats"] == 2).all() and "2 repeats of 2-fold" in (
         res / "tables" / "table1.md"
@@ -288,7 +306,15 @@ def test_evaluation_rules_end_to_end_with_report(tmp_path):
     assert (table1["n_labelled"] > 0).all()
     assert "SYNTHETIC" in (res / "tables" / "table1.md").read_text()
     tests = pd.read_csv(res / "tables" / "table1_tests.csv")
-    assert set(tests["method"]) == {"wsi_clam", "fusion_mlp_all", "ga", "parachute", "haf_cox", "coxnet"}
+    assert set(tests["method"]) == {
+        "wsi_clam",
+        "fusion_mlp_all",
+        "ga",
+        "parachute",
+        "haf_cox",
+        "coxnet",
+        *per_p,
+    }
     table2 = pd.read_csv(res / "tables" / "table2.csv", keep_default_na=False).set_index("setting")
     assert table2.loc["HAF", "method_nodetach"] == "haf_nodetach"
     assert table2.loc["HAF", "method_nodetach_warm"] == "haf_nodetach_warm"
@@ -298,12 +324,31 @@ def test_evaluation_rules_end_to_end_with_report(tmp_path):
     )
     table5 = pd.read_csv(res / "tables" / "table5_degradation.csv")
     assert set(table5["metric"]) == {"cindex", "auc"} and "slope_5_30" in table5
+    # PARACHUTE's per-p protocol beside the one-model row; the per-p models have no row of their own
+    assert list(dict.fromkeys(table5["method"])) == [
+        "haf",
+        "haf_nodetach",
+        "ga",
+        "fusion_mlp_all",
+        "haf_cox",
+        "parachute",
+        "parachute:per_p",
+    ]
+    training = table5.drop_duplicates("method").set_index("method")["training"]
+    assert training["parachute:per_p"] == "a model per p (trained at p_miss = p)"
+    assert training["parachute"] == "one model at every p"
+    masked5 = pd.read_csv(res / "tables" / "parachute_masked.csv")
+    per_p_rows = masked5[masked5["method"] == "parachute:per_p"]
+    assert dict(zip(per_p_rows["p"], per_p_rows["trained_method"], strict=False)) == dict(
+        zip([0.05, 0.15, 0.3], per_p, strict=True)
+    )
+    assert "a model per p" in (res / "tables" / "table5_degradation.md").read_text()
     survival = pd.read_csv(res / "tables" / "survival_metrics.csv")
     assert set(survival["method"]) == set(run_methods)
     assert (survival["harrell_c_ci_low"] < survival["harrell_c_pooled"]).all()
     by_method = survival.set_index("method")
     for m in run_methods:  # Brier: Cox methods only, undefined where a validation part ends before the grid
-        if m in ("parachute", "haf_cox", "coxnet"):
+        if m in ("parachute", "haf_cox", "coxnet", *per_p):
             assert (
                 by_method.loc[m, "ibs_pooled"] > 0 or "undefined in folds" in by_method.loc[m, "ibs_status"]
             )

@@ -63,3 +63,36 @@ def test_the_authors_draw_counts_dropped_slots_among_all_slots():
     kept_two = reduced[1::2].sum(1)
     assert (kept_two == 2).any() and (kept_two == 0).any()
     assert not (reduced & ~present).any()
+
+
+def test_the_parachute_small_cohort_preset_changes_only_capacity_and_budget_and_names_the_published_value():
+    import re
+
+    preset = _preset("parachute_small_cohort")
+    assert list(preset) == ["parachute"]
+    published = load_config()["parachute"]
+    config = load_config(preset)["parachute"]
+    changed = {k for k in published if config[k] != published[k]}
+    assert changed == set(preset["parachute"]) == {
+        "d", "d_int", "lr", "t_max", "batch_size", "max_epochs", "es_patience"
+    }  # fmt: skip
+    # the method itself stays as published: Cox loss, ties, SAM + GCS, dropout, heads, weight decay
+    for key in (
+        "cox_normalisation",
+        "ties",
+        "gcs",
+        "rho",
+        "gamma",
+        "dropout",
+        "heads",
+        "weight_decay",
+        "p_miss",
+    ):
+        assert config[key] == published[key], key
+    assert config["d"] % config["heads"] == 0
+    # every line names the published value it replaces, and that value is the schema default
+    text = (REPO / "config" / "presets" / "parachute_small_cohort.yaml").read_text()
+    for key in preset["parachute"]:
+        line = next(ln for ln in text.splitlines() if ln.strip().startswith(f"{key}:"))
+        named = re.search(r"published ([0-9.]+)", line)
+        assert named and float(named.group(1)) == float(published[key]), line

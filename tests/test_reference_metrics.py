@@ -23,9 +23,9 @@ from haf.artifacts.targets import TARGET_COLUMNS, read_targets
 from haf.cohort.targets import build_targets
 from haf.errors import HafInputError
 from haf.eval import binary, survival
-from haf.eval.masking import SCENARIOS, draw_masks, masked_prediction_table
+from haf.eval.masking import SCENARIOS, draw_masks, kept_labels, masked_prediction_table
 from haf.eval.scores import auc_or_nan, cindex_or_nan
-from haf.modalities import MODALITIES, PATHOLOGY
+from haf.modalities import MODALITIES, PATHOLOGY, TABULAR
 
 
 # ---------------------------------------------------------------------------------------------
@@ -523,20 +523,75 @@ def test_dropout_masking_rate_matches_the_closed_form(p):
     assert masks.any(axis=2).all()
 
 
-def test_group_scenarios_drop_only_their_group_at_rate_p():
-    p, n_patients, repeats = 0.4, 500, 20
-    present = np.ones((n_patients, 7), dtype=bool)
-    masks = draw_masks(present, p, repeats, "pathology", seed=5, fold=0)
-    group = np.array([m in PATHOLOGY for m in MODALITIES])
-    assert masks[:, :, ~group].all()  # the tabular group is never touched
-    kept = masks[:, :, group]
-    # the tabular group is kept, so no patient is ever left empty: the rate is exactly 1 - p
-    assert abs(kept.mean() - (1 - p)) < _tolerance(1 - p, kept.size)
-    # a modality's drops are independent of another's: P(both kept) = (1 - p)^2
-    both = (kept[:, :, 0] & kept[:, :, 1]).mean()
-    assert abs(both - (1 - p) ** 2) < _tolerance((1 - p) ** 2, kept[:, :, 0].size)
-    assert set(SCENARIOS) == {"dropout", "pathology", "tabular", "mixed"}
-    assert not draw_masks(present, 0.0, 2, "mixed", seed=5, fold=0).sum() < present.sum() * 2
+def _group_cohort() -> tuple[np.ndarray, dict[str, slice]]:
+    """Presence patterns a group scenario treats differently (rows: 400 all seven, 400 wsi + clin, 200
+    pathology only, 200 tabular only)."""
+    present = np.zeros((1200, 7), dtype=bool)
+    present[:400] = True
+    present[400:800, [0, 3]] = True  # one modality of each group
+    present[800:1000, [0, 1]] = True  # pathology only
+    present[1000:, 2:] = True  # tabular only
+    rows = {"all": slice(0, 400), "one_each": slice(400, 800), "path_only": slice(800, 1000),
+            "tab_only": slice(1000, 1200)}  # fmt: skip
+    return present, rows
+
+
+@pytest.mark.parametrize("p", [0.05, 0.15, 0.30])
+@pytest.mark.parametrize("scenario", ["pathology", "tabular"])
+def test_group_scenarios_drop_the_whole_group_at_rate_p(scenario, p):
+    # closed form: a patient with the group and something outside it loses the whole group with
+    # probability p; one with nothing outside it never loses it; the rest is never touched
+    present, rows = _group_cohort()
+    repeats = 30
+    masks = draw_masks(present, p, repeats, scenario, seed=5, fold=0)
+    group = np.array([m in (PATHOLOGY if scenario == "pathology" else TABULAR) for m in MODALITIES])
+    assert not (masks & ~present).any()
+    np.testing.assert_array_equal(
+        masks[:, :, ~group], np.broadcast_to(present[:, ~group], masks[:, :, ~group].shape)
+    )
+    kept_group = masks[:, :, group].any(axis=2)
+    # all or nothing: a patient keeps every observed modality of the group or none of them
+    observed = present[:, group]
+    np.testing.assert_array_equal(masks[:, :, group], kept_group[:, :, None] & observed[None])
+    alone = "path_only" if scenario == "pathology" else "tab_only"
+    other = "tab_only" if scenario == "pathology" else "path_only"
+    assert kept_group[:, rows[alone]].all()  # nothing else to keep: never masked
+    np.testing.assert_array_equal(
+        masks[:, rows[other]], np.broadcast_to(present[rows[other]], masks[:, rows[other]].shape)
+    )
+    for name in ("all", "one_each"):
+        lost = ~kept_group[:, rows[name]]
+        assert abs(lost.mean() - p) <= _tolerance(p, lost.size), (name, lost.mean(), p)
+    # the per-modality reading (each modality of the group dropped on its own) loses the whole
+    # pathology group with probability p^2 only: far outside this tolerance
+    if scenario == "pathology":
+        assert abs(p**2 - p) > 2 * _tolerance(p, repeats * 400)
+
+
+@pytest.mark.parametrize("p", [0.05, 0.15, 0.30])
+def test_mixed_drops_either_group_never_both_at_the_closed_form_rate(p):
+    # both groups drawn independently at p; a patient drawn to lose both gets one back (uniformly):
+    # P(lose pathology only) = p (1 - p) + p^2 / 2 = P(lose tabular only); P(keep both) = (1 - p)^2
+    present, rows = _group_cohort()
+    masks = draw_masks(present, p, 30, "mixed", seed=9, fold=3)
+    path = np.array([m in PATHOLOGY for m in MODALITIES])
+    for name in ("all", "one_each"):
+        m = masks[:, rows[name]]
+        has_path, has_tab = m[:, :, path].any(axis=2), m[:, :, ~path].any(axis=2)
+        assert (has_path | has_tab).all()
+        np.testing.assert_array_equal(
+            m[:, :, path], has_path[:, :, None] & present[rows[name]][None][:, :, path]
+        )
+        np.testing.assert_array_equal(
+            m[:, :, ~path], has_tab[:, :, None] & present[rows[name]][None][:, :, ~path]
+        )
+        one = p * (1 - p) + p**2 / 2
+        for lost, rate in ((~has_path, one), (~has_tab, one), (has_path & has_tab, (1 - p) ** 2)):
+            assert abs(lost.mean() - rate) <= _tolerance(rate, lost.size), (name, lost.mean(), rate)
+    for name in ("path_only", "tab_only"):  # one group only: dropping it would leave nothing
+        np.testing.assert_array_equal(
+            masks[:, rows[name]], np.broadcast_to(present[rows[name]], masks[:, rows[name]].shape)
+        )
 
 
 def test_masks_depend_on_fold_scenario_and_p_not_on_the_call():
@@ -553,21 +608,60 @@ def test_masks_depend_on_fold_scenario_and_p_not_on_the_call():
 
 
 def test_mask_draws_follow_the_documented_seed_and_rule():
-    # the first repeat by hand: SeedSequence([seed, fold, scenario index, round(p * 10000)]), one
-    # uniform per (patient, modality), dropped where < p among the observed eligible ones
-    present = np.ones((6, 7), dtype=bool)
-    present[0, 1:] = False  # one modality: given back if dropped
-    p = 0.65
-    masks = draw_masks(present, p, 2, "tabular", seed=11, fold=2)
-    rng = np.random.default_rng(np.random.SeedSequence([11, 2, list(SCENARIOS).index("tabular"), 6500]))
-    eligible = np.array([m not in PATHOLOGY for m in MODALITIES])
-    drop = (rng.random(present.shape) < p) & present & eligible
-    first = present & ~drop
-    if not first[0].any():
-        first[0, rng.choice(np.flatnonzero(drop[0]))] = True
-    np.testing.assert_array_equal(masks[0], first)
+    # a hand example: "mixed", p = 0.3, seed 35, fold 0, four patients with all seven modalities.
+    # The stream default_rng(SeedSequence([35, 0, 3 (mixed), 3000])) gives, per (patient, group) in the
+    # order (pathology, tabular): (0.1739, 0.8127), (0.8081, 0.9567), (0.9424, 0.0367), (0.1112, 0.2796),
+    # then choice(2) = 1. So: patient 0 loses pathology, 1 keeps all, 2 loses tabular, 3 draws both
+    # and gets the tabular group (dropped group 1) back.
+    rng = np.random.default_rng(np.random.SeedSequence([35, 0, list(SCENARIOS).index("mixed"), 3000]))
+    np.testing.assert_allclose(
+        rng.random((4, 2)),
+        [[0.1739, 0.8127], [0.8081, 0.9567], [0.9424, 0.0367], [0.1112, 0.2796]],
+        atol=1e-4,
+    )
+    present = np.ones((4, 7), dtype=bool)
+    masks = draw_masks(present, 0.3, 1, "mixed", seed=35, fold=0)
+    tab = "cell,clin,path,blood,icd"
+    assert kept_labels(masks[0]).tolist() == [tab, "wsi,tma," + tab, "wsi,tma", tab]
     # a 0/1 integer presence matrix means the same
-    np.testing.assert_array_equal(draw_masks(present.astype(int), p, 2, "tabular", seed=11, fold=2), masks)
+    np.testing.assert_array_equal(draw_masks(present.astype(int), 0.3, 1, "mixed", seed=35, fold=0), masks)
+    # a group is dropped whole even when only part of it is observed: wsi + clin + icd, pathology lost
+    partial = np.zeros((4, 7), dtype=bool)
+    partial[:, [0, 3, 6]] = True
+    assert kept_labels(draw_masks(partial, 0.3, 1, "mixed", seed=35, fold=0)[0]).tolist() == [
+        "clin,icd", "wsi,clin,icd", "wsi", "clin,icd"
+    ]  # fmt: skip
+
+
+def test_dropout_masks_are_those_of_the_per_modality_rule():
+    # Fig. 2's scenario keeps its former draws: one uniform per (patient, modality), dropped where < p
+    # among the observed ones, one rng.choice among the dropped modalities for a patient left empty
+    present = np.ones((5, 7), dtype=bool)
+    present[0, 1:] = False
+    p = 0.8
+    masks = draw_masks(present, p, 1, "dropout", seed=4, fold=1)
+    rng = np.random.default_rng(np.random.SeedSequence([4, 1, list(SCENARIOS).index("dropout"), 8000]))
+    drop = (rng.random(present.shape) < p) & present
+    first = present & ~drop
+    for i in np.flatnonzero(~first.any(axis=1)):
+        first[i, rng.choice(np.flatnonzero(drop[i]))] = True
+    np.testing.assert_array_equal(masks[0], first)
+
+
+def test_a_pathology_mask_by_hand():
+    # "pathology", p = 0.5, seed 0, fold 0: the stream gives one uniform per patient,
+    # 0.2505, 0.7964, 0.2030, 0.1390; patient 0 (all seven) loses wsi and tma, patient 1 keeps them,
+    # patient 2 (wsi + tma only) has nothing else and keeps them, patient 3 (tma + icd) loses tma
+    rng = np.random.default_rng(np.random.SeedSequence([0, 0, list(SCENARIOS).index("pathology"), 5000]))
+    np.testing.assert_allclose(rng.random((4, 1))[:, 0], [0.2505, 0.7964, 0.2030, 0.1390], atol=1e-4)
+    present = np.zeros((4, 7), dtype=bool)
+    present[:2] = True
+    present[2, [0, 1]] = True
+    present[3, [1, 6]] = True
+    masks = draw_masks(present, 0.5, 1, "pathology", seed=0, fold=0)[0]
+    assert kept_labels(masks).tolist() == [
+        "cell,clin,path,blood,icd", "wsi,tma,cell,clin,path,blood,icd", "wsi,tma", "icd"
+    ]  # fmt: skip
 
 
 def test_mask_inputs_are_checked_with_clear_errors():
@@ -603,13 +697,16 @@ def test_masked_prediction_table_columns_and_prob(batched, with_prob):
         protocols={"dropout": [0.0, 0.5]}, n_repeats=2, batched=batched,
     )  # fmt: skip
     assert table.columns.tolist() == [
-        "method", "fold", "scenario", "p", "repeat", "patient_id", "n_present", "risk", "prob"
+        "method", "fold", "scenario", "p", "repeat", "patient_id", "n_present", "kept", "risk", "prob"
     ]  # fmt: skip
     assert table.index.tolist() == list(range(12))
     assert (table["method"] == "m").all() and (table["fold"] == 3).all()
     assert table["repeat"].tolist() == [0] * 4 + [0] * 4 + [1] * 4
     assert table["patient_id"].tolist() == ["a", "b", "c", "d"] * 3
     assert table["prob"].dtype == float
+    # kept names the modalities of each row's mask, in slot order, as many as n_present
+    assert (table["kept"].str.count(",") + 1 == table["n_present"]).all()
+    assert (table.loc[table["p"] == 0, "kept"] == ",".join(MODALITIES)).all()
     if with_prob:
         np.testing.assert_allclose(table["prob"], table["risk"] / 10)
     else:

@@ -97,3 +97,48 @@ def test_fold_ids_follow_the_scheme(default_config):
     for scheme in ("official_in", "official_out", "oropharynx"):
         assert fold_ids(CVSettings.from_config(dict(cv, scheme=scheme))) == [0]
         assert FOLD_SCHEMES[scheme].split_file.endswith(".json")
+
+
+def test_per_p_declarations_are_checked_and_grouped():
+    from fakes.config import declare
+
+    from haf.methods import per_p_models
+
+    decls = declare({
+        "parachute": {"family": "parachute"},
+        "parachute_p30": {"family": "parachute", "p_miss": 0.3, "per_p_of": "parachute"},
+        "parachute_p05": {"family": "parachute", "p_miss": 0.05, "per_p_of": "parachute"},
+        "other": {"family": "parachute", "p_miss": 0.15},  # a p_miss of its own, no per-p protocol
+    })  # fmt: skip
+    assert per_p_models(decls) == {"parachute": {0.05: "parachute_p05", 0.3: "parachute_p30"}}
+    with pytest.raises(HafConfigError, match=r"methods\.ga\.p_miss: only the parachute family"):
+        declare({"ga": {"family": "fusion", "align": "ga", "p_miss": 0.1}})
+    with pytest.raises(HafConfigError, match=r"methods\.late\.per_p_of: only the parachute family"):
+        declare({"late": {"family": "late_fusion", "per_p_of": "parachute"}})
+    with pytest.raises(
+        HafConfigError, match=r"methods\.x\.per_p_of: 'parachute': a per-p model needs its own p_miss > 0"
+    ):
+        declare({"x": {"family": "parachute", "per_p_of": "parachute"}})
+    with pytest.raises(HafConfigError, match="names the method itself"):
+        declare({"x": {"family": "parachute", "p_miss": 0.1, "per_p_of": "x"}})
+    with pytest.raises(
+        HafConfigError, match=r"methods\.b and methods\.a are both per_p_of 'parachute' at p_miss 0\.3"
+    ):
+        per_p_models(declare({
+            "a": {"family": "parachute", "p_miss": 0.3, "per_p_of": "parachute"},
+            "b": {"family": "parachute", "p_miss": 0.30, "per_p_of": "parachute"},
+        }))  # fmt: skip
+
+
+def test_the_shipped_per_p_methods_cover_the_protocols_p(default_config):
+    from haf.methods import method_declaration, per_p_models
+
+    decls = {n: method_declaration(n, d) for n, d in default_config["methods"].items()}
+    groups = per_p_models(decls)
+    assert list(groups) == ["parachute"]
+    assert sorted(groups["parachute"]) == sorted(default_config["evaluation"]["parachute_p"])
+    for name in groups["parachute"].values():  # the same model and settings as parachute, p_miss aside
+        same = {k: v for k, v in decls[name].items() if k not in ("label", "p_miss", "per_p_of")}
+        assert same == {
+            k: v for k, v in decls["parachute"].items() if k not in ("label", "p_miss", "per_p_of")
+        }

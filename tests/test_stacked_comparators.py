@@ -26,6 +26,7 @@ from haf.comparators.models import Targets
 from haf.comparators.parachute import Parachute
 from haf.comparators.stacked_gcs import StackedGCSStep, member_sq_norms
 from haf.comparators.train import load_model, run_comparator_folds, train_comparator_folds
+from haf.eval.masking import draw_masks
 from haf.modalities import MODALITIES
 from haf.runtime.fit import StackedTrainer
 from haf.runtime.stacked import Members, member_state_dict
@@ -135,6 +136,39 @@ def test_a_declared_seed_replaces_the_section_seed(folds):
     sections["stage3"]["max_epochs"] = 1
     runs = train_comparator_folds(folds[:2], _decl("late_fusion", seed=77), sections, CPU)
     assert [r.seed for r in runs] == [77, 1077]
+
+
+def test_a_declared_p_miss_replaces_the_section_p_miss(folds, monkeypatch, caplog):
+    # PARACHUTE's per-p protocol: parachute_p30 trains with runtime masking at its own p_miss (mixed,
+    # per group), whatever parachute.p_miss says; the section's value is used when none is declared
+    import haf.comparators.train as train_module
+
+    calls = []
+
+    def recording(present, p, n_repeats, scenario, seed, fold):
+        calls.append((p, scenario))
+        return draw_masks(present, p, n_repeats, scenario, seed, fold)
+
+    monkeypatch.setattr(train_module, "draw_masks", recording)
+    sections = copy.deepcopy(SECTIONS)
+    sections["parachute"].update(max_epochs=2, p_miss=0.0)
+    with caplog.at_level(logging.INFO, logger="haf.comparators.train"):
+        own = train_comparator_folds(
+            folds[:1], _decl("parachute", p_miss=0.3, per_p_of="base"), sections, CPU
+        )
+    assert calls and set(calls) == {(0.3, "mixed")}
+    assert (
+        "training-time masking: mixed scenario (per group) at p_miss = 0.3 (the method's own)" in caplog.text
+    )
+    calls.clear()
+    assert not train_comparator_folds(folds[:1], _decl("parachute"), sections, CPU)[0].history.empty
+    assert calls == []  # section p_miss 0, none declared: no runtime masking
+    sections["parachute"]["p_miss"] = 0.3
+    from_section = train_comparator_folds(folds[:1], _decl("parachute"), sections, CPU)[0]
+    torch.testing.assert_close(from_section.model.state_dict(), own[0].model.state_dict(), rtol=0, atol=0)
+    sections["parachute"]["p_miss"] = 0.05  # the declaration wins over the section
+    again = train_comparator_folds(folds[:1], _decl("parachute", p_miss=0.3), sections, CPU)[0]
+    torch.testing.assert_close(again.model.state_dict(), own[0].model.state_dict(), rtol=0, atol=0)
 
 
 def test_run_comparator_folds_writes_each_folds_outputs_and_checkpoints_rebuild(

@@ -100,6 +100,7 @@ def method_declaration(name: str, raw: Mapping[str, Any]) -> dict[str, Any]:
     fixed = METHOD_FAMILIES[fam].task_loss
     if fixed is not None:  # the schema fills task_loss: bce everywhere; a family's own loss wins
         decl["task_loss"] = fixed
+    _check_per_p(name, decl)
     if fam == "clam":
         if decl.get("pathology_model") not in PATHOLOGY_MODELS:
             raise HafConfigError(
@@ -122,6 +123,46 @@ def method_declaration(name: str, raw: Mapping[str, Any]) -> dict[str, Any]:
             f"methods.{name}.value_modality {decl.get('value_modality')!r} is not among its modalities"
         )
     return decl
+
+
+def _check_per_p(name: str, decl: dict[str, Any]) -> None:
+    """``p_miss`` and ``per_p_of`` belong to the parachute family; a per-p model trains at some p_miss > 0."""
+    p_miss, base = decl.get("p_miss"), decl.get("per_p_of")
+    if decl["family"] != "parachute":
+        for key, value in (("p_miss", p_miss), ("per_p_of", base)):
+            if value is not None:
+                raise HafConfigError(
+                    f"methods.{name}.{key}: only the parachute family trains with runtime masking "
+                    f"(family {decl['family']!r})"
+                )
+        return
+    if base is not None and (p_miss is None or not float(p_miss) > 0):
+        raise HafConfigError(
+            f"methods.{name}.per_p_of: {base!r}: a per-p model needs its own p_miss > 0 (got {p_miss!r})"
+        )
+    if base == name:
+        raise HafConfigError(f"methods.{name}.per_p_of names the method itself")
+
+
+def per_p_models(methods: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[float, str]]:
+    """PARACHUTE's per-p protocol: base method -> {p_miss: the method trained at that p_miss}.
+
+    Built from the declarations with ``per_p_of`` among ``methods``; two methods of one base at the same
+    p_miss are an error.
+    """
+    groups: dict[str, dict[float, str]] = {}
+    for name, decl in methods.items():
+        base = decl.get("per_p_of")
+        if base is None:
+            continue
+        p = round(float(decl["p_miss"]), 6)
+        group = groups.setdefault(str(base), {})
+        if p in group:
+            raise HafConfigError(
+                f"methods.{name} and methods.{group[p]} are both per_p_of {base!r} at p_miss {p:g}"
+            )
+        group[p] = name
+    return {base: dict(sorted(group.items())) for base, group in groups.items()}
 
 
 def active_methods(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -298,6 +298,7 @@ class ParachuteSettings(Section):
     batch_size: int
     es_patience: int
     ties: str
+    cox_normalisation: str
     gcs: bool
     rho: float
     gamma: float

@@ -15,9 +15,11 @@ from haf.eval.tables import (
     markdown_table,
     synthetic_prefix,
     table5_notes,
+    table5_rows,
     write_csv,
     write_text,
 )
+from haf.methods import per_p_models
 from haf.settings import EvaluationSettings
 
 log = start(snakemake, "haf.table5")
@@ -34,7 +36,13 @@ metrics = masked_metrics(
 )
 check_protocol(metrics, {s: p_values for s in ev.parachute_scenarios}, int(ev.repeats))
 agg = aggregate(metrics, ("cindex", "auc", "accuracy", "mean_n_present"), repeats)
-agg.insert(1, "label", agg["method"].map(labels))
+# PARACHUTE's per-p protocol: the methods declared per_p_of a base give its "a model per p" rows
+groups = per_p_models(methods)
+for base, group in groups.items():
+    log.info("per-p protocol of %s: %s", base, ", ".join(f"p={p:g} from {m}" for p, m in group.items()))
+agg = table5_rows(agg, groups, p_values, labels)
+agg.insert(1, "label", agg.pop("label"))
+agg.insert(2, "training", agg.pop("training"))
 write_csv(snakemake.output.masked, agg)
 
 synthetic = snakemake.params.synthetic
@@ -56,14 +64,20 @@ write_text(
         },
         title=f"{synthetic_prefix(synthetic)}Masked evaluation (PARACHUTE protocol)",
         notes=[
-            f"Each modality of the scenario's group is dropped with probability p ({ev.repeats} random masks, "
-            f"at least one modality kept); mean over masks within a fold. {cv_sentence(n_repeats, k)}"
+            f"pathology / tabular: the whole group is dropped with probability p; mixed: each of the two "
+            f"groups is dropped with probability p, never both ({ev.repeats} random masks, the same for "
+            f"every method, at least one modality kept); mean over masks within a fold. "
+            f"{cv_sentence(n_repeats, k)}",
+            "One model at every p: the method's model evaluated at each p. A model per p (PARACHUTE's "
+            "protocol): at each p the model trained with runtime masking at p_miss = p (trained_method).",
         ],
     ),
 )
 
 table5 = build_table5(agg, p_values)
-table5.insert(1, "label", table5["method"].map(labels))
+shown_as = agg.drop_duplicates("method").set_index("method")
+table5.insert(1, "label", table5["method"].map(shown_as["label"]))
+table5.insert(2, "training", table5["method"].map(shown_as["training"]))
 write_csv(snakemake.output.csv, table5)
 display, columns = format_table5(table5, p_values)
 title = f"{synthetic_prefix(synthetic)}Table 5: degradation with increasing missingness"

@@ -70,4 +70,5 @@ def parachute(
         dropout=s.dropout,
         ties=s.ties,
         layers=layers,
+        cox_normalisation=s.cox_normalisation,
     )

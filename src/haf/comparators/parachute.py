@@ -23,7 +23,10 @@ Our adaptation to seven modalities (there is no radiology in HANCOCK):
   tokens included; the final LayerNorm belongs to the encoder so that f_final, where GCS measures
   curvature, has a fixed scale: with the norm inside the hazard net the curvature w.r.t. f shrinks
   as 1/||f||^2 while f grows, and steering fades out);
-* hazard net: Linear(d, d_int) -> ReLU -> Dropout -> Linear(d_int, 1) = log hazard.
+* hazard net: Linear(d, d_int) -> ReLU -> Dropout -> Linear(d_int, 1) = log hazard;
+* Cox loss normalised as Algorithm 2, line 6 prints it, ``-1/B sum_b delta_b (...)``: divided by the
+  batch size B (``cox_normalisation: batch``, the default); ``events`` divides by the batch's events
+  instead (what this comparator did before; the HAF Cox variant ``haf_cox`` keeps that).
 
 A method restricted to one group (``modalities`` without any pathology or without any tabular
 modality) uses that group on both sides of B1 and B2 (they become self-attention blocks).
@@ -41,7 +44,7 @@ from torch import nn
 
 from haf.comparators.blocks import MHCABlock, ModalityAdapters, Width, mlp, presence
 from haf.comparators.models import ComparatorModel, Targets
-from haf.losses import cox_partial_likelihood
+from haf.losses import COX_NORMALISATIONS, cox_partial_likelihood
 from haf.modalities import PATHOLOGY, TABULAR
 from haf.runtime.stacked import Layers
 
@@ -61,12 +64,18 @@ class Parachute(ComparatorModel):
         dropout: float = 0.1,
         ties: str = "breslow",
         layers: Layers | None = None,
+        cox_normalisation: str = "batch",
     ) -> None:
         super().__init__(modalities)
         if ties not in ("breslow", "efron"):
             raise ValueError(f"ties must be breslow or efron, got {ties!r}")
+        if cox_normalisation not in COX_NORMALISATIONS:
+            raise ValueError(
+                f"cox_normalisation must be one of {', '.join(COX_NORMALISATIONS)}, got {cox_normalisation!r}"
+            )
         layers = layers or Layers()
         self.ties = ties
+        self.cox_normalisation = cox_normalisation
         self.path_mods = [m for m in modalities if m in PATHOLOGY]
         self.tab_mods = [m for m in modalities if m in TABULAR]
         self.adapters = ModalityAdapters(
@@ -117,7 +126,9 @@ class Parachute(ComparatorModel):
         return self.hazard(self.encode(x, present))
 
     def cox_loss(self, risk: torch.Tensor, targets: Targets) -> torch.Tensor:
-        return cox_partial_likelihood(risk, targets.time, targets.event, ties=self.ties)
+        return cox_partial_likelihood(
+            risk, targets.time, targets.event, ties=self.ties, normalise=self.cox_normalisation
+        )
 
     def member_cox(self, risk: torch.Tensor, targets: Targets, valid: torch.Tensor | None) -> torch.Tensor:
         """The Cox loss of each member over its valid rows: (B,) risk -> scalar; (K, B) -> (K,).
@@ -129,14 +140,22 @@ class Parachute(ComparatorModel):
             if valid is None:
                 return self.cox_loss(risk, targets)
             return cox_partial_likelihood(
-                risk[valid], targets.time[valid], targets.event[valid], ties=self.ties
+                risk[valid],
+                targets.time[valid],
+                targets.event[valid],
+                ties=self.ties,
+                normalise=self.cox_normalisation,
             )
         if valid is None:
             valid = torch.ones_like(risk, dtype=torch.bool)
         return torch.stack(
             [
                 cox_partial_likelihood(
-                    risk[k][valid[k]], targets.time[k][valid[k]], targets.event[k][valid[k]], ties=self.ties
+                    risk[k][valid[k]],
+                    targets.time[k][valid[k]],
+                    targets.event[k][valid[k]],
+                    ties=self.ties,
+                    normalise=self.cox_normalisation,
                 )
                 for k in range(risk.shape[0])
             ]

@@ -99,7 +99,10 @@ def build_model(
 
 def load_model(checkpoint: dict[str, Any], device: torch.device | str = "cpu") -> ComparatorModel:
     """Rebuild a trained comparator from its ``model.pt`` payload."""
-    model = build_model(checkpoint["declaration"], checkpoint["dims"], checkpoint["settings"])
+    settings = dict(checkpoint["settings"])
+    if checkpoint["declaration"].get("family") == "parachute":
+        settings.setdefault("cox_normalisation", "events")  # saved before the option: trained that way
+    model = build_model(checkpoint["declaration"], checkpoint["dims"], settings)
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval()
 
@@ -306,7 +309,9 @@ class _ComparatorTask:
         self.val_rows = [training_rows(i, "val", spec.task_loss) for i in inputs]
         self.val_index, self.val_valid = pad_rows(self.val_rows, device)
         self.batch_size = settings.batch_size
-        self.p_miss = float(getattr(settings, "p_miss", 0.0))  # the stage3 section has no p_miss
+        # the method's own p_miss (per-p protocol), else the section's; the stage3 section has none
+        declared = declaration.get("p_miss")
+        self.p_miss = float(getattr(settings, "p_miss", 0.0) if declared is None else declared)
         self.full = _Run(self, list(range(len(inputs))))
         self.model = self.full.model
         self.run = self.full
@@ -412,6 +417,11 @@ def train_comparator_folds(
         "%s: %s with %d parameters per fold, %d folds stacked on %s",
         spec.name, type(task.model).__name__, n_params, len(inputs), device,
     )  # fmt: skip
+    if task.p_miss > 0:
+        log.info(
+            "%s: training-time masking: mixed scenario (per group) at p_miss = %g%s",
+            spec.name, task.p_miss, " (the method's own)" if declaration.get("p_miss") is not None else "",
+        )  # fmt: skip
     histories = fit_stacked(task, settings.train, names=names, selection=selection, progress=progress)
     results = []
     for k, inp in enumerate(inputs):

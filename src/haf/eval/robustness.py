@@ -10,6 +10,11 @@ Accuracy uses each fold's threshold from its unmasked validation predictions (ha
 Table 5 (the PARACHUTE paper, section 7): at each p the metric is averaged over the group scenarios
 (pathology missing, tabular missing, mixed); Delta(a -> b) = Avg_b - Avg_a and the per-10% slope is
 Delta / ((b - a) in percentage points / 10).
+
+PARACHUTE trains a separate model at each p_miss and evaluates it at the same p.  A method's own rows
+are one model evaluated at every p; :func:`per_p_protocol` assembles the per-p rows of a base method from
+the methods declared ``per_p_of`` it (:func:`haf.methods.per_p_models`): at p, the masked results of the
+one trained at p_miss = p, under the method name ``<base>:per_p``.
 """
 
 from __future__ import annotations
@@ -212,3 +217,40 @@ def degradation_table(
             record[f"slope_{name}"] = delta / ((b - a) * 100 / 10)
         records.append(record)
     return pd.DataFrame.from_records(records)
+
+
+PER_P = ":per_p"
+"""Suffix of the method name of a per-p protocol row (``parachute:per_p``)."""
+
+
+def per_p_protocol(
+    agg: pd.DataFrame, groups: dict[str, dict[float, str]], p_values: list[float]
+) -> pd.DataFrame:
+    """Aggregated rows of PARACHUTE's per-p protocol, one block per base method of ``groups``.
+
+    For base b and each p of ``p_values``: the rows of ``agg`` (every scenario) of the method trained at
+    p_miss = p, renamed ``b:per_p``, its name in column ``trained_method``.  A p without such a method,
+    or without its masked results, is an error naming the config keys.
+    """
+    blocks = []
+    for base, group in groups.items():
+        for p in sorted(round(float(v), 6) for v in p_values):
+            member = group.get(p)
+            if member is None:
+                have = ", ".join(f"{q:g}" for q in group) or "none"
+                raise HafInputError(
+                    None,
+                    f"per-p protocol of {base}: evaluation.parachute_p has p={p:g}, but no method declared "
+                    f"per_p_of: {base} has p_miss {p:g} (declared p_miss: {have}); declare one or drop "
+                    "the per-p methods from run_methods",
+                    field="per_p_of",
+                )
+            rows = agg[(agg["method"] == member) & np.isclose(agg["p"], p)]
+            if rows.empty:
+                raise HafInputError(
+                    None, f"per-p protocol of {base}: no masked results of {member} at p={p:g}"
+                )
+            blocks.append(rows.assign(method=f"{base}{PER_P}", trained_method=member))
+    if not blocks:
+        return agg.iloc[:0].assign(trained_method=pd.Series(dtype=object))
+    return pd.concat(blocks, ignore_index=True)

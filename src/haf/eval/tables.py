@@ -470,6 +470,49 @@ def build_table5(
     return pd.concat([degradation_table(agg, m, p_values) for m in metrics], ignore_index=True)
 
 
+ONE_MODEL = "one model at every p"
+PER_P_MODELS = "a model per p (trained at p_miss = p)"
+
+
+def table5_rows(
+    agg: pd.DataFrame,
+    groups: dict[str, dict[float, str]],
+    p_values: list[float],
+    labels: dict[str, str],
+) -> pd.DataFrame:
+    """The aggregated rows Table 5 shows, with ``label`` and ``training``.
+
+    Every method's own rows (one model evaluated at every p) except those of per-p models, which
+    appear through their base's per-p block (:func:`haf.eval.robustness.per_p_protocol`), placed
+    right after the base's rows; the base's label says "one model at every p", the block's "a model
+    per p" (PARACHUTE's protocol).
+    """
+    from haf.eval.robustness import per_p_protocol
+
+    members = {m for group in groups.values() for m in group.values()}
+    per_p = per_p_protocol(agg, groups, p_values)
+    own = agg[~agg["method"].isin(members)].assign(training=ONE_MODEL, trained_method=lambda f: f["method"])
+    out, placed = [], set()
+    for method in dict.fromkeys(own["method"]):
+        rows = own[own["method"] == method]
+        if method in groups:
+            out.append(rows.assign(label=f"{labels.get(method, method)} — {ONE_MODEL}"))
+            out.append(per_p_block(per_p, method, labels))
+            placed.add(method)
+        else:
+            out.append(rows.assign(label=labels.get(method, method)))
+    out += [per_p_block(per_p, base, labels) for base in groups if base not in placed]
+    return pd.concat(out, ignore_index=True)
+
+
+def per_p_block(per_p: pd.DataFrame, base: str, labels: dict[str, str]) -> pd.DataFrame:
+    """The per-p rows of one base method, labelled."""
+    from haf.eval.robustness import PER_P
+
+    rows = per_p[per_p["method"] == f"{base}{PER_P}"]
+    return rows.assign(label=f"{labels.get(base, base)} — {PER_P_MODELS}", training=PER_P_MODELS)
+
+
 def _signed(value: float) -> str:
     return "–" if value is None or np.isnan(value) else f"{value:+.3f}"
 
