@@ -328,11 +328,13 @@ def test_evaluation_rules_end_to_end_with_report(tmp_path):
     assert list(dict.fromkeys(table5["method"])) == [
         "haf",
         "haf_nodetach",
+        "haf_nodetach_warm",
         "ga",
         "fusion_mlp_all",
         "haf_cox",
         "parachute",
         "parachute:per_p",
+        "coxnet",
     ]
     training = table5.drop_duplicates("method").set_index("method")["training"]
     assert training["parachute:per_p"] == "a model per p (trained at p_miss = p)"
@@ -367,7 +369,11 @@ def test_evaluation_rules_end_to_end_with_report(tmp_path):
         assert metrics[row["method"]]["survival"]["harrell_c_pooled"] == row["harrell_c_pooled"]
         ibs = metrics[row["method"]]["survival"]["ibs_pooled"]
         assert ibs == row["ibs_pooled"] or (ibs is None and np.isnan(row["ibs_pooled"]))
-    assert "Missing benchmark files (10)" in (res / "tables" / "benchmarks.md").read_text()
+    # fake results come without benchmark TSVs: every training job of the run is named as missing
+    bench = pd.read_csv(res / "tables" / "benchmarks.csv")
+    jobs = bench[bench["job"] != "total"]
+    assert len(jobs) >= len(run_methods) - 1 and set(jobs["status"]) == {"missing"}  # wsi_clam = stage1 wsi
+    assert f"Missing benchmark files ({len(jobs)})" in (res / "tables" / "benchmarks.md").read_text()
     claims = pd.read_csv(res / "tables" / "claims.csv")
     assert list(claims.columns[:7]) == ["claim", "metric", "effect", "ci_low", "ci_high", "p", "verdict"]
     assert set(claims["verdict"]) <= {"supported", "refuted", "inconclusive"}
