@@ -99,6 +99,8 @@ def test_align_and_fusion_rules_run_under_snakemake(tmp_path, repo_root):
             PATHOLOGY_NEEDED = []
             def tma_index_input(wildcards):
                 return []
+            def joint_inputs(wildcards):
+                return {{}}
             def name_pattern(names):
                 return "|".join(re.escape(n) for n in names) if names else "(?!x)x"
             wildcard_constraints:
