@@ -37,7 +37,8 @@ def worker(args: argparse.Namespace) -> None:
     """Runs inside the subprocess: ``haf`` is whichever checkout PYTHONPATH names."""
     import torch
 
-    sys.path.insert(0, str(REPO / "tests"))
+    # the checkout's own test fakes (its config and schema): PYTHONPATH is that checkout's src/
+    sys.path.insert(0, str(Path(os.environ["PYTHONPATH"]).parent / "tests"))
     from fakes.config import declare, load_config
     from fakes.fusion import synthetic_fold_inputs
 
