@@ -153,6 +153,17 @@ def _row(
 # (a), (b), (f): pooled AUC and Harrell's C differences
 
 
+def _paired_row(
+    key: str, metric: str, result: Mapping[str, Any], a: str, b: str, n_cv_repeats: int, note: str
+) -> ClaimRow:
+    """A row from a paired bootstrap of ``a`` against ``b`` (null 0: ``a`` is claimed better)."""
+    low, high = result["delta_ci_low"], result["delta_ci_high"]
+    return ClaimRow(
+        CLAIMS[key], metric, result["delta"], low, high, result["p_value"], verdict(low, high), 0.0,
+        "greater", f"{a} vs {b}", int(result["n_common"]), n_cv_repeats, note,
+    )  # fmt: skip
+
+
 def auc_difference(
     key: str,
     predictions: pd.DataFrame,
@@ -169,22 +180,8 @@ def auc_difference(
     pa = pooled_by_repeat(method_predictions(predictions, a), rule, repeats)
     pb = pooled_by_repeat(method_predictions(predictions, b), rule, repeats)
     result = paired_bootstrap(pa, pb, n_boot, seed, metric="auc", level=level)
-    low, high = result["delta_ci_low"], result["delta_ci_high"]
-    return ClaimRow(
-        CLAIMS[key],
-        f"pooled AUC, {a} - {b}",
-        result["delta"],
-        low,
-        high,
-        result["p_value"],
-        verdict(low, high),
-        0.0,
-        "greater",
-        f"{a} vs {b}",
-        int(result["n_common"]),
-        len(pa),
-        f"AUC {result['auc_reference']:.3f} vs {result['auc_other']:.3f}",
-    )
+    note = f"AUC {result['auc_reference']:.3f} vs {result['auc_other']:.3f}"
+    return _paired_row(key, f"pooled AUC, {a} - {b}", result, a, b, len(pa), note)
 
 
 def cindex_difference(
@@ -205,22 +202,8 @@ def cindex_difference(
     sa = pooled_sets(method_predictions(predictions, a), grid, repeats)
     sb = pooled_sets(method_predictions(predictions, b), grid, repeats)
     result = survival_paired(sa, sb, grid, n_boot, seed, metrics=("harrell_c",), level=level)["harrell_c"]
-    low, high = result["delta_ci_low"], result["delta_ci_high"]
-    return ClaimRow(
-        CLAIMS[key],
-        f"pooled Harrell's C, {a} - {b}",
-        result["delta"],
-        low,
-        high,
-        result["p_value"],
-        verdict(low, high),
-        0.0,
-        "greater",
-        f"{a} vs {b}",
-        int(result["n_common"]),
-        len(sa),
-        f"C {result['value_reference']:.3f} vs {result['value_other']:.3f}",
-    )
+    note = f"C {result['value_reference']:.3f} vs {result['value_other']:.3f}"
+    return _paired_row(key, f"pooled Harrell's C, {a} - {b}", result, a, b, len(sa), note)
 
 
 # ---------------------------------------------------------------------------------------------

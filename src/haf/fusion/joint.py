@@ -62,6 +62,7 @@ from haf.fusion.train import (
     check_training_coverage,
     log_cohort,
     make_checkpoint,
+    record_epoch_means,
     slot_index,
     validation_score,
 )
@@ -424,11 +425,7 @@ class _JointTask:
                 sums[i]["align"] += float(align[i])
                 for key, value in parts.items():
                     sums[i][key] += float(value[i])
-        for i in np.flatnonzero(running):
-            n = max(steps[i], 1)
-            self.components[i].append(
-                {"epoch": epoch, **{f"train_{key}": v / n for key, v in sums[i].items()}}
-            )
+        record_epoch_means(self.components, sums, steps, running, epoch)
         return total / np.maximum(steps, 1)
 
     def validate(self, running: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -63,6 +63,19 @@ class FusionRun:
         return self.model(x, present)
 
 
+def record_epoch_means(
+    components: list[list[dict[str, float]]],
+    sums: list[dict[str, float]],
+    steps: np.ndarray,
+    running: np.ndarray,
+    epoch: int,
+) -> None:
+    """Append each running member's epoch means of its loss parts (``train_<part>``) to its log rows."""
+    for i in np.flatnonzero(running):
+        n = max(steps[i], 1)
+        components[i].append({"epoch": epoch, **{f"train_{key}": v / n for key, v in sums[i].items()}})
+
+
 def slot_index(spec: MethodSpec) -> list[int]:
     return [MODALITIES.index(m) for m in spec.modalities]
 
@@ -225,11 +238,7 @@ class _DetachedFusionTask:
             for i in np.flatnonzero(act):
                 for key, value in parts.items():
                     sums[i][key] = sums[i].get(key, 0.0) + float(value[i])
-        for i in np.flatnonzero(running):
-            n = max(steps[i], 1)
-            self.components[i].append(
-                {"epoch": epoch, **{f"train_{key}": v / n for key, v in sums[i].items()}}
-            )
+        record_epoch_means(self.components, sums, steps, running, epoch)
         return total / np.maximum(steps, 1)
 
     def validate(self, running: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
