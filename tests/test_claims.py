@@ -9,9 +9,11 @@ from fakes.config import load_config
 from fakes.evaluation import write_fake_results
 
 from haf.artifacts.aligned import read_aligned
+from haf.artifacts.folds import read_folds
 from haf.artifacts.masked import load_masked
 from haf.eval.claims import build_claims, verdict
 from haf.eval.data import load_predictions, read_cohort_survival
+from haf.eval.fold_test import part_size_ratio
 from haf.eval.repeats import read_repeats
 from haf.eval.survival_tables import cohort_grid
 from haf.methods import active_methods
@@ -41,13 +43,15 @@ def test_verdict_rejects_an_unknown_direction():
         verdict(0.1, 0.2, direction="up")
 
 
-def _claims(tmp_path, n_boot=200, **fake):
+def _claims(tmp_path, n_boot=200, n=600, k=10, **fake):
+    # 10 folds of 60: enough power per fold for the fold-level test (haf.eval.fold_test) to see the
+    # planted effects (at 3 folds of 80 its 2 degrees of freedom leave them inconclusive)
     config = load_config()
     config["run_methods"] = METHODS
     methods = active_methods(config)
     evaluation = {"dropout_p": [0.0, 0.25, 0.5, 0.75], "repeats": 2, "mask_seed": 3}
     root = tmp_path / "results"
-    write_fake_results(root, methods, n=240, k=3, seed=5, evaluation=evaluation, **fake)
+    write_fake_results(root, methods, n=n, k=k, seed=5, evaluation=evaluation, **fake)
     preds = sorted(root.glob("methods/*/fold_*/predictions.tsv"))
     masked = sorted(root.glob("methods/*/fold_*/masked.tsv.gz"))
     aligned = {
@@ -65,6 +69,7 @@ def _claims(tmp_path, n_boot=200, **fake):
         n_boot=n_boot,
         seed=11,
         flat_margin=0.05,
+        test_train_ratio=part_size_ratio(read_folds(folds)),
     ).table
     return table
 

@@ -702,3 +702,16 @@ def test_palette_is_keyed_by_name():
     assert method_colors(["haf", "ga"])["haf"] == method_colors(["ga", "late_fusion", "haf"])["haf"]
     assert method_color("some_new_method") == method_color("some_new_method")
     assert len({method_color(m) for m in ("haf", "ga", "drop", "clip", "parachute")}) == 5
+
+
+def test_cut_balanced_accuracies_equal_scikit_learn_per_cut():
+    from sklearn.metrics import balanced_accuracy_score
+
+    rng = np.random.default_rng(3)
+    label = rng.integers(0, 2, size=41)
+    label[:2] = [0, 1]
+    risk = np.round(rng.normal(size=41), 1)  # ties included
+    cuts = np.concatenate([np.unique(risk), [risk.min() - 1, risk.max() + 1]])
+    ours = binary.cut_balanced_accuracies(label, risk, cuts)
+    ref = [balanced_accuracy_score(label, (risk >= c).astype(int)) for c in cuts]
+    assert np.allclose(ours, ref, rtol=0, atol=1e-15)

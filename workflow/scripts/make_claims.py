@@ -7,10 +7,12 @@ import pandas as pd
 from _haf_rule import start
 
 from haf.artifacts.aligned import read_aligned
+from haf.artifacts.folds import read_folds
 from haf.artifacts.masked import load_masked
 from haf.artifacts.predictions import COLUMNS
 from haf.eval.claims import CLAIMS_MD_COLUMNS, build_claims, claims_display, claims_notes
 from haf.eval.data import load_predictions, read_cohort_survival
+from haf.eval.fold_test import part_size_ratio
 from haf.eval.repeats import cv_shape, read_repeats
 from haf.eval.survival_tables import cohort_grid
 from haf.eval.tables import markdown_table, synthetic_prefix, write_csv, write_text
@@ -46,6 +48,7 @@ result = build_claims(
     n_boot=int(ev.bootstrap),
     seed=int(ev.bootstrap_seed),
     flat_margin=float(ev.claims_flat_margin),
+    test_train_ratio=part_size_ratio(read_folds(snakemake.input.folds)),
 )
 write_csv(snakemake.output.csv, result.table)
 notes = claims_notes(
@@ -63,12 +66,15 @@ write_text(
 )
 for _, row in result.table.iterrows():
     log.info(
-        "%-12s %-60s effect %+.3f [%+.3f, %+.3f] p %.3g -> %s",
+        "%-12s %-60s effect %+.3f [%+.3f, %+.3f] p %.3g; folds %+.3f [%+.3f, %+.3f] -> %s",
         row["claim"][:12],
         row["metric"][:60],
         row["effect"],
         row["ci_low"],
         row["ci_high"],
         row["p"],
+        row["fold_effect"],
+        row["fold_ci_low"],
+        row["fold_ci_high"],
         row["verdict"],
     )

@@ -51,6 +51,16 @@ def _balanced_accuracy(label: np.ndarray, pred: np.ndarray) -> float:
     return float(balanced_accuracy_score(label.astype(int), pred.astype(int)))
 
 
+def cut_balanced_accuracies(label: np.ndarray, risk: np.ndarray, cuts: np.ndarray) -> np.ndarray:
+    """Balanced accuracy of ``risk >= cut`` for every cut at once (both classes present in ``label``);
+    what :func:`_balanced_accuracy` gives per cut, without one scikit-learn call per candidate."""
+    positive = np.asarray(label) == 1
+    called = np.asarray(risk)[None, :] >= np.asarray(cuts)[:, None]  # (cuts, patients)
+    sensitivity = (called & positive).sum(axis=1) / positive.sum()
+    specificity = (~called & ~positive).sum(axis=1) / (~positive).sum()
+    return (specificity + sensitivity) / 2
+
+
 def choose_threshold(val: pd.DataFrame, rule: str, risk_only: bool | None = None) -> Threshold:
     """The decision rule of one fold from its validation predictions (see the module docstring)."""
     if rule not in THRESHOLD_RULES:
@@ -80,7 +90,7 @@ def choose_threshold(val: pd.DataFrame, rule: str, risk_only: bool | None = None
         )
     values = np.unique(r)
     candidates = (values[:-1] + values[1:]) / 2 if len(values) > 1 else values
-    scores = np.array([_balanced_accuracy(y, (r >= c).astype(int)) for c in candidates])
+    scores = cut_balanced_accuracies(y, r, candidates)
     best = np.flatnonzero(np.isclose(scores, scores.max(), rtol=0, atol=1e-12))
     chosen = candidates[best[np.argmin(np.abs(candidates[best] - fixed_cut))]]
     return Threshold("risk", float(chosen), "val", f"balanced accuracy {scores.max():.3f} on validation")

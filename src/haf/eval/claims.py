@@ -17,9 +17,13 @@ the Stage 2 (GA) embeddings of every fold, on any cohort (docs/evaluation.md, "C
 
 Every effect is averaged over CV repeats; its 95% CI comes from one set of patient resamples scoring
 every repeat (:mod:`haf.eval.repeats`); ``p`` is the two-sided bootstrap p of ``effect == null``.
+That CI holds every model's predictions fixed. Each row also carries a split-aware check: the same
+effect per fold (each fold's test part, e.g. a fold's AUC of a minus b) through the corrected resampled
+t-test (:mod:`haf.eval.fold_test`), which sees the variation of the split and of training too.
 
-Verdict (:func:`verdict`): ``supported`` when the CI lies entirely on the claimed side of the null,
-``refuted`` when it lies entirely on the other side, otherwise ``inconclusive``. The null is 0 except
+Verdict (:func:`verdict` of each CI, :func:`combined_verdict` of the two): ``supported`` when both CIs
+lie entirely on the claimed side of the null, ``refuted`` when both lie entirely on the other side,
+otherwise ``inconclusive``. The null is 0 except
 for (c)'s flatness row, whose null is a slope of ``-margin`` (``evaluation.claims_flat_margin``: the
 AUC lost per unit of drop probability that still counts as flat). A flat curve at chance proves
 nothing, so that row is ``inconclusive`` unless haf's pooled AUC at p = 0 has a CI above 0.5.
@@ -38,6 +42,7 @@ import pandas as pd
 from haf.artifacts.aligned import Aligned
 from haf.eval.binary import bootstrap_indices, paired_bootstrap, pooled_by_repeat
 from haf.eval.data import is_risk_only, method_predictions
+from haf.eval.fold_test import corrected_fold_test
 from haf.eval.repeats import (
     Repeats,
     bootstrap_p,
@@ -47,6 +52,7 @@ from haf.eval.repeats import (
     repeat_of,
 )
 from haf.eval.robustness import attach_outcomes
+from haf.eval.scores import auc_or_nan, cindex_or_nan
 from haf.methods import TABLE2_SETTINGS, table2_methods
 from haf.modalities import MODALITIES
 
@@ -61,6 +67,13 @@ CLAIM_COLUMNS: tuple[str, ...] = (
     "ci_high",
     "p",
     "verdict",
+    "fold_effect",
+    "fold_ci_low",
+    "fold_ci_high",
+    "fold_p",
+    "n_folds",
+    "bootstrap_verdict",
+    "fold_verdict",
     "null",
     "direction",
     "methods",
@@ -116,6 +129,33 @@ class ClaimRow:
     n_patients: int
     n_cv_repeats: int
     note: str = ""
+    fold_effect: float = float("nan")
+    fold_ci_low: float = float("nan")
+    fold_ci_high: float = float("nan")
+    fold_p: float = float("nan")
+    n_folds: int = 0
+    bootstrap_verdict: str = ""
+    fold_verdict: str = ""
+
+
+def combined_verdict(bootstrap: str, fold: str) -> str:
+    """``supported`` / ``refuted`` only when the patient bootstrap and the fold-level test agree."""
+    return bootstrap if bootstrap == fold and bootstrap in ("supported", "refuted") else "inconclusive"
+
+
+def with_fold_test(row: ClaimRow, effects: pd.Series, ratio: float, level: float = 0.95) -> ClaimRow:
+    """``row`` with the corrected resampled t-test of its per-fold ``effects`` and the combined verdict.
+
+    ``row.verdict`` on entry is the patient bootstrap's; on exit it is :func:`combined_verdict` of that
+    and the fold-level verdict (same null and direction), so a split artifact cannot carry a verdict.
+    """
+    test = corrected_fold_test(effects.to_numpy(dtype=float), ratio, null=row.null, level=level)
+    row.fold_effect, row.fold_ci_low, row.fold_ci_high = test.mean, test.ci_low, test.ci_high
+    row.fold_p, row.n_folds = test.p, test.n_folds
+    row.bootstrap_verdict = row.verdict
+    row.fold_verdict = verdict(test.ci_low, test.ci_high, row.null, row.direction)
+    row.verdict = combined_verdict(row.bootstrap_verdict, row.fold_verdict)
+    return row
 
 
 def _row(
@@ -164,6 +204,29 @@ def _paired_row(
     )  # fmt: skip
 
 
+def fold_scores(rows: pd.DataFrame, metric: str) -> pd.Series:
+    """fold -> one method's test-part ``metric`` within that fold (``auc``: labelled patients; ``harrell_c``:
+    every test patient); NaN where undefined (one class, no event)."""
+    out = {}
+    for fold, part in rows[rows["part"] == "test"].groupby("fold", sort=True):
+        risk = part["risk"].to_numpy(dtype=float)
+        if metric == "auc":
+            out[int(fold)] = auc_or_nan(part["label"].to_numpy(dtype=float), risk)
+        elif metric == "harrell_c":
+            out[int(fold)] = cindex_or_nan(part["time"].to_numpy(float), part["event"].to_numpy(bool), risk)
+        else:
+            raise ValueError(f"fold metric {metric!r}: expected auc or harrell_c")
+    return pd.Series(out, dtype=float)
+
+
+def fold_differences(predictions: pd.DataFrame, a: str, b: str, metric: str) -> pd.Series:
+    """fold -> ``a``'s within-fold ``metric`` minus ``b``'s, on the folds where both are defined."""
+    diff = fold_scores(method_predictions(predictions, a), metric) - fold_scores(
+        method_predictions(predictions, b), metric
+    )
+    return diff.dropna()
+
+
 def auc_difference(
     key: str,
     predictions: pd.DataFrame,
@@ -174,14 +237,17 @@ def auc_difference(
     repeats: Repeats | None,
     n_boot: int,
     seed: int,
+    ratio: float,
     level: float = 0.95,
 ) -> ClaimRow:
-    """Repeat-averaged pooled AUC of ``a`` minus ``b`` (paired bootstrap, :func:`paired_bootstrap`)."""
+    """Repeat-averaged pooled AUC of ``a`` minus ``b`` (paired bootstrap, :func:`paired_bootstrap`), with the
+    fold-level test of the within-fold AUC differences."""
     pa = pooled_by_repeat(method_predictions(predictions, a), rule, repeats)
     pb = pooled_by_repeat(method_predictions(predictions, b), rule, repeats)
     result = paired_bootstrap(pa, pb, n_boot, seed, metric="auc", level=level)
     note = f"AUC {result['auc_reference']:.3f} vs {result['auc_other']:.3f}"
-    return _paired_row(key, f"pooled AUC, {a} - {b}", result, a, b, len(pa), note)
+    row = _paired_row(key, f"pooled AUC, {a} - {b}", result, a, b, len(pa), note)
+    return with_fold_test(row, fold_differences(predictions, a, b, "auc"), ratio, level)
 
 
 def cindex_difference(
@@ -194,16 +260,19 @@ def cindex_difference(
     repeats: Repeats | None,
     n_boot: int,
     seed: int,
+    ratio: float,
     level: float = 0.95,
 ) -> ClaimRow:
-    """Repeat-averaged pooled Harrell's C of ``a`` minus ``b`` (all test patients, censored ones too)."""
+    """Repeat-averaged pooled Harrell's C of ``a`` minus ``b`` (all test patients, censored ones too), with
+    the fold-level test of the within-fold C differences."""
     from haf.eval.survival_tables import pooled_sets, survival_paired
 
     sa = pooled_sets(method_predictions(predictions, a), grid, repeats)
     sb = pooled_sets(method_predictions(predictions, b), grid, repeats)
     result = survival_paired(sa, sb, grid, n_boot, seed, metrics=("harrell_c",), level=level)["harrell_c"]
     note = f"C {result['value_reference']:.3f} vs {result['value_other']:.3f}"
-    return _paired_row(key, f"pooled Harrell's C, {a} - {b}", result, a, b, len(sa), note)
+    row = _paired_row(key, f"pooled Harrell's C, {a} - {b}", result, a, b, len(sa), note)
+    return with_fold_test(row, fold_differences(predictions, a, b, "harrell_c"), ratio, level)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,6 +347,31 @@ def dropout_draws(
     return np.mean(slopes, axis=0), np.mean(first, axis=0)
 
 
+def fold_slopes(masked: pd.DataFrame, predictions: pd.DataFrame, method: str) -> pd.Series:
+    """fold -> OLS slope, against p, of the within-fold AUC (labelled test patients) averaged over the masks.
+
+    The fold-level counterpart of :func:`dropout_draws`' pooled slope; folds with an undefined AUC at
+    some p are left out (NaN).
+    """
+    rows = masked[(masked["method"] == method) & (masked["scenario"] == "dropout")]
+    rows = attach_outcomes(rows, predictions)
+    rows = rows[rows["label"].notna()]
+    out = {}
+    for fold, part in rows.groupby("fold", sort=True):
+        ps = np.sort(part["p"].unique())
+        auc = [
+            np.mean(
+                [
+                    auc_or_nan(m["label"].to_numpy(float), m["risk"].to_numpy(float))
+                    for _, m in part[part["p"] == p].groupby("repeat")
+                ]
+            )
+            for p in ps
+        ]
+        out[int(fold)] = float(_ols_weights(ps) @ np.asarray(auc)) if len(ps) > 1 else float("nan")
+    return pd.Series(out, dtype=float)
+
+
 def slope_rows(
     masked: pd.DataFrame,
     predictions: pd.DataFrame,
@@ -288,6 +382,7 @@ def slope_rows(
     n_boot: int,
     seed: int,
     margin: float,
+    ratio: float,
     level: float = 0.95,
 ) -> list[ClaimRow]:
     """(c): ``method``'s AUC slope against ``-margin``, and its slope minus ``reference``'s."""
@@ -315,7 +410,8 @@ def slope_rows(
     if row.verdict == "supported" and not auc0_low > 0.5:
         row.verdict = "inconclusive"
         row.note += "; no better than chance without drop, so flatness proves nothing"
-    rows = [row]
+    slopes = fold_slopes(masked, predictions, method)
+    rows = [with_fold_test(row, slopes.dropna(), ratio, level)]
     if reference is not None:
         ref = dropout_auc(masked, predictions, reference, repeats)
         both = common_patients(
@@ -338,6 +434,8 @@ def slope_rows(
                 note="positive: degrades less",
             )
         )
+        relative = (slopes - fold_slopes(masked, predictions, reference)).dropna()
+        rows[-1] = with_fold_test(rows[-1], relative, ratio, level)
     return rows
 
 
@@ -400,6 +498,7 @@ def never_hurts_row(
     repeats: Repeats | None,
     n_boot: int,
     seed: int,
+    ratio: float,
     level: float = 0.95,
 ) -> ClaimRow:
     """(d): ``method``'s share of not-worse patients minus ``reference``'s (same masks, same patients)."""
@@ -414,7 +513,16 @@ def never_hurts_row(
     effect = float(np.mean([d.mean() for d in diffs]))
     share_a = float(np.mean([a[r].loc[ids].mean() for r in a]))
     share_b = float(np.mean([b[r].loc[ids].mean() for r in b]))
-    return _row(
+    test = method_predictions(predictions, method)
+    test = test[test["part"] == "test"]
+    test = test.assign(cv_repeat=repeat_of(test["fold"], repeats)).set_index(["cv_repeat", "patient_id"])
+    per_fold = pd.concat(
+        [
+            pd.DataFrame({"fold": test.loc[r].loc[ids, "fold"].to_numpy(), "diff": d})
+            for r, d in zip(sorted(a), diffs, strict=True)
+        ]
+    )
+    row = _row(
         "d",
         f"share of test patients not worse with all their modalities than with fewer, {method} - {reference}",
         effect,
@@ -425,6 +533,7 @@ def never_hurts_row(
         level=level,
         note=f"share {share_a:.3f} vs {share_b:.3f} (binary cross-entropy; each patient's reduced masks averaged)",
     )
+    return with_fold_test(row, per_fold.groupby("fold")["diff"].mean(), ratio, level)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -470,6 +579,7 @@ def geometry_rows(
     repeats: Repeats | None,
     n_boot: int,
     seed: int,
+    ratio: float,
     level: float = 0.95,
 ) -> list[ClaimRow]:
     """(e): after - before of the within-patient cosine and sigma_1^2 share, test parts of every fold."""
@@ -506,6 +616,7 @@ def geometry_rows(
             for stage in ("before", "after")
             for suffix in ("", "_raw")
         }
+        per_fold = (geometry[f"{name}_after"] - geometry[f"{name}_before"]).groupby(geometry["fold"]).mean()
         rows.append(
             _row(
                 "e",
@@ -520,6 +631,7 @@ def geometry_rows(
                 f"{means['before_raw']:.3f} -> {means['after_raw']:.3f})",
             )
         )
+        rows[-1] = with_fold_test(rows[-1], per_fold.dropna(), ratio, level)
     return rows
 
 
@@ -545,14 +657,19 @@ def build_claims(
     n_boot: int,
     seed: int,
     flat_margin: float,
+    test_train_ratio: float,
     level: float = 0.95,
 ) -> ClaimsTable:
-    """Every claim row whose methods ran; ``left_out`` says which rows could not be computed and why."""
+    """Every claim row whose methods ran; ``left_out`` says which rows could not be computed and why.
+
+    ``test_train_ratio``: mean test/training part size of the folds
+    (:func:`haf.eval.fold_test.part_size_ratio`), the fold-level test's correlation correction.
+    """
     have = set(predictions["method"].unique())
     have_masked = set() if masked is None else set(masked.loc[masked["scenario"] == "dropout", "method"])
     rows: list[ClaimRow] = []
     left_out: list[str] = []
-    kw = dict(repeats=repeats, n_boot=n_boot, seed=seed, level=level)
+    kw = dict(repeats=repeats, n_boot=n_boot, seed=seed, ratio=test_train_ratio, level=level)
 
     def need(label: str, names: list[str], pool: set[str]) -> bool:
         missing = [m for m in names if m not in pool]
@@ -602,6 +719,8 @@ CLAIMS_MD_COLUMNS = {
     "effect_str": "Effect",
     "ci": "95% CI",
     "p_str": "p",
+    "fold_ci": "Fold-level 95% CI",
+    "fold_p_str": "Fold p",
     "verdict": "Verdict",
 }
 
@@ -619,6 +738,11 @@ def claims_display(table: pd.DataFrame) -> pd.DataFrame:
             for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)
         ],
         p_str=table["p"].map(lambda p: "–" if np.isnan(p) else f"{p:.3g}"),
+        fold_ci=[
+            "–" if np.isnan(lo) or np.isnan(hi) else f"[{lo:+.3f}, {hi:+.3f}]"
+            for lo, hi in zip(table["fold_ci_low"], table["fold_ci_high"], strict=True)
+        ],
+        fold_p_str=table["fold_p"].map(lambda p: "–" if np.isnan(p) else f"{p:.3g}"),
     )
 
 
@@ -629,8 +753,12 @@ def claims_notes(
         f"Effects are averaged over {repeats} repeat{'s' if repeats != 1 else ''} of {k}-fold cross-validation "
         f"(pooled out-of-fold metrics per repeat); 95% CI from {n_boot} patient-level bootstrap resamples, each scoring every "
         "repeat (patient sampling only); p: two-sided bootstrap p of effect = null.",
-        "Verdict: supported when the CI lies entirely on the claimed side of the null (above it), refuted "
-        "when it lies entirely on the other side, otherwise inconclusive. Null: 0 (no difference), except "
+        "Fold-level 95% CI and p: the corrected resampled t-test (Nadeau & Bengio 2003; Bouckaert & Frank "
+        "2004) of the per-fold effects (each fold's test part; all repeats' folds), which also covers the "
+        "variation of the split and of training that the patient bootstrap holds fixed.",
+        "Verdict: supported when both CIs (bootstrap and fold-level) lie entirely on the claimed side of the "
+        "null (above it), refuted when both lie entirely on the other side, otherwise inconclusive "
+        "(bootstrap_verdict and fold_verdict in the CSV). Null: 0 (no difference), except "
         f"(c)'s slope of haf alone, whose null is -{flat_margin:g} (AUC lost per unit of drop probability "
         "still counted as flat; a flat curve at chance is inconclusive). (d): the null is that haf's share "
         "of patients not hurt by their extra modalities equals the model without MoFe's.",
