@@ -320,3 +320,29 @@ def test_atomic_outputs_follow_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "x.json").stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize(
+    ("write", "read", "keys", "what"),
+    [
+        ("save_checkpoint", "load_checkpoint", ("declaration", "state_dict"), "method checkpoint"),
+        ("write_stage1_model", "read_stage1_model", ("state_dict", "hparams", "meta"), "Stage 1 model"),
+        ("write_projectors", "read_projectors", ("spec", "state_dict"), "Stage 2 projectors"),
+    ],
+)
+def test_torch_files_name_the_missing_key_on_write_and_read(tmp_path, write, read, keys, what):
+    from haf.artifacts import checkpoints, projectors, stage1_model
+    from haf.artifacts.torch_files import save_torch
+
+    module = {"save_checkpoint": checkpoints, "write_stage1_model": stage1_model}.get(write, projectors)
+    with pytest.raises(ValueError, match=f"{what} payload lacks"):
+        getattr(module, write)(tmp_path / "w.pt", {"state_dict": {}})
+    path = tmp_path / "model.pt"
+    payload = {k: {"w": torch.zeros(1)} for k in keys if k != keys[-1]}
+    save_torch(path, payload)  # a readable file without the last key the reader needs
+    with pytest.raises(HafInputError, match=f"not a {what}: key missing") as err:
+        getattr(module, read)(path)
+    assert str(path) in str(err.value) and keys[-1] in str(err.value)
+    save_torch(path, [1, 2])  # not a dict at all
+    with pytest.raises(HafInputError, match=f"not a {what}"):
+        getattr(module, read)(path)

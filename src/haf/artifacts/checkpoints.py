@@ -13,23 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from haf.artifacts.torch_files import load_torch, save_torch
-from haf.errors import HafInputError
 
 REQUIRED_KEYS: tuple[str, ...] = ("declaration", "state_dict")
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Write a method's ``model.pt`` (keys :data:`REQUIRED_KEYS` at least), atomically and byte-stably."""
-    missing = [k for k in REQUIRED_KEYS if k not in payload]
-    if missing:
-        raise ValueError(f"method checkpoint lacks {', '.join(missing)}")
-    save_torch(path, payload)
+    save_torch(path, payload, required=REQUIRED_KEYS, what="method checkpoint")
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     """Read a method's ``model.pt`` (weights only); a file without the required keys names the key."""
-    payload = load_torch(path, what="method checkpoint", map_location=map_location)
-    missing = [k for k in REQUIRED_KEYS if not isinstance(payload, dict) or k not in payload]
-    if missing:
-        raise HafInputError(path, "not a method checkpoint", field=missing[0])
-    return payload
+    return load_torch(path, what="method checkpoint", map_location=map_location, required=REQUIRED_KEYS)
