@@ -113,6 +113,14 @@ rule fig_tsne:
             labels={"figure": "Figure 3: t-SNE before and after alignment"},
         ),
         csv=f"{RES}/figures/fig3_tsne.csv",
+        geometry=report(
+            f"{RES}/figures/fig3_tsne_geometry.csv",
+            caption="../report/fig3_tsne_geometry.rst",
+            category="2. Figures",
+            labels={
+                "table": "Figure 3 (numbers): geometry before and after alignment"
+            },
+        ),
     log:
         f"{LOGS}/evaluate/fig_tsne.log",
     conda:
