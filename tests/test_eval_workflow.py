@@ -156,8 +156,10 @@ def test_selected_epochs_and_table1_flags_on_fake_inputs(tmp_path):
     small-validation flags are exactly the folds whose validation part (counted independently here,
     from folds.tsv and targets.tsv) has fewer usable patients than training.min_val_patients."""
     from fakes.config import load_config
-    from fakes.evaluation import write_fake_results, write_fake_train_logs
+    from fakes.evaluation import write_fake_job_outputs, write_fake_results, write_fake_train_logs
 
+    from haf.artifacts.aligned import read_aligned
+    from haf.eval.geometry import geometry_summary
     from haf.methods import active_methods
 
     work = _copy_workflow(tmp_path)
@@ -176,10 +178,15 @@ def test_selected_epochs_and_table1_flags_on_fake_inputs(tmp_path):
         work / "results", active_methods(config), n=40, k=2, repeats=2, with_masked=False
     )
     kept = write_fake_train_logs(work / "results", seed=3)
-    rules = ["selected_epochs", "table1"]
+    rules = ["selected_epochs", "table1", "fig_tsne"]
     run = _snakemake(work, "--cores", "1", "--allowed-rules", *rules, "--", *rules)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
     res = work / "results"
+    # Fig. 3's numbers: the geometry function on the figure's fold (its caption line: tests/test_eval_geometry.py)
+    shown = pd.read_csv(res / "figures" / "fig3_tsne_geometry.csv").iloc[0]
+    expected = geometry_summary(read_aligned(res / "stage2" / "ga" / "fold_0" / "aligned.npz"), "test")
+    assert shown["fold"] == 0 and all(shown[k] == pytest.approx(v, rel=1e-5) for k, v in expected.items())
+    assert "cross-patient same-modality cosine" in (work / "logs" / "evaluate" / "fig_tsne.log").read_text()
     per_fold = pd.read_csv(res / "tables" / "selected_epochs_folds.csv")
     summary = pd.read_csv(res / "tables" / "selected_epochs.csv").set_index("model")
     models = ["stage1/wsi", "stage1/tma", "stage2/ga", "haf", "haf_nodetach", "parachute"]
@@ -210,6 +217,15 @@ def test_selected_epochs_and_table1_flags_on_fake_inputs(tmp_path):
     assert table1.loc["haf", "small_val_folds"] == summary.loc["haf", "small_val_folds"]
     md = (res / "tables" / "table1.md").read_text()
     assert "Small val. folds" in md and "fewer than 4 usable patients" in md
+    # the report shows Stage 1's loss curves (the stage1 jobs are in these rules' DAG)
+    write_fake_job_outputs(
+        work, [f"results/stage1/{p}/fold_{k}/loss_curve.png" for p in ("wsi", "tma") for k in range(4)]
+    )
+    report = _snakemake(work, "--report", str(tmp_path / "report.html"), "--", *rules)
+    assert report.returncode == 0, report.stderr[-3000:]
+    html = (tmp_path / "report.html").read_text()
+    for caption in ("Which epoch each model kept", "Figure 3, its numbers", "cross-patient same-modality"):
+        assert caption in html, caption
 
 
 @pytest.fixture(scope="module")
@@ -310,6 +326,7 @@ def test_evaluation_rules_end_to_end_with_report(tmp_path):
         write_fake_train_logs,
     )
 
+    from haf.artifacts.predictions import read_predictions, write_predictions
     from haf.methods import active_methods
 
     work = _copy_workflow(tmp_path)
@@ -344,6 +361,13 @@ def test_evaluation_rules_end_to_end_with_report(tmp_path):
         work / "results", active_methods(config), n=40, k=2, evaluation=filled, repeats=2
     )
     write_fake_attention(work / "results", fake["folds"], 0)
+    # haf's Stage 1 TMA model has no CLAM method here: its predictions as WSI-CLAM's (selected_epochs counts them)
+    for k in range(4):
+        wsi = read_predictions(work / "results" / "stage1" / "wsi" / f"fold_{k}" / "predictions.tsv")
+        write_predictions(
+            work / "results" / "stage1" / "tma" / f"fold_{k}" / "predictions.tsv",
+            wsi.assign(method="tma_clam"),
+        )
     write_fake_train_logs(work / "results")  # rule selected_epochs reads every fold's log
     write_fake_job_outputs(work, _benchmarked_outputs(run_methods, config["extract"]["encoder"]))
     # the report shows Stage 1's loss curves (the stage1 jobs are in the DAG of table1 and benchmarks)
