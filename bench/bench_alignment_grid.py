@@ -28,32 +28,31 @@ from fakes.config import declare, load_config
 from sklearn.metrics import roc_auc_score
 
 from haf.alignment.train import project_all, train_alignment_folds
+from haf.artifacts.aligned import Aligned
 from haf.artifacts.fold_inputs import FoldInputs
+from haf.eval.geometry import geometry_summary
 from haf.fusion.spec import MethodSpec
 from haf.fusion.train import train_fusion_folds
+from haf.modalities import MODALITIES
 from haf.runtime.tensors import predict_scores
 
 CPU = torch.device("cpu")
 
 
-def geometry(u: np.ndarray, present: np.ndarray) -> tuple[float, float, float]:
-    """(cos_within, cos_same_mod, sv1_share) of unit vectors u (n, 7, d) with presence (n, 7)."""
-    within, shares = [], []
-    for i in range(len(u)):
-        cols = u[i, present[i]]
-        if len(cols) < 2:
-            continue
-        g = cols @ cols.T
-        within.append(g[np.triu_indices(len(cols), 1)].mean())
-        s = np.linalg.svd(cols, compute_uv=False) ** 2
-        shares.append(s[0] / s.sum())
-    same = []
-    for j in range(u.shape[1]):
-        rows = u[present[:, j], j]
-        if len(rows) > 1:
-            g = rows @ rows.T
-            same.append(g[np.triu_indices(len(rows), 1)].mean())
-    return float(np.mean(within)), float(np.mean(same)), float(np.mean(shares))
+def geometry(inp: FoldInputs, before: np.ndarray, after: np.ndarray) -> tuple[list[float], list[float]]:
+    """(cos_within, cos_same_mod, sv1_share) of the test part before and after (uncentred), computed by
+    :func:`haf.eval.geometry.geometry_summary` (the claims table's row (e) and Fig. 3's caption)."""
+    test = inp.index("test")
+    aligned = Aligned(
+        patient_id=np.asarray(inp.patient_id)[test],
+        part=np.full(len(test), "test"),
+        present=inp.present[test],
+        pre={m: before[test, j].astype(float) for j, m in enumerate(MODALITIES)},
+        post={m: after[test, j].astype(float) for j, m in enumerate(MODALITIES)},
+    )
+    g = geometry_summary(aligned, "test")
+    keys = ("cos_within_raw", "cos_same_mod_raw", "share_raw")
+    return [g[f"{k}_before"] for k in keys], [g[f"{k}_after"] for k in keys]
 
 
 def main() -> None:
@@ -75,9 +74,11 @@ def main() -> None:
         results = train_alignment_folds(inputs, "ga", stage2, CPU)
         before, after = [], []
         for res, inp in zip(results, inputs, strict=True):
-            test = inp.index("test")
-            before.append(geometry(project_all(res.initial, inp, CPU)[test], inp.present[test]))
-            after.append(geometry(project_all(res.projectors, inp, CPU)[test], inp.present[test]))
+            b_fold, a_fold = geometry(
+                inp, project_all(res.initial, inp, CPU), project_all(res.projectors, inp, CPU)
+            )
+            before.append(b_fold)
+            after.append(a_fold)
         runs = train_fusion_folds(
             inputs, spec, config["stage3"], stage2, CPU,
             projectors=[r.projectors for r in results], stage2_meta=[{"untrained": r.untrained} for r in results],

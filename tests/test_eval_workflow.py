@@ -38,6 +38,7 @@ EVAL_RULES = [
     "fig_attention",
     "metrics",
     "benchmarks",
+    "selected_epochs",
 ]
 
 
@@ -150,6 +151,83 @@ def test_attention_metrics_and_benchmarks_rules_on_fake_inputs(tmp_path):
     assert "Missing benchmark files (4): extract_tma" in md and "logs/benchmarks/align_ga.tsv" in md
 
 
+def test_selected_epochs_and_table1_flags_on_fake_inputs(tmp_path):
+    """selected_epochs and table1 as Snakemake runs them: the kept epochs are the logs' own, and the
+    small-validation flags are exactly the folds whose validation part (counted independently here,
+    from folds.tsv and targets.tsv) has fewer usable patients than training.min_val_patients."""
+    from fakes.config import load_config
+    from fakes.evaluation import write_fake_job_outputs, write_fake_results, write_fake_train_logs
+
+    from haf.artifacts.aligned import read_aligned
+    from haf.eval.geometry import geometry_summary
+    from haf.methods import active_methods
+
+    work = _copy_workflow(tmp_path)
+    run_methods = ["wsi_clam", "tma_clam", "haf", "haf_nodetach", "parachute", "coxph"]
+    tiny = {
+        "results": str(work / "results"),
+        "logs": str(work / "logs"),
+        "cv": {"scheme": "kfold", "k": 2, "repeats": 2, "seed": 1, "val_fraction": 0.15},
+        "run_methods": run_methods,
+        "training": {"min_val_patients": 4},
+        "evaluation": {"bootstrap": 20, "early_epoch": 3},
+    }
+    (work / "tiny.yaml").write_text(yaml.safe_dump(tiny))
+    config = load_config({"run_methods": run_methods})
+    fake = write_fake_results(
+        work / "results", active_methods(config), n=40, k=2, repeats=2, with_masked=False
+    )
+    kept = write_fake_train_logs(work / "results", seed=3)
+    rules = ["selected_epochs", "table1", "fig_tsne"]
+    run = _snakemake(work, "--cores", "1", "--allowed-rules", *rules, "--", *rules)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    res = work / "results"
+    # Fig. 3's numbers: the geometry function on the figure's fold (its caption line: tests/test_eval_geometry.py)
+    shown = pd.read_csv(res / "figures" / "fig3_tsne_geometry.csv").iloc[0]
+    expected = geometry_summary(read_aligned(res / "stage2" / "ga" / "fold_0" / "aligned.npz"), "test")
+    assert shown["fold"] == 0 and all(shown[k] == pytest.approx(v, rel=1e-5) for k, v in expected.items())
+    assert "cross-patient same-modality cosine" in (work / "logs" / "evaluate" / "fig_tsne.log").read_text()
+    per_fold = pd.read_csv(res / "tables" / "selected_epochs_folds.csv")
+    summary = pd.read_csv(res / "tables" / "selected_epochs.csv").set_index("model")
+    models = ["stage1/wsi", "stage1/tma", "stage2/ga", "haf", "haf_nodetach", "parachute"]
+    assert list(summary.index) == models  # coxph (sksurv) has no epochs
+    assert "coxph" in (res / "tables" / "selected_epochs.md").read_text()
+    for _, row in per_fold.iterrows():
+        base = res / row["model"] if "/" in row["model"] else res / "methods" / row["model"]
+        assert kept[base / f"fold_{row['fold']}" / "train_log.tsv"] == row["kept_epoch"], row["model"]
+    # usable validation patients from the split itself: labelled (binary), all (Cox), >= 2 modalities (Stage 2)
+    folds, targets, present = fake["folds"], fake["targets"].set_index("patient_id"), fake["present"]
+    ids = list(fake["targets"]["patient_id"])
+    for _, row in per_fold.iterrows():
+        val = folds[(folds["fold"] == row["fold"]) & (folds["part"] == "val")]["patient_id"]
+        if row["model"] == "stage2/ga":
+            usable = int((present[[ids.index(p) for p in val]].sum(axis=1) >= 2).sum())
+        elif row["model"] == "parachute":
+            usable = len(val)
+        else:
+            usable = int(targets.loc[val, "label"].notna().sum())
+        assert row["n_val_usable"] == usable, (row["model"], row["fold"])
+        assert row["small_val"] == (usable < 4) and row["early"] == (row["kept_epoch"] <= 3)
+    assert (summary["small_val_folds"] == per_fold.groupby("model")["small_val"].sum()[models]).all()
+    assert 0 < per_fold["small_val"].sum() < len(per_fold), per_fold[["model", "fold", "n_val_usable"]]
+    assert summary.loc["parachute", "small_val_folds"] == 0 and summary["n_folds"].eq(4).all()
+    table1 = pd.read_csv(res / "tables" / "table1.csv").set_index("method")
+    stage1 = summary.loc["stage1/wsi", "small_val_folds"]
+    assert table1.loc["wsi_clam", "small_val_folds"] == stage1  # the same folds flagged in both tables
+    assert table1.loc["haf", "small_val_folds"] == summary.loc["haf", "small_val_folds"]
+    md = (res / "tables" / "table1.md").read_text()
+    assert "Small val. folds" in md and "fewer than 4 usable patients" in md
+    # the report shows Stage 1's loss curves (the stage1 jobs are in these rules' DAG)
+    write_fake_job_outputs(
+        work, [f"results/stage1/{p}/fold_{k}/loss_curve.png" for p in ("wsi", "tma") for k in range(4)]
+    )
+    report = _snakemake(work, "--report", str(tmp_path / "report.html"), "--", *rules)
+    assert report.returncode == 0, report.stderr[-3000:]
+    html = (tmp_path / "report.html").read_text()
+    for caption in ("Which epoch each model kept", "Figure 3, its numbers", "cross-patient same-modality"):
+        assert caption in html, caption
+
+
 @pytest.fixture(scope="module")
 def dry_workflow(tmp_path_factory) -> Path:
     work = _copy_workflow(tmp_path_factory.mktemp("dry"))
@@ -241,8 +319,14 @@ def test_per_p_models_are_one_comparator_job_each_and_feed_table5(dry_workflow):
 @pytest.mark.e2e
 def test_evaluation_rules_end_to_end_with_report(tmp_path):
     from fakes.config import load_config
-    from fakes.evaluation import write_fake_attention, write_fake_job_outputs, write_fake_results
+    from fakes.evaluation import (
+        write_fake_attention,
+        write_fake_job_outputs,
+        write_fake_results,
+        write_fake_train_logs,
+    )
 
+    from haf.artifacts.predictions import read_predictions, write_predictions
     from haf.methods import active_methods
 
     work = _copy_workflow(tmp_path)
@@ -277,6 +361,14 @@ def test_evaluation_rules_end_to_end_with_report(tmp_path):
         work / "results", active_methods(config), n=40, k=2, evaluation=filled, repeats=2
     )
     write_fake_attention(work / "results", fake["folds"], 0)
+    # haf's Stage 1 TMA model has no CLAM method here: its predictions as WSI-CLAM's (selected_epochs counts them)
+    for k in range(4):
+        wsi = read_predictions(work / "results" / "stage1" / "wsi" / f"fold_{k}" / "predictions.tsv")
+        write_predictions(
+            work / "results" / "stage1" / "tma" / f"fold_{k}" / "predictions.tsv",
+            wsi.assign(method="tma_clam"),
+        )
+    write_fake_train_logs(work / "results")  # rule selected_epochs reads every fold's log
     write_fake_job_outputs(work, _benchmarked_outputs(run_methods, config["extract"]["encoder"]))
     # the report shows Stage 1's loss curves (the stage1 jobs are in the DAG of table1 and benchmarks)
     write_fake_job_outputs(

@@ -348,6 +348,7 @@ class EvaluationSettings(Section):
     calibration_bins: int
     reference_method: str
     claims_flat_margin: float
+    early_epoch: int
     figure_methods: tuple[str, ...]
     survival_methods: tuple[str, ...]
     parachute_methods: tuple[str, ...] | None

@@ -390,3 +390,36 @@ def write_fake_metric_tables(
     write_csv(paths[0], binary)
     write_csv(paths[1], survival)
     return paths
+
+
+def write_fake_train_logs(root: str | Path, seed: int = 0, max_epochs: int = 12) -> dict[Path, int]:
+    """A ``train_log.tsv`` beside every ``predictions.tsv`` (Stage 1, methods) and ``aligned.npz`` (Stage 2)
+    under ``root`` that has none: a seeded number of epochs and a seeded kept epoch among them. Returns
+    each written log's kept epoch."""
+    from haf.artifacts.train_log import write_train_log
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    dirs = sorted(
+        {p.parent for pattern in ("**/predictions.tsv", "**/aligned.npz") for p in root.glob(pattern)}
+    )
+    kept = {}
+    for d in dirs:
+        path = d / "train_log.tsv"
+        if path.exists():
+            continue
+        n = int(rng.integers(2, max_epochs + 1))
+        best = int(rng.integers(0, n))
+        history = pd.DataFrame(
+            dict(
+                epoch=np.arange(n),
+                train_loss=np.linspace(1.0, 0.5, n),
+                val_loss=np.linspace(0.9, 0.6, n),
+                val_score=np.linspace(0.5, 0.7, n),
+                lr=1e-4,
+                best=np.arange(n) == best,
+            )
+        )
+        write_train_log(path, history)
+        kept[path] = best
+    return kept

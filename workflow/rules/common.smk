@@ -259,7 +259,11 @@ def all_targets():
         ]
     if ATTENTION_MODELS:
         targets.append(f"{RES}/figures/attention.pdf")
-    targets += [f"{RES}/metrics.json", f"{RES}/tables/benchmarks.csv"]
+    targets += [
+        f"{RES}/metrics.json",
+        f"{RES}/tables/benchmarks.csv",
+        f"{RES}/tables/selected_epochs.csv",
+    ]
     return targets
 
 
@@ -323,6 +327,58 @@ def benchmark_jobs():
         }
         for j, r, name, out in jobs
     ]
+
+
+def selected_epoch_models():
+    """Every model of the run that keeps one epoch (for selected_epochs), one dict each: its name, label,
+    stage, task loss, folds, per-fold train logs, and what its validation patients are counted from
+    (predictions; Stage 2: aligned.npz). The sksurv baselines fit no epochs and are named separately.
+    """
+    models = []
+    labels = pathology_labels(STAGE1_MODELS)
+    for pmod in STAGE1_MODELS:
+        d = f"{RES}/stage1/{pmod}/fold_{{fold}}"
+        models.append(
+            dict(
+                name=f"stage1/{pmod}",
+                label=labels[pmod],
+                stage="Stage 1 (CLAM)",
+                task_loss="bce",
+                logs=per_fold(f"{d}/train_log.tsv"),
+                counts=per_fold(f"{d}/predictions.tsv"),
+            )
+        )
+    for align in ALIGNMENTS:
+        d = f"{RES}/stage2/{align}/fold_{{fold}}"
+        models.append(
+            dict(
+                name=f"stage2/{align}",
+                label=f"{align.upper()} alignment",
+                stage="Stage 2 (alignment)",
+                task_loss=None,
+                logs=per_fold(f"{d}/train_log.tsv"),
+                counts=per_fold(f"{d}/aligned.npz"),
+            )
+        )
+    for method in FUSION_METHODS + COMPARATOR_METHODS:
+        stage = (
+            "comparator"
+            if method in COMPARATOR_METHODS
+            else ("Stage 3, no detach" if method in JOINT_FUSION_METHODS else "Stage 3")
+        )
+        models.append(
+            dict(
+                name=method,
+                label=METHODS[method]["label"],
+                stage=stage,
+                task_loss=METHODS[method]["task_loss"],
+                logs=per_fold(f"{method_dir(method, '{fold}')}/train_log.tsv"),
+                counts=per_fold(f"{method_dir(method, '{fold}')}/predictions.tsv"),
+            )
+        )
+    for model in models:
+        model["folds"] = list(FOLDS)
+    return models
 
 
 def eval_params(shows=None, **extra):

@@ -42,6 +42,7 @@ rule table1:
         runtime=20,
     params:
         **eval_params("table1"),
+        min_val_patients=config["training"]["min_val_patients"],
     script:
         "../scripts/make_table1.py"
 
@@ -113,6 +114,14 @@ rule fig_tsne:
             labels={"figure": "Figure 3: t-SNE before and after alignment"},
         ),
         csv=f"{RES}/figures/fig3_tsne.csv",
+        geometry=report(
+            f"{RES}/figures/fig3_tsne_geometry.csv",
+            caption="../report/fig3_tsne_geometry.rst",
+            category="2. Figures",
+            labels={
+                "table": "Figure 3 (numbers): geometry before and after alignment"
+            },
+        ),
     log:
         f"{LOGS}/evaluate/fig_tsne.log",
     conda:
@@ -400,6 +409,38 @@ rule metrics:
         methods=METHODS,
     script:
         "../scripts/make_metrics.py"
+
+
+# The kept epoch of every per-fold model, and the folds whose validation part was small (docs/selection.md).
+rule selected_epochs:
+    input:
+        logs=[p for m in selected_epoch_models() for p in m["logs"]],
+        counts=[p for m in selected_epoch_models() for p in m["counts"]],
+        folds=COHORT["folds"],
+    output:
+        csv=report(
+            f"{RES}/tables/selected_epochs.csv",
+            caption="../report/selected_epochs.rst",
+            category="4. Training",
+            labels={"table": "Kept epochs per model and small validation parts"},
+        ),
+        md=f"{RES}/tables/selected_epochs.md",
+        per_fold=f"{RES}/tables/selected_epochs_folds.csv",
+    log:
+        f"{LOGS}/evaluate/selected_epochs.log",
+    conda:
+        "../../envs/eval.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        **eval_params(),
+        models=selected_epoch_models(),
+        sksurv=SKSURV_METHODS,
+        training=config["training"],
+    script:
+        "../scripts/make_selected_epochs.py"
 
 
 # After every benchmarked job (its inputs are one output of each): reads the benchmark TSVs that exist.

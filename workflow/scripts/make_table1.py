@@ -9,6 +9,7 @@ from haf.eval.tables import (
     build_table1,
     latex_table,
     markdown_table,
+    small_val_display,
     synthetic_prefix,
     table1_notes,
     write_csv,
@@ -32,17 +33,22 @@ result = build_table1(
     seed=int(ev.bootstrap_seed),
     reference=ev.reference_method,
     repeats=repeats,
+    min_val_patients=int(snakemake.params.min_val_patients),
 )
 title = f"{synthetic_prefix(snakemake.params.synthetic)}Table 1: cross-validated accuracy and AUC"
 notes = table1_notes(ev.threshold, k, int(ev.bootstrap), snakemake.params.synthetic, repeats=n_repeats)
-write_csv(snakemake.output.csv, result.table)
-write_text(
-    snakemake.output.md, markdown_table(result.table, TABLE1_COLUMNS, title=title, notes=notes, group="group")
+shown, columns, flag_notes = small_val_display(
+    result.table, TABLE1_COLUMNS, int(snakemake.params.min_val_patients)
 )
+notes = notes + flag_notes
+write_csv(snakemake.output.csv, result.table)
+write_text(snakemake.output.md, markdown_table(shown, columns, title=title, notes=notes, group="group"))
 write_text(
     snakemake.output.tex,
-    latex_table(result.table, TABLE1_COLUMNS, caption=title, label="tab:table1", notes=notes, group="group"),
+    latex_table(shown, columns, caption=title, label="tab:table1", notes=notes, group="group"),
 )
+for note in flag_notes:
+    log.info("%s", note)
 write_csv(snakemake.output.tests, result.tests)
 write_csv(snakemake.output.per_fold, result.per_fold)
 write_csv(snakemake.output.per_repeat, result.per_repeat)

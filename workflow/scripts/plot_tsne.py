@@ -1,41 +1,28 @@
-"""Rule fig_tsne: Fig. 3, t-SNE of one fold's test-part modality embeddings before/after alignment."""
+"""Rule fig_tsne: Fig. 3, t-SNE of one fold's test-part modality embeddings before/after alignment,
+with the geometry numbers of the claims table's row (e) as its caption (haf.eval.geometry)."""
 
-import pandas as pd
 from _haf_rule import start
 
 from haf.artifacts.aligned import read_aligned
-from haf.eval.embeddings import stack, tsne_2d
-from haf.eval.figures import plot_tsne, title_prefix
+from haf.eval.figures import fig3_tsne, title_prefix
 from haf.eval.tables import write_csv
 from haf.settings import EvaluationSettings
 
 log = start(snakemake, "haf.fig_tsne")
 seed = EvaluationSettings.from_config(snakemake.params.evaluation).tsne_seed
 aligned = read_aligned(snakemake.input.aligned)
-pre, post, modality, patient = stack(aligned, "test")
-before = tsne_2d(pre, seed)
-after = tsne_2d(post, seed)
-n_patients = len(set(patient))
-write_csv(
-    snakemake.output.csv,
-    pd.DataFrame(
-        dict(
-            patient_id=patient,
-            modality=modality,
-            before_x=before[:, 0],
-            before_y=before[:, 1],
-            after_x=after[:, 0],
-            after_y=after[:, 1],
-        )
-    ),
+fold = int(snakemake.params.fold)
+test_present = aligned.present[aligned.part == "test"]
+title = (
+    f"{title_prefix(snakemake.params.synthetic)}t-SNE of modality embeddings, fold {fold} test part "
+    f"({int(test_present.any(axis=1).sum())} patients, {int(test_present.sum())} patient-modality points)"
 )
-plot_tsne(
-    before,
-    after,
-    modality,
-    snakemake.output.pdf,
-    snakemake.output.png,
-    title=f"{title_prefix(snakemake.params.synthetic)}t-SNE of modality embeddings, fold {snakemake.params.fold} "
-    f"test part ({n_patients} patients, {len(modality)} patient-modality points)",
+points, geometry, caption = fig3_tsne(
+    aligned, fold=fold, seed=seed, title=title, pdf=snakemake.output.pdf, png=snakemake.output.png
 )
-log.info("t-SNE of %d points (%d test patients) with seed %d", len(modality), n_patients, seed)
+write_csv(snakemake.output.csv, points)
+write_csv(snakemake.output.geometry, geometry)
+log.info(
+    "t-SNE of %d points (%d test patients) with seed %d", len(points), points["patient_id"].nunique(), seed
+)
+log.info("geometry: %s", caption.replace("\n", " "))

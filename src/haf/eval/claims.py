@@ -43,6 +43,7 @@ from haf.artifacts.aligned import Aligned
 from haf.eval.binary import bootstrap_indices, paired_bootstrap, pooled_by_repeat
 from haf.eval.data import is_risk_only, method_predictions
 from haf.eval.fold_test import corrected_fold_test
+from haf.eval.geometry import patient_geometry
 from haf.eval.repeats import (
     Repeats,
     bootstrap_p,
@@ -54,7 +55,6 @@ from haf.eval.repeats import (
 from haf.eval.robustness import attach_outcomes
 from haf.eval.scores import auc_or_nan, cindex_or_nan
 from haf.methods import TABLE2_SETTINGS, table2_methods
-from haf.modalities import MODALITIES
 
 log = logging.getLogger(__name__)
 
@@ -537,40 +537,7 @@ def never_hurts_row(
 
 
 # ---------------------------------------------------------------------------------------------
-# (e): shared geometry before vs after alignment
-
-
-def patient_geometry(aligned: Aligned, part: str = "test") -> pd.DataFrame:
-    """Per ``part`` patient with >= 2 modalities: cross-modality cosine and sigma_1^2 share, before/after.
-
-    Embeddings are centred per modality (the mean over the part's patients who have it removed), so
-    that every patient's vectors pointing the same way (a collapse) does not count as shared geometry;
-    ``*_raw`` columns: the same without centring.
-    """
-    rows = np.flatnonzero(aligned.part == part)
-    present = aligned.present[rows]
-    keep = rows[present.sum(axis=1) >= 2]
-    out: dict[str, Any] = {"patient_id": aligned.patient_id[keep]}
-    for stage, embeddings in (("before", aligned.pre), ("after", aligned.post)):
-        for centred in (True, False):
-            cos, share = [], []
-            means = {}
-            for j, m in enumerate(MODALITIES):
-                have = rows[aligned.present[rows, j]]
-                means[m] = embeddings[m][have].mean(axis=0) if (centred and len(have)) else 0.0
-            for i in keep:
-                mods = [m for j, m in enumerate(MODALITIES) if aligned.present[i, j]]
-                x = np.vstack([embeddings[m][i] - means[m] for m in mods])
-                norms = np.linalg.norm(x, axis=1)
-                unit = x / np.where(norms > 0, norms, 1)[:, None]
-                gram = unit @ unit.T
-                cos.append(float(gram[np.triu_indices(len(mods), k=1)].mean()))
-                s = np.linalg.svd(x, compute_uv=False)
-                share.append(float(s[0] ** 2 / np.sum(s**2)) if np.sum(s**2) > 0 else np.nan)
-            suffix = "" if centred else "_raw"
-            out[f"cosine_{stage}{suffix}"] = cos
-            out[f"share_{stage}{suffix}"] = share
-    return pd.DataFrame(out)
+# (e): shared geometry before vs after alignment (the per-patient numbers: haf.eval.geometry)
 
 
 def geometry_rows(

@@ -93,8 +93,13 @@ def plot_tsne(
     png: str | Path,
     *,
     title: str,
+    caption: str | None = None,
 ) -> None:
-    """Fig. 3: t-SNE maps of modality embeddings before and after alignment, coloured by modality."""
+    """Fig. 3: t-SNE maps of modality embeddings before and after alignment, coloured by modality.
+
+    ``caption``: text under the panels (the rule puts the geometry numbers of
+    :func:`haf.eval.geometry.geometry_caption` there).
+    """
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 5))
     for ax, xy, name in ((axes[0], before, "Before alignment"), (axes[1], after, "After global alignment")):
@@ -108,6 +113,8 @@ def plot_tsne(
         ax.set_ylabel("t-SNE dimension 2 (arbitrary units)")
     fig.suptitle(title)
     fig.tight_layout()
+    if caption:
+        fig.text(0.5, -0.01, caption, ha="center", va="top", fontsize=8)
     _legend_right(fig, axes)
     save_figure(fig, pdf, png)
 
@@ -327,3 +334,34 @@ def plot_km(
     fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, pdf, png)
+
+
+def fig3_tsne(
+    aligned: Any, *, fold: int, seed: int, title: str, pdf: str | Path, png: str | Path, part: str = "test"
+) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Fig. 3 of one fold: t-SNE before/after alignment with the geometry numbers as its caption.
+
+    Returns the points (``patient_id, modality, before_x, before_y, after_x, after_y``), the geometry
+    (one row: :func:`haf.eval.geometry.geometry_summary` with ``fold`` and ``part``) and the caption
+    drawn under the panels (:func:`haf.eval.geometry.geometry_caption`).
+    """
+    from haf.eval.embeddings import stack, tsne_2d
+    from haf.eval.geometry import geometry_caption, geometry_summary
+
+    pre, post, modality, patient = stack(aligned, part)
+    before, after = tsne_2d(pre, seed), tsne_2d(post, seed)
+    points = pd.DataFrame(
+        dict(
+            patient_id=patient,
+            modality=modality,
+            before_x=before[:, 0],
+            before_y=before[:, 1],
+            after_x=after[:, 0],
+            after_y=after[:, 1],
+        )
+    )
+    summary = geometry_summary(aligned, part)
+    caption = geometry_caption(summary, fold, part)
+    plot_tsne(before, after, modality, pdf, png, title=title, caption=caption)
+    geometry = pd.DataFrame([{"fold": int(fold), "part": part, **summary}])
+    return points, geometry, caption

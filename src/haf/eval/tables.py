@@ -74,14 +74,31 @@ def _repeat_counts(per_fold: pd.DataFrame, column: str) -> int:
 
 
 def method_summary(
-    rows: pd.DataFrame, rule: str, n_boot: int, seed: int, repeats: Repeats | None = None
+    rows: pd.DataFrame,
+    rule: str,
+    n_boot: int,
+    seed: int,
+    repeats: Repeats | None = None,
+    *,
+    task_loss: str = "bce",
+    min_val_patients: int | None = None,
 ) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     """Fold metrics, their aggregation over folds and CV repeats, and pooled bootstrap CIs of one method.
 
     Returns the summary, every fold's metrics (with ``cv_repeat``) and one row per repeat (fold mean and
-    SD within the repeat, its pooled metrics).
+    SD within the repeat, its pooled metrics). With ``min_val_patients`` every fold also gets its usable
+    validation patients (``n_val_usable``, :func:`haf.eval.epochs.prediction_val_counts`) and the flag
+    ``small_val``; the summary counts the flagged folds (``small_val_folds``).
     """
     per_fold = with_repeat(fold_metrics(rows, rule), repeats)
+    flags: dict[str, int] = {}
+    if min_val_patients is not None:
+        from haf.eval.epochs import prediction_val_counts, small_val_flags
+
+        counts = prediction_val_counts(rows, per_fold["fold"].tolist(), task_loss)
+        per_fold["n_val_usable"] = counts["n_val_usable"].to_numpy()
+        per_fold["small_val"] = small_val_flags(counts, min_val_patients).to_numpy()
+        flags["small_val_folds"] = int(per_fold["small_val"].sum())
     pooled = pooled_by_repeat(rows, rule, repeats)
     summary = dict(
         n_folds=len(per_fold),
@@ -93,6 +110,7 @@ def method_summary(
         **bootstrap_ci(pooled, n_boot, seed),
         threshold_rule=per_fold["threshold_rule"].iloc[0] if rule == "fixed" else rule,
         threshold_note="; ".join(sorted(set(per_fold["threshold_note"]))),
+        **flags,
     )
     per_repeat = within_repeats(per_fold, FOLD_METRICS)
     for metric in ("accuracy", "balanced_accuracy", "auc"):
@@ -142,11 +160,14 @@ def build_table1(
     seed: int,
     reference: str = "haf",
     repeats: Repeats | None = None,
+    min_val_patients: int | None = None,
 ) -> Table1:
     """Table 1 rows (grouped), every fold's metrics, and paired tests of ``reference`` vs the others.
 
     ``repeats`` (fold -> CV repeat, from folds.tsv; None = one repeat): numbers aggregated over repeats
-    as in :mod:`haf.eval.repeats`.
+    as in :mod:`haf.eval.repeats`. ``min_val_patients`` (``training.min_val_patients``): flag the folds
+    whose validation part had fewer usable patients (``small_val`` per fold, ``small_val_folds`` per
+    method; :mod:`haf.eval.epochs`).
     """
     rows, folds, per_repeat, pooled = [], [], [], {}
     excluded = []
@@ -157,7 +178,15 @@ def build_table1(
             log.info("%s: no-detach ablation, shown in Table 2 only", name)
             continue
         mrows = method_predictions(predictions, name)
-        summary, per_fold, repeat_rows = method_summary(mrows, rule, n_boot, seed, repeats)
+        summary, per_fold, repeat_rows = method_summary(
+            mrows,
+            rule,
+            n_boot,
+            seed,
+            repeats,
+            task_loss=decl.get("task_loss", "bce"),
+            min_val_patients=min_val_patients,
+        )
         rows.append(dict(group=group, method=name, label=decl["label"], **summary))
         folds.append(per_fold.assign(group=group, label=decl["label"]))
         per_repeat.append(repeat_rows.assign(method=name, label=decl["label"]))
@@ -373,6 +402,28 @@ TABLE1_COLUMNS = {
     "auc_ci": "Pooled AUC [95% CI]",
     "n_labelled": "n",
 }
+
+
+def small_val_display(
+    table: pd.DataFrame, columns: dict[str, str], min_val_patients: int | None
+) -> tuple[pd.DataFrame, dict[str, str], list[str]]:
+    """Table 1's Markdown/LaTeX frame and columns with the small-validation flag, and its footnote.
+
+    Adds ``small_val`` ("2 †" = two folds flagged) when the table has ``small_val_folds``
+    (:func:`build_table1` with ``min_val_patients``); otherwise returns its inputs and no note.
+    """
+    if min_val_patients is None or "small_val_folds" not in table:
+        return table, columns, []
+    from haf.eval.epochs import small_val_note
+
+    shown = table.assign(small_val=[f"{int(n)} †" if n else "0" for n in table["small_val_folds"]])
+    flagged = [
+        f"{label} ({int(n)} of {int(k)} folds)"
+        for label, n, k in zip(table["label"], table["small_val_folds"], table["n_folds"], strict=True)
+        if n
+    ]
+    return shown, {**columns, "small_val": "Small val. folds"}, [small_val_note(min_val_patients, flagged)]
+
 
 TABLE2_COLUMNS = {
     "setting": "Setting",
