@@ -124,7 +124,7 @@ def test_fig3_caption_shows_the_geometry_summary(tmp_path, monkeypatch):
 def test_claims_row_e_uses_the_same_function():
     assert claims.patient_geometry is geometry.patient_geometry  # one function, not a copy
     a = _random_aligned()
-    rows = claims.geometry_rows({0: a}, repeats=None, n_boot=50, seed=1)
+    rows = claims.geometry_rows({0: a}, repeats=None, n_boot=50, seed=1, ratio=0.25)
     summary = geometry.geometry_summary(a, "test")
     by_name = {r.metric.split(" ")[0]: r for r in rows}
     assert by_name["within-patient"].effect == pytest.approx(
