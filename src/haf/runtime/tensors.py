@@ -87,7 +87,7 @@ class TokenTable:
             n = max(1, int(mask.sum(dim=-1).max()))  # real instances come first: trim the padding
             lead = rows.shape[:-1]
             key_x, key_mask, key_index = token_keys(m)
-            out[key_x] = self.x[m][index][:, :, :n].reshape(*lead, width, n, self.x[m].shape[-1])
+            out[key_x] = self.x[m][index, :n].reshape(*lead, width, n, self.x[m].shape[-1])
             out[key_mask] = mask[:, :, :n].reshape(*lead, width, n)
             out[key_index] = torch.stack(inverses).reshape(rows.shape)
         return out
