@@ -401,6 +401,30 @@ def test_a_token_model_learns_from_the_instances_alone(tmp_path):
     assert scores["tokens"] > 0.75 and scores["slide"] < 0.65, scores
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_run_without_tma_bags_trains_on_the_wsi_tokens(family, folds, stores, tmp_path, default_config):
+    # a download without the TMA cores: tma absent for everyone, no TMA bags, no tma token width
+    no_tma = []
+    for f in folds[:2]:
+        f = copy.deepcopy(f)
+        f.present[:, 1] = False
+        f.features["tma"][:] = 0.0
+        no_tma.append(f)
+    tokens = instance_tokens_from_stores({"wsi": stores["wsi"]}, folds[0].patient_id, CAP, seed=0)
+    runs = train_comparator_folds(no_tma, _decl(family), copy.deepcopy(SECTIONS), CPU, tokens=tokens)
+    assert "tma.tokens" not in runs[0].checkpoint["dims"]
+    model = load_model(runs[0].checkpoint)
+    test = no_tma[0].index("test")
+    tensors = FoldTensors.from_inputs(no_tma[0], CPU, tokens=tokens)
+    np.testing.assert_allclose(
+        predict_scores(model, tensors, test),
+        predict_scores(runs[0].score_fn, runs[0].tensors, test),
+        atol=1e-6,
+    )
+    with pytest.raises(HafInputError, match="has tma in the fold inputs but no tma instance tokens"):
+        train_comparator_folds(folds[:1], _decl(family), copy.deepcopy(SECTIONS), CPU, tokens=tokens)
+
+
 # ---------------------------------------------------------------------------------------------
 # declarations and the slide-level variants
 

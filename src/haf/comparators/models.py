@@ -399,7 +399,9 @@ class AttentionFusionTokens(ComparatorModel):
         super().__init__(modalities)
         layers = layers or Layers()
         self.d = d
-        self.instance = [m for m in modalities if m in PATHOLOGY]
+        # a pathology modality the run has no bags of (no token width: e.g. a download without TMA cores)
+        # is absent for every patient; it gets no projection and no token
+        self.instance = [m for m in modalities if m in PATHOLOGY and token_dim_key(m) in dims]
         self.vector = [m for m in modalities if m not in PATHOLOGY]
         self.tokens = _InstanceTokens(dims, self.instance, d, layers)
         if self.vector:
@@ -421,9 +423,11 @@ class AttentionFusionTokens(ComparatorModel):
         for k, m in enumerate(self.modalities):
             if m in self.instance:
                 tokens, ok = self.tokens(x, m, mask[..., k : k + 1])
-            else:
+            elif m in self.vector:
                 tokens = vectors[..., self.vector.index(m) : self.vector.index(m) + 1, :]
                 ok = mask[..., k : k + 1]
+            else:
+                continue
             parts.append(tokens + type_token(self.type_embedding, k))
             valid.append(ok)
         sizes = [p.shape[-2] for p in parts]
@@ -468,15 +472,18 @@ class MFMFTokens(ComparatorModel):
     ) -> None:
         if value_modality not in modalities:
             raise ValueError(f"value modality {value_modality!r} is not among the modalities {modalities}")
-        if value_modality not in PATHOLOGY:
+        if value_modality not in PATHOLOGY or token_dim_key(value_modality) not in dims:
             raise ValueError(
                 f"token-level MFMF takes its keys/values from instance tokens: value modality "
-                f"{value_modality!r} must be one of {', '.join(PATHOLOGY)}"
+                f"{value_modality!r} must be one of {', '.join(PATHOLOGY)} and the run must have its bags"
             )
         super().__init__(modalities)
         layers = layers or Layers()
         self.value_modality = value_modality
-        self.aux = [m for m in modalities if m != value_modality]
+        # an auxiliary pathology modality without bags in the run is absent for everyone: no query
+        self.aux = [
+            m for m in modalities if m != value_modality and (m not in PATHOLOGY or token_dim_key(m) in dims)
+        ]
         self.aux_instance = [m for m in self.aux if m in PATHOLOGY]
         self.aux_vector = [m for m in self.aux if m not in PATHOLOGY]
         self.n_missing = value_tokens
