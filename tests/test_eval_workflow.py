@@ -302,6 +302,27 @@ def test_dry_run_warm_ablation_reads_each_folds_stage1_models(dry_workflow):
     assert "stage1" in [r for r, _ in _planned(result.stdout)]  # which the DAG makes first
 
 
+def test_dry_run_token_comparators_read_the_bags_and_slide_level_ones_do_not(dry_workflow):
+    # tokens: instance takes its instance tokens from the bags: the manifest and the TMA index are inputs
+    tiny = yaml.safe_load((dry_workflow / "tiny.yaml").read_text())
+    methods = ["attention_fusion", "attention_fusion_tokens", "mfmf_tokens"]
+    tiny["run_methods"] = ["haf", *methods]
+    tiny["evaluation"] = {"figure_methods": methods, "survival_methods": []}
+    (dry_workflow / "tiny_tokens.yaml").write_text(yaml.safe_dump(tiny))
+    result = _snakemake(dry_workflow, "-n", "fig_dropout", tiny="tiny_tokens.yaml")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    inputs = {}
+    for block in re.split(r"\n(?=(?:localrule|rule) \w+:)", result.stdout):
+        method = re.search(r"wildcards: method=(\w+)", block)
+        if block.strip().startswith("rule comparator:") and method:
+            inputs[method.group(1)] = re.search(r"input: (.*)", block).group(1).split(", ")
+    assert sorted(inputs) == sorted(methods)  # one comparator job each
+    for method in ("attention_fusion_tokens", "mfmf_tokens"):
+        assert any(p.endswith("cohort/manifest.tsv") for p in inputs[method]), inputs[method]
+        assert any(p.endswith("/index.tsv") and "/features/tma/" in p for p in inputs[method]), inputs[method]
+    assert all(p.endswith(".npz") and "/fold_inputs/" in p for p in inputs["attention_fusion"])
+
+
 def test_per_p_models_are_one_comparator_job_each_and_feed_table5(dry_workflow):
     # PARACHUTE's per-p protocol: a model per p_miss, each its own method and job (every fold in it)
     per_p = ["parachute", "parachute_p05", "parachute_p15", "parachute_p30"]

@@ -16,7 +16,14 @@ from haf.alignment.losses import ALIGNMENTS
 from haf.cohort.folds import FOLD_SCHEMES, fold_ids
 from haf.errors import HafConfigError
 from haf.eval.masking import PARACHUTE_SCENARIOS, SCENARIOS
-from haf.methods import COMPARATOR_FAMILIES, METHOD_FAMILIES, TASK_LOSSES, resolve
+from haf.methods import (
+    COMPARATOR_FAMILIES,
+    METHOD_FAMILIES,
+    TASK_LOSSES,
+    TOKEN_FAMILIES,
+    TOKEN_MODES,
+    resolve,
+)
 from haf.modalities import MODALITIES, PATHOLOGY_MODELS
 from haf.settings import SECTIONS, CVSettings, Stage1Settings
 
@@ -39,6 +46,7 @@ def _enum(prop: dict) -> list[str]:
         (METHOD["family"]["enum"], list(METHOD_FAMILIES)),
         (METHOD["align"]["enum"], ["none", *ALIGNMENTS]),
         (METHOD["task_loss"]["enum"], list(TASK_LOSSES)),
+        (METHOD["tokens"]["enum"], list(TOKEN_MODES)),
         (METHOD["pathology_model"]["enum"], list(PATHOLOGY_MODELS)),
         (SCHEMA["$defs"]["modality"]["enum"], list(MODALITIES)),
         (SCHEMA["properties"]["cv"]["properties"]["scheme"]["enum"], list(FOLD_SCHEMES)),
@@ -47,7 +55,7 @@ def _enum(prop: dict) -> list[str]:
             list(PARACHUTE_SCENARIOS),
         ),
     ],
-    ids=["method families", "alignments", "task losses", "pathology models", "modalities", "fold schemes",
+    ids=["method families", "alignments", "task losses", "token modes", "pathology models", "modalities", "fold schemes",
          "masking scenarios"],
 )  # fmt: skip
 def test_schema_enum_equals_registry(schema_enum, registry):
@@ -63,6 +71,14 @@ def test_every_comparator_family_resolves_to_its_builder_and_step():
         family = METHOD_FAMILIES[name]
         assert callable(resolve(family.build)) and callable(resolve(family.step)), name
         assert family.section in SECTIONS
+
+
+def test_every_token_family_is_a_comparator_with_a_token_level_builder():
+    from haf.comparators.builders import instance_tokens
+
+    assert set(TOKEN_FAMILIES) <= set(COMPARATOR_FAMILIES)
+    assert not instance_tokens({"family": "mfmf"})  # a declaration saved before the key: slide level
+    assert METHOD["tokens"]["default"] == "modality"
 
 
 def test_every_sksurv_family_resolves_to_its_fit_function():

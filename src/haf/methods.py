@@ -68,6 +68,11 @@ METHOD_FAMILIES: dict[str, MethodFamily] = {
 COMPARATOR_FAMILIES: tuple[str, ...] = tuple(n for n, f in METHOD_FAMILIES.items() if f.kind == "comparator")
 SKSURV_FAMILIES: tuple[str, ...] = tuple(n for n, f in METHOD_FAMILIES.items() if f.kind == "sksurv")
 TASK_LOSSES: tuple[str, ...] = ("bce", "cox")
+TOKEN_MODES: tuple[str, ...] = ("modality", "instance")
+"""What the attention comparators attend over (``methods.*.tokens``): one vector per modality (the Stage 1 z
+for wsi/tma), or the instances of the WSI/TMA bags (:mod:`haf.mil.tokens`) plus one token per tabular modality."""
+TOKEN_FAMILIES: tuple[str, ...] = ("attention_fusion", "mfmf")
+"""The families with a token-level variant (``tokens: instance``)."""
 ENCODER_INITS: tuple[str, ...] = ("scratch", "stage1")
 """Where a no-detach method's CLAM encoders start (``methods.*.init``): fresh, or the fold's Stage 1 models."""
 
@@ -122,7 +127,39 @@ def method_declaration(name: str, raw: Mapping[str, Any]) -> dict[str, Any]:
         raise HafConfigError(
             f"methods.{name}.value_modality {decl.get('value_modality')!r} is not among its modalities"
         )
+    _check_tokens(name, decl)
     return decl
+
+
+def uses_instance_tokens(decl: Mapping[str, Any]) -> bool:
+    """A token-level comparator (``tokens: instance``): its rule reads the bags (manifest, TMA index)."""
+    return decl.get("tokens", "modality") == "instance"
+
+
+def _check_tokens(name: str, decl: dict[str, Any]) -> None:
+    """``tokens: instance`` belongs to the attention families and needs a pathology modality to take them from."""
+    from haf.modalities import PATHOLOGY
+
+    mode = decl.get("tokens", "modality")
+    if mode not in TOKEN_MODES:
+        raise HafConfigError(f"methods.{name}.tokens: {mode!r} is not one of {', '.join(TOKEN_MODES)}")
+    if mode != "instance":
+        return
+    if decl["family"] not in TOKEN_FAMILIES:
+        raise HafConfigError(
+            f"methods.{name}.tokens: instance tokens are implemented for {', '.join(TOKEN_FAMILIES)}, "
+            f"not family {decl['family']!r}"
+        )
+    if not any(m in PATHOLOGY for m in decl["modalities"]):
+        raise HafConfigError(
+            f"methods.{name}.tokens: instance tokens come from the wsi/tma bags, which are not among its "
+            f"modalities {decl['modalities']}"
+        )
+    if decl["family"] == "mfmf" and decl.get("value_modality") not in PATHOLOGY:
+        raise HafConfigError(
+            f"methods.{name}.value_modality: with tokens: instance the value modality provides the instance "
+            f"tokens, so it must be wsi or tma (got {decl.get('value_modality')!r})"
+        )
 
 
 def _check_per_p(name: str, decl: dict[str, Any]) -> None:

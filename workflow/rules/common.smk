@@ -21,6 +21,7 @@ from haf.methods import (  # noqa: E402
     methods_of_kind,
     pathology_needed,
     stage1_models,
+    uses_instance_tokens,
 )
 from haf.settings import CVSettings  # noqa: E402
 
@@ -164,6 +165,27 @@ def joint_inputs(wildcards):
                     f"{RES}/stage1/{pm}/fold_{{fold}}/model.pt"
                 )
     return inputs
+
+
+def comparator_inputs(wildcards):
+    """Comparators read every fold's inputs; a token-level one (tokens: instance) also the bags (manifest,
+    TMA index) its instance tokens come from."""
+    inputs = {"fold_inputs": per_fold(f"{RES}/fold_inputs/fold_{{fold}}.npz")}
+    if uses_instance_tokens(METHODS[wildcards.method]):
+        inputs["manifest"] = f"{RES}/cohort/manifest.tsv"
+        inputs["tma_index"] = tma_index_input(wildcards)
+    return inputs
+
+
+def comparator_bag_params(wildcards):
+    """What reading the bags takes (token-level comparators only; empty for the others)."""
+    if not uses_instance_tokens(METHODS[wildcards.method]):
+        return {}
+    return {
+        "wsi_dim": config["stage1"]["wsi_dim"],
+        "max_abs_feature": config["stage1"]["max_abs_feature"],
+        "available": PATHOLOGY_NEEDED,
+    }
 
 
 def per_fold(template):

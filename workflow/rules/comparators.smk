@@ -1,11 +1,12 @@
 # Comparable methods re-implemented from their published descriptions: late fusion (MDLM-style),
 # attention fusion (PS3-style), MFMF, simple feature interaction, PARACHUTE; every fold of a method in
-# one job (the folds train side by side: haf.runtime.stacked).
+# one job (the folds train side by side: haf.runtime.stacked). The token-level attention methods
+# (tokens: instance) also read the bags (manifest, TMA index) for their instance tokens.
 
 
 rule comparator:
     input:
-        fold_inputs=per_fold(f"{RES}/fold_inputs/fold_{{fold}}.npz"),
+        unpack(comparator_inputs),
     output:
         model=per_fold(f"{RES}/methods/{{method}}/fold_{{fold}}/model.pt"),
         predictions=per_fold(f"{RES}/methods/{{method}}/fold_{{fold}}/predictions.tsv"),
@@ -32,6 +33,7 @@ rule comparator:
         device=config["device"],
         training=config["training"],
         folds=FOLDS,
+        bags=comparator_bag_params,
     script:
         "../scripts/train_comparator.py"
 

@@ -1,5 +1,6 @@
 """Rule ``comparator``: train one comparable method (late fusion, attention fusion, MFMF, feature
-interaction or PARACHUTE) on every fold and write each fold's four outputs."""
+interaction or PARACHUTE) on every fold and write each fold's four outputs.  A token-level method
+(``tokens: instance``) first takes its instance tokens from the bags (``haf.mil.tokens``)."""
 
 from _haf_rule import start
 
@@ -22,9 +23,28 @@ out = snakemake.output
 inputs = [FoldInputs.load(path) for path in snakemake.input.fold_inputs]
 for inp, path in zip(inputs, snakemake.input.fold_inputs, strict=True):
     log.info("%s fold %d: %d patients from %s", method, inp.fold, inp.n, path)
+declaration = snakemake.params.declaration
+tokens = None
+if "manifest" in snakemake.input.keys():  # tokens: instance: the bags' instance tokens, taken once
+    from haf.mil.tokens import open_instance_tokens
+
+    bags = snakemake.params.bags
+    tokens = open_instance_tokens(
+        {
+            "manifest": snakemake.input.manifest,
+            "tma_index": snakemake.input.tma_index[0] if snakemake.input.tma_index else None,
+            "available": list(bags["available"]),
+        },
+        sorted({str(p) for inp in inputs for p in inp.patient_id}),
+        declaration["modalities"],
+        cap=int(declaration["instance_tokens"]),
+        seed=int(declaration["instance_seed"]),
+        wsi_dim=int(bags["wsi_dim"]),
+        max_abs=bags["max_abs_feature"],
+    )
 run_comparator_folds(  # every fold side by side (stacked runtime), each from its own fold seed
     inputs,
-    snakemake.params.declaration,
+    declaration,
     sections,
     evaluation,
     [
@@ -35,4 +55,5 @@ run_comparator_folds(  # every fold side by side (stacked runtime), each from it
     device=device,
     selection=TrainingSettings.from_config(snakemake.params.training),
     progress=True,
+    tokens=tokens,
 )

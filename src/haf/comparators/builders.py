@@ -5,14 +5,25 @@ through the same function (:func:`haf.comparators.train.load_model`, plain layer
 the family's section (:class:`~haf.settings.Stage3Settings` for the binary comparators,
 :class:`~haf.settings.ParachuteSettings` for PARACHUTE); family options come from the declaration,
 whose defaults the schema fills.  ``layers`` (None: plain modules) builds the same model stacked over
-K folds, with ``dims`` then giving each modality's width per member.
+K folds, with ``dims`` then giving each modality's width per member.  ``attention_fusion`` and ``mfmf``
+build their token-level variant for ``tokens: instance`` (``dims`` then also holds each pathology
+modality's instance token width under ``"{m}.tokens"``); a declaration without the key (saved before it
+existed) is ``tokens: modality``, the slide-level model.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from haf.comparators.models import MFMF, AttentionFusion, ComparatorModel, FeatureInteraction, LateFusion
+from haf.comparators.models import (
+    MFMF,
+    AttentionFusion,
+    AttentionFusionTokens,
+    ComparatorModel,
+    FeatureInteraction,
+    LateFusion,
+    MFMFTokens,
+)
 from haf.comparators.parachute import Parachute
 from haf.runtime.stacked import Layers
 
@@ -25,10 +36,16 @@ def late_fusion(
     )
 
 
+def instance_tokens(decl: dict[str, Any]) -> bool:
+    """The declaration asks for the token-level variant (``tokens: instance``)."""
+    return decl.get("tokens", "modality") == "instance"
+
+
 def attention_fusion(
     decl: dict[str, Any], dims: dict[str, Any], s: Any, layers: Layers | None = None
 ) -> ComparatorModel:
-    return AttentionFusion(
+    cls = AttentionFusionTokens if instance_tokens(decl) else AttentionFusion
+    return cls(
         dims,
         decl["modalities"],
         s.hidden,
@@ -40,7 +57,8 @@ def attention_fusion(
 
 
 def mfmf(decl: dict[str, Any], dims: dict[str, Any], s: Any, layers: Layers | None = None) -> ComparatorModel:
-    return MFMF(
+    cls = MFMFTokens if instance_tokens(decl) else MFMF
+    return cls(
         dims,
         decl["modalities"],
         decl["value_modality"],

@@ -8,6 +8,10 @@
   value-providing modality (WSI by default).
 * :class:`FeatureInteraction` (CustOmics-like, paradigm D): low-rank pairwise bilinear interactions
   of modality embeddings, present pairs only.
+* :class:`AttentionFusionTokens`, :class:`MFMFTokens`: the token-level variants of the two attention
+  models (declaration ``tokens: instance``): the WSI/TMA tokens are instances of the bags
+  (:mod:`haf.mil.tokens`, the batch keys of :func:`haf.runtime.tensors.token_keys`) instead of one
+  Stage 1 vector per modality.
 
 All take ``(x, present)`` and return one logit per patient; :meth:`ComparatorModel.scores_and_losses`
 gives the scores and the training loss the shared trainer minimises.  Every model is built through
@@ -37,8 +41,10 @@ from haf.comparators.blocks import (
     zeros_parameter,
 )
 from haf.losses import binary_loss
+from haf.modalities import PATHOLOGY
 from haf.runtime.stacked import Layers
 from haf.runtime.stacked_attention import MultiheadAttention
+from haf.runtime.tensors import token_keys
 
 
 @dataclass
@@ -323,3 +329,212 @@ class FeatureInteraction(ComparatorModel):
         parts.append(emb.flatten(-2))
         parts.append(mask.to(emb.dtype))
         return self.head(torch.cat(parts, dim=-1)).squeeze(-1)
+
+
+def token_dim_key(modality: str) -> str:
+    """The ``dims`` key of a pathology modality's instance token width (checkpoints record it)."""
+    return token_keys(modality)[0]
+
+
+def gather_entries(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table`` (..., U, *S) per distinct batch entry, ``index`` (..., B) -> (..., B, *S) per row."""
+    lead = index.dim()
+    idx = index.reshape(*index.shape, *([1] * (table.dim() - lead)))
+    return torch.gather(table, lead - 1, idx.expand(*index.shape, *table.shape[lead:]))
+
+
+def type_token(embedding: torch.Tensor, k: int) -> torch.Tensor:
+    """Row k of a (..., M, d) learned table, shaped to add to (..., B, T, d) tokens."""
+    return embedding[..., k, :].unsqueeze(-2).unsqueeze(-2)
+
+
+class _InstanceTokens(nn.Module):
+    """A Linear per pathology modality from the instance token width to ``d`` (the token-level models' input)."""
+
+    def __init__(self, dims: dict[str, Width], modalities: list[str], d: int, layers: Layers) -> None:
+        super().__init__()
+        self.proj = nn.ModuleDict({m: input_linear(layers, dims[token_dim_key(m)], d) for m in modalities})
+
+    def forward(
+        self, x: dict[str, torch.Tensor], m: str, present: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Modality m's projected tokens (..., B, N, d) and their validity (..., B, N): a real instance of a
+        patient whose ``present`` (..., B, 1) says m is there.  Projected once per distinct patient."""
+        key_x, key_mask, key_index = token_keys(m)
+        if key_x not in x:
+            raise KeyError(f"the batch has no instance tokens of {m} ({key_x}): a token-level comparator "
+                           "needs the fold's instance tokens (haf.mil.tokens)")  # fmt: skip
+        index = x[key_index]
+        tokens = gather_entries(self.proj[m](x[key_x]), index)
+        valid = gather_entries(x[key_mask].bool(), index) & present
+        return tokens, valid
+
+
+class AttentionFusionTokens(ComparatorModel):
+    """PS3-style token fusion over the instances of the bags (``attention_fusion`` with ``tokens: instance``).
+
+    Tokens: for each pathology modality (wsi, tma) of the method, its patient's instance tokens (a fixed,
+    seeded subsample of at most ``instance_tokens`` frozen UNI patch features: :mod:`haf.mil.tokens`)
+    through a Linear per modality to ``d``; for each tabular modality one token (Linear to ``d``) as in
+    :class:`AttentionFusion`; every token plus its modality's learned type embedding; one learned summary
+    token, always present.  ``n_blocks`` pre-LN multi-head self-attention blocks over all tokens with a key
+    padding mask: padding instances and every token of an absent modality (observed or dropped by a
+    masked evaluation's ``present``) are zeroed, never attended and re-zeroed after each block.  Pooling:
+    one vote per present modality, the mean over the summary token's output and each present modality's
+    mean output token (the masked mean over its instances for wsi/tma), so 64 WSI instances weigh what one
+    tabular token weighs; with one token per modality this is :class:`AttentionFusion`'s pooling.
+    LayerNorm -> Linear to the logit.
+    """
+
+    def __init__(
+        self,
+        dims: dict[str, Width],
+        modalities: list[str],
+        d: int,
+        heads: int,
+        dropout: float,
+        n_blocks: int = 2,
+        layers: Layers | None = None,
+    ) -> None:
+        super().__init__(modalities)
+        layers = layers or Layers()
+        self.d = d
+        # a pathology modality the run has no bags of (no token width: e.g. a download without TMA cores)
+        # is absent for every patient; it gets no projection and no token
+        self.instance = [m for m in modalities if m in PATHOLOGY and token_dim_key(m) in dims]
+        self.vector = [m for m in modalities if m not in PATHOLOGY]
+        self.tokens = _InstanceTokens(dims, self.instance, d, layers)
+        if self.vector:
+            self.adapters = ModalityAdapters(dims, self.vector, d, kind="linear", layers=layers)
+        self.type_embedding = layers.parameter(len(modalities), d)
+        self.summary = layers.parameter(1, d)
+        self.blocks = nn.ModuleList(
+            MHCABlock(d, heads, dropout, layers=layers, cross=False) for _ in range(n_blocks)
+        )
+        self.norm = layers.layer_norm(d)
+        self.head = layers.linear(d, 1)
+
+    def forward(self, x: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
+        mask = presence(present, self.modalities)  # (..., B, M)
+        lead = mask.shape[:-1]
+        vectors = self.adapters(x) if self.vector else None  # (..., B, M_vec, d)
+        parts = [self.summary.unsqueeze(-3).expand(*lead, 1, self.d)]
+        valid = [torch.ones(*lead, 1, dtype=torch.bool, device=mask.device)]
+        for k, m in enumerate(self.modalities):
+            if m in self.instance:
+                tokens, ok = self.tokens(x, m, mask[..., k : k + 1])
+            elif m in self.vector:
+                tokens = vectors[..., self.vector.index(m) : self.vector.index(m) + 1, :]
+                ok = mask[..., k : k + 1]
+            else:
+                continue
+            parts.append(tokens + type_token(self.type_embedding, k))
+            valid.append(ok)
+        sizes = [p.shape[-2] for p in parts]
+        keys = torch.cat(valid, dim=-1)  # (..., B, T)
+        tokens = replace_absent(torch.cat(parts, dim=-2), keys)
+        for block in self.blocks:
+            tokens = block(tokens, key_mask=keys)
+            tokens = replace_absent(tokens, keys)
+        groups = torch.split(tokens, sizes, dim=-2)
+        flags = torch.split(keys, sizes, dim=-1)
+        pooled = torch.stack([masked_mean(g, f) for g, f in zip(groups, flags, strict=True)], dim=-2)
+        voted = torch.stack([f.any(dim=-1) for f in flags], dim=-1)  # (..., B, 1 + M)
+        return self.head(self.norm(masked_mean(pooled, voted))).squeeze(-1)
+
+
+class MFMFTokens(ComparatorModel):
+    """MFMF over the value modality's instance tokens (``mfmf`` with ``tokens: instance``).
+
+    Keys/values: the value modality's instance tokens (WSI by default; a fixed subsample of at most
+    ``instance_tokens`` frozen UNI patch features, :mod:`haf.mil.tokens`) through a Linear to ``d`` and a
+    LayerNorm, with a key padding mask (padding instances never attended); a patient without the value
+    modality (observed or dropped by the masked evaluation) gets ``value_tokens`` learned missing tokens
+    instead, as :class:`MFMF`.  Queries: each present auxiliary modality, one token per tabular modality
+    (Linear + type embedding) and one per instance for an auxiliary pathology modality (TMA when WSI gives
+    the values: its instance tokens through their own Linear + type embedding).  Multi-head attention of
+    the queries over the value tokens with no residual from the query, an FFN with residual, then the
+    mean over each auxiliary modality's query tokens and the mean over the present auxiliary modalities
+    (one vote per modality).  The head sees that summary, the masked mean of the value tokens and the flag
+    "any auxiliary present".  The value modality must be a pathology modality (it provides the instances).
+    """
+
+    def __init__(
+        self,
+        dims: dict[str, Width],
+        modalities: list[str],
+        value_modality: str,
+        d: int,
+        heads: int,
+        dropout: float,
+        value_tokens: int = 8,
+        layers: Layers | None = None,
+    ) -> None:
+        if value_modality not in modalities:
+            raise ValueError(f"value modality {value_modality!r} is not among the modalities {modalities}")
+        if value_modality not in PATHOLOGY or token_dim_key(value_modality) not in dims:
+            raise ValueError(
+                f"token-level MFMF takes its keys/values from instance tokens: value modality "
+                f"{value_modality!r} must be one of {', '.join(PATHOLOGY)} and the run must have its bags"
+            )
+        super().__init__(modalities)
+        layers = layers or Layers()
+        self.value_modality = value_modality
+        # an auxiliary pathology modality without bags in the run is absent for everyone: no query
+        self.aux = [
+            m for m in modalities if m != value_modality and (m not in PATHOLOGY or token_dim_key(m) in dims)
+        ]
+        self.aux_instance = [m for m in self.aux if m in PATHOLOGY]
+        self.aux_vector = [m for m in self.aux if m not in PATHOLOGY]
+        self.n_missing = value_tokens
+        self.d = d
+        self.tokens = _InstanceTokens(dims, [value_modality, *self.aux_instance], d, layers)
+        self.value_missing = layers.parameter(value_tokens, d)
+        self.value_norm = layers.layer_norm(d)
+        self.query_norm = layers.layer_norm(d)
+        self.attn = MultiheadAttention(d, heads, dropout, layers)
+        self.ffn_norm = layers.layer_norm(d)
+        self.ffn = mlp(d, 2 * d, d, dropout, layers)
+        self.drop = layers.dropout(dropout)
+        if self.aux_vector:
+            self.queries = ModalityAdapters(dims, self.aux_vector, d, kind="linear", layers=layers)
+        if self.aux:
+            self.query_type = layers.parameter(len(self.aux), d)
+        self.head = mlp(2 * d + 1, d, 1, dropout, layers)
+
+    def forward(self, x: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
+        has_value = presence(present, [self.value_modality])  # (..., B, 1)
+        lead = has_value.shape[:-1]
+        value, value_ok = self.tokens(x, self.value_modality, has_value)  # (..., B, N, d), (..., B, N)
+        missing = self.value_missing.unsqueeze(-3).expand(*lead, self.n_missing, self.d)
+        keys = torch.cat([value, missing], dim=-2)
+        key_ok = torch.cat([value_ok, (~has_value).expand(*lead, self.n_missing)], dim=-1)
+        keys = replace_absent(self.value_norm(keys), key_ok)
+        if self.aux:
+            aux_mask = presence(present, self.aux)
+            vectors = self.queries(x) if self.aux_vector else None
+            parts, valid = [], []
+            for k, m in enumerate(self.aux):
+                if m in self.aux_instance:
+                    q, ok = self.tokens(x, m, aux_mask[..., k : k + 1])
+                else:
+                    j = self.aux_vector.index(m)
+                    q, ok = vectors[..., j : j + 1, :], aux_mask[..., k : k + 1]
+                parts.append(q + type_token(self.query_type, k))
+                valid.append(ok)
+            sizes = [p.shape[-2] for p in parts]
+            q_ok = torch.cat(valid, dim=-1)
+            queries = replace_absent(torch.cat(parts, dim=-2), q_ok)
+            attended = self.drop(self.attn(self.query_norm(queries), keys, keys, key_ok))
+            attended = attended + self.drop(self.ffn(self.ffn_norm(attended)))
+            groups = torch.split(attended, sizes, dim=-2)
+            flags = torch.split(q_ok, sizes, dim=-1)
+            per = torch.stack([masked_mean(g, f) for g, f in zip(groups, flags, strict=True)], dim=-2)
+            voted = torch.stack([f.any(dim=-1) for f in flags], dim=-1)
+            aux_summary = masked_mean(per, voted)
+            any_aux = voted.any(dim=-1, keepdim=True).to(keys.dtype)
+        else:
+            aux_summary = keys.new_zeros(*lead, self.d)
+            any_aux = keys.new_zeros(*lead, 1)
+        features = torch.cat([aux_summary, masked_mean(keys, key_ok), any_aux], dim=-1)
+        return self.head(features).squeeze(-1)

@@ -28,7 +28,7 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,7 @@ import torch
 
 from haf.artifacts.fold_inputs import FoldInputs
 from haf.comparators.blocks import presence
+from haf.comparators.builders import instance_tokens
 from haf.comparators.gcs import GCSConfig
 from haf.comparators.models import ComparatorModel, Targets
 from haf.comparators.stacked_gcs import StackedGCSStep
@@ -49,8 +50,11 @@ from haf.runtime.outputs import write_method_outputs
 from haf.runtime.seeds import fold_seed, seed_everything
 from haf.runtime.stacked import Members, StackedBatch, member_minibatches, member_state_dict, pad_rows
 from haf.runtime.stacked_attention import RowLayers
-from haf.runtime.tensors import FoldTensors, StackedFoldTensors, training_rows
+from haf.runtime.tensors import FoldTensors, StackedFoldTensors, TokenTable, training_rows
 from haf.settings import SECTIONS, Section, TrainingSettings
+
+if TYPE_CHECKING:
+    from haf.mil.tokens import InstanceTokens
 
 log = logging.getLogger(__name__)
 
@@ -192,9 +196,12 @@ class _Run:
             self.members = Members([task.members.seeds[i] for i in self.ids], task.device)
             self.members.generators = [task.members.generators[i] for i in self.ids]
             self.members.rngs = [task.members.rngs[i] for i in self.ids]
-            self.tensors = StackedFoldTensors.from_inputs([task.inputs[i] for i in self.ids], task.device)
+            self.tensors = StackedFoldTensors.from_inputs(
+                [task.inputs[i] for i in self.ids], task.device, tokens=task.token_table
+            )
         self.layers = RowLayers(self.members)
         dims = {m: self.tensors.widths[m] for m in MODALITIES}
+        dims.update({key: [width] * self.members.k for key, width in task.token_dims.items()})
         self.model = build_model(task.declaration, dims, task.settings, self.layers).to(task.device)
         self.trainer = trainer if full else StackedTrainer(self.model, self.members, task.settings.train)
         self.step = resolve(task.spec.step)(self.model, self.members, task.settings)
@@ -220,7 +227,8 @@ class _Run:
             seed = int(self.members.rngs[k].integers(2**31))
             draw = draw_masks(self.inputs[k].present[rows], p_miss, 1, "mixed", seed, epoch)
             mask[k, :n] = torch.as_tensor(draw[0], device=mask.device)
-        x = {m: x[m] * mask[..., j : j + 1].to(x[m].dtype) for j, m in enumerate(MODALITIES)}
+        # instance tokens (token-level models) stay: those models mask them with the presence mask
+        x = {**x, **{m: x[m] * mask[..., j : j + 1].to(x[m].dtype) for j, m in enumerate(MODALITIES)}}
         return x, mask
 
     def train_epoch(self, epoch: int, running: np.ndarray) -> np.ndarray:
@@ -299,12 +307,16 @@ class _ComparatorTask:
         device: torch.device,
         seeds: list[int],
         names: list[str],
+        tokens: InstanceTokens | None = None,
     ) -> None:
         self.inputs, self.declaration, self.spec, self.settings = inputs, declaration, spec, settings
         self.device, self.names = device, names
         self.members = Members(seeds, device)
         seed_everything(seeds[0])
-        self.tensors = StackedFoldTensors.from_inputs(inputs, device)
+        # instance tokens (token-level comparators): one table on the device, shared by every member
+        self.token_table = None if tokens is None else TokenTable.from_tokens(tokens, device)
+        self.token_dims = token_dims(tokens)
+        self.tensors = StackedFoldTensors.from_inputs(inputs, device, tokens=self.token_table)
         self.train_rows = [training_rows(i, "train", spec.task_loss) for i in inputs]
         self.val_rows = [training_rows(i, "val", spec.task_loss) for i in inputs]
         self.val_index, self.val_valid = pad_rows(self.val_rows, device)
@@ -376,11 +388,44 @@ class _ComparatorTask:
                 score[i] = cindex_or_nan(inp.time[rows], inp.event[rows], s)
         return score, loss
 
+    def fold_dims(self, k: int) -> dict[str, int]:
+        """Fold k's input widths (and instance token widths): what rebuilding its model needs."""
+        return {**self.inputs[k].dims(), **self.token_dims}
+
     def fold_model(self, k: int) -> ComparatorModel:
         """Member k as the plain single-fold model (eval mode) that predictions and checkpoints use."""
-        plain = build_model(self.declaration, self.inputs[k].dims(), self.settings)
+        plain = build_model(self.declaration, self.fold_dims(k), self.settings)
         plain.load_state_dict(member_state_dict(self.model, k))
         return plain.to(self.device).eval()
+
+
+def token_dims(tokens: InstanceTokens | None) -> dict[str, int]:
+    """The ``dims`` entries of the instance tokens (``"{m}.tokens"`` -> width), empty without tokens."""
+    from haf.comparators.models import token_dim_key
+
+    return {} if tokens is None else {token_dim_key(m): d for m, d in tokens.dims().items()}
+
+
+def _check_tokens(
+    declaration: dict[str, Any], tokens: InstanceTokens | None, inputs: list[FoldInputs], names: list[str]
+) -> None:
+    """A token-level method needs instance tokens that cover every patient the fold inputs mark present."""
+    family = declaration.get("family")
+    if not instance_tokens(declaration):
+        if tokens is not None:
+            raise ValueError(f"{family}: instance tokens given, but the declaration has tokens: modality")
+        return
+    if tokens is None:
+        raise ValueError(
+            f"{family}: tokens: instance needs the bags' instance tokens (haf.mil.tokens.open_instance_tokens)"
+        )
+    for name, inp in zip(names, inputs, strict=True):
+        tokens.check(inp.patient_id, inp.present, declaration["modalities"])
+        log.info(
+            "%s: instance tokens of %s (at most %d per modality and patient, subsample seed %d)",
+            name, ", ".join(m for m in tokens.modalities if m in declaration["modalities"]), tokens.cap,
+            tokens.seed,
+        )  # fmt: skip
 
 
 def train_comparator_folds(
@@ -391,6 +436,7 @@ def train_comparator_folds(
     names: list[str] | None = None,
     selection: TrainingSettings | None = None,
     progress: bool = False,
+    tokens: InstanceTokens | None = None,
 ) -> list[ComparatorResult]:
     """Train one comparator on several folds at once (one stacked member per fold); one result per fold.
 
@@ -398,6 +444,9 @@ def train_comparator_folds(
     ``sections`` maps config section names (``stage3``, ``parachute``) to their settings; ``names``
     (default ``"<family> fold <k>"``) label each fold in the log.  Fold k trains from seed
     ``fold_seed(base, fold)``; a fold without two usable training patients stops the job naming it.
+    ``tokens``: the cohort's instance tokens, required by (and only by) a ``tokens: instance`` method;
+    they are inputs, not weights: the checkpoint records their widths, and predicting with a rebuilt
+    model takes the same tokens again (``FoldTensors.from_inputs(inputs, device, tokens)``).
     """
     if not inputs:
         raise ValueError("train_comparator_folds needs at least one fold")
@@ -411,7 +460,8 @@ def train_comparator_folds(
     modalities = list(declaration["modalities"])
     for name, inp in zip(names, inputs, strict=True):
         _check_fold(name, inp, spec.task_loss, modalities)
-    task = _ComparatorTask(inputs, declaration, spec, settings, device, seeds, names)
+    _check_tokens(declaration, tokens, inputs, names)
+    task = _ComparatorTask(inputs, declaration, spec, settings, device, seeds, names, tokens)
     n_params = sum(p.numel() for p in task.model.parameters()) // len(inputs)
     log.info(
         "%s: %s with %d parameters per fold, %d folds stacked on %s",
@@ -435,12 +485,12 @@ def train_comparator_folds(
         checkpoint = {
             "family": spec.name,
             "declaration": dict(declaration),
-            "dims": inp.dims(),
+            "dims": task.fold_dims(k),
             "settings": settings.as_dict(),
             "state_dict": {key: v.detach().cpu() for key, v in model.state_dict().items()},
             "seed": seeds[k],
         }
-        tensors = FoldTensors.from_inputs(inp, device)
+        tensors = FoldTensors.from_inputs(inp, device, tokens=task.token_table)
         results.append(ComparatorResult(model, histories[k], tensors, spec.task_loss, seeds[k], checkpoint))
     return results
 
@@ -508,6 +558,7 @@ def run_comparator_folds(
     device: torch.device,
     selection: TrainingSettings | None = None,
     progress: bool = False,
+    tokens: InstanceTokens | None = None,
 ) -> list[pd.DataFrame]:
     """Train one comparator on several folds at once and write each fold's four outputs (per-fold files,
     the same contracts as :func:`run_comparator`); return each fold's val/test predictions."""
@@ -515,7 +566,14 @@ def run_comparator_folds(
         raise ValueError(f"{len(outputs_per_fold)} output sets for {len(inputs_list)} folds")
     names = [f"{method} fold {i.fold}" for i in inputs_list]
     results = train_comparator_folds(
-        inputs_list, declaration, sections, device, names=names, selection=selection, progress=progress
+        inputs_list,
+        declaration,
+        sections,
+        device,
+        names=names,
+        selection=selection,
+        progress=progress,
+        tokens=tokens,
     )
     return [
         _write(result, inputs, outputs, evaluation, method)

@@ -30,7 +30,9 @@ _KNOWN: dict[str, str] = {
     "haf_nodetach": "#ff9896",
     "late_fusion": "#17becf",
     "attention_fusion": "#393b79",
+    "attention_fusion_tokens": "#7b7fd6",  # the token-level variants: lighter shades of the same hue
     "mfmf": "#637939",
+    "mfmf_tokens": "#a3b86c",
     "feature_interaction": "#8c6d31",
     "parachute": "#000000",
 }
