@@ -96,3 +96,11 @@ def test_the_parachute_small_cohort_preset_changes_only_capacity_and_budget_and_
         line = next(ln for ln in text.splitlines() if ln.strip().startswith(f"{key}:"))
         named = re.search(r"published ([0-9.]+)", line)
         assert named and float(named.group(1)) == float(published[key]), line
+
+
+def test_the_hancock_size_preset_is_the_demo_at_763_patients():
+    preset = _preset("hancock_size")
+    config = load_config(preset)
+    assert config["demo"]["enabled"] and config["demo"]["n_patients"] == 763
+    assert config["cv"]["k"] == 10 and config["cv"]["repeats"] == 1
+    assert set(preset) == {"demo", "cv"}  # only the size and R differ from the defaults
