@@ -17,6 +17,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.append(str(REPO / "workflow" / "scripts"))
 
 
+@pytest.fixture()
+def one_thread():
+    """torch on one intra-op thread for the test, restored after (``pytest.mark.usefixtures("one_thread")``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO

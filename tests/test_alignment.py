@@ -28,9 +28,7 @@ GA = dict(tau_sv=0.1, tau_pd=0.1, lambda_pd=0.01)
 D = 128
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _stage2_cfg(**over):

@@ -29,12 +29,7 @@ DIMS = {"wsi": 12, "tma": 12, "cell": 6, "clin": 5, "path": 7, "blood": 8, "icd"
 FAMILIES = list(COMPARATOR_FAMILIES)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def synthetic_fold(n: int = 400, seed: int = 0, dims: dict[str, int] | None = None) -> FoldInputs:

@@ -37,12 +37,7 @@ SECTIONS = {"stage3": SECTIONS["stage3"], "parachute": SECTIONS["parachute"]}
 FAMILIES = ["attention_fusion", "mfmf"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

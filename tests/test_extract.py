@@ -64,9 +64,7 @@ def _tiling(**overrides) -> TilingSettings:
     return TilingSettings.from_section(settings("extract", **overrides))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _chw(array: np.ndarray) -> torch.Tensor:

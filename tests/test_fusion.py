@@ -71,9 +71,7 @@ EVALUATION = load_config({"evaluation": dict(dropout_p=[0.0, 0.5], parachute_p=[
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

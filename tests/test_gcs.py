@@ -20,13 +20,7 @@ from haf.comparators.models import Targets
 from haf.comparators.parachute import Parachute
 from haf.modalities import MODALITIES
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _spd(d: int, seed: int, scale: float = 1.0) -> torch.Tensor:

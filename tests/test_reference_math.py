@@ -34,13 +34,7 @@ from haf.fusion.model import FusionHead, fusion_loss
 from haf.losses import binary_loss, cox_partial_likelihood
 from haf.mil.clam import GatedAttentionMIL, clam_loss, instance_loss
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _logsumexp(values) -> float:
