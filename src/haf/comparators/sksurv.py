@@ -41,7 +41,7 @@ from haf.errors import HafInputError
 from haf.eval.scores import cindex_or_nan
 from haf.methods import method_declaration
 from haf.modalities import MODALITIES
-from haf.runtime.outputs import write_method_outputs
+from haf.runtime.outputs import write_fold_result
 from haf.runtime.tensors import FoldTensors
 from haf.settings import EvaluationSettings, SksurvSettings
 
@@ -320,17 +320,6 @@ def run_sksurv_folds(
     for inputs, outputs in zip(inputs_list, outputs_per_fold, strict=True):
         result = fit_fold(inputs, declaration, settings, name=method)
         written.append(
-            write_method_outputs(
-                outputs,
-                method=method,
-                seed=result.seed,
-                inputs=inputs,
-                tensors=result.tensors,
-                score_fn=result.score_fn,
-                task_loss=result.task_loss,
-                evaluation=evaluation,
-                history=result.history,
-                checkpoint=result.checkpoint,
-            )
+            write_fold_result(outputs, result, method=method, inputs=inputs, evaluation=evaluation)
         )
     return written

@@ -46,7 +46,7 @@ from haf.eval.scores import cindex_or_nan
 from haf.methods import COMPARATOR_FAMILIES, METHOD_FAMILIES, MethodFamily, resolve
 from haf.modalities import MODALITIES
 from haf.runtime.fit import StackedTrainer, fit_stacked
-from haf.runtime.outputs import write_method_outputs
+from haf.runtime.outputs import write_fold_result
 from haf.runtime.seeds import fold_seed, seed_everything
 from haf.runtime.stacked import Members, StackedBatch, member_minibatches, member_state_dict, pad_rows
 from haf.runtime.stacked_attention import RowLayers
@@ -510,27 +510,6 @@ def train_comparator(
     return runs[0]
 
 
-def _write(
-    result: ComparatorResult,
-    inputs: FoldInputs,
-    outputs: dict[str, str | Path],
-    evaluation: dict[str, Any],
-    method: str,
-) -> pd.DataFrame:
-    return write_method_outputs(
-        outputs,
-        method=method,
-        seed=result.seed,
-        inputs=inputs,
-        tensors=result.tensors,
-        score_fn=result.score_fn,
-        task_loss=result.task_loss,
-        evaluation=evaluation,
-        history=result.history,
-        checkpoint=result.checkpoint,
-    )
-
-
 def run_comparator(
     inputs: FoldInputs,
     declaration: dict[str, Any],
@@ -544,7 +523,7 @@ def run_comparator(
 ) -> pd.DataFrame:
     """Train one comparator on one fold and write its four outputs; return its val/test predictions."""
     result = train_comparator(inputs, declaration, sections, device, name=method, progress=progress)
-    return _write(result, inputs, outputs, evaluation, method)
+    return write_fold_result(outputs, result, method=method, inputs=inputs, evaluation=evaluation)
 
 
 def run_comparator_folds(
@@ -576,6 +555,6 @@ def run_comparator_folds(
         tokens=tokens,
     )
     return [
-        _write(result, inputs, outputs, evaluation, method)
+        write_fold_result(outputs, result, method=method, inputs=inputs, evaluation=evaluation)
         for result, inputs, outputs in zip(results, inputs_list, outputs_per_fold, strict=True)
     ]

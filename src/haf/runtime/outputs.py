@@ -114,3 +114,27 @@ def write_method_outputs(
         len(masked),
     )
     return predictions
+
+
+def write_fold_result(
+    outputs: dict[str, str | Path],
+    result: Any,
+    *,
+    method: str,
+    inputs: FoldInputs,
+    evaluation: EvaluationSettings | dict[str, Any],
+) -> pd.DataFrame:
+    """:func:`write_method_outputs` of one trained fold's result: any object with ``seed``, ``tensors``,
+    ``score_fn``, ``task_loss``, ``history`` and ``checkpoint`` (a comparator's or a scikit-survival fit's)."""
+    return write_method_outputs(
+        outputs,
+        method=method,
+        seed=result.seed,
+        inputs=inputs,
+        tensors=result.tensors,
+        score_fn=result.score_fn,
+        task_loss=result.task_loss,
+        evaluation=evaluation,
+        history=result.history,
+        checkpoint=result.checkpoint,
+    )
