@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fakes.config import declare, load_config
+from fakes.config import declare, load_config, settings, small_val_warnings
 from fakes.fusion import synthetic_fold_inputs
 
 from haf.alignment.projectors import ProjectorBank
@@ -510,6 +510,25 @@ def test_warm_start_through_the_trainer_keeps_stage1_z_at_a_vanishing_learning_r
             source = run.checkpoint["encoder_sources"][pm]
             assert source["fold"] == inputs[k].fold and source["path"] == str(paths[pm][k])
     assert cold[0].checkpoint["encoder_init"] == "scratch" and cold[0].checkpoint["encoder_sources"] == {}
+
+
+def test_a_small_no_detach_validation_part_is_a_warning_naming_the_fold(tmp_path, caplog):
+    from haf.fusion.joint import train_joint_folds
+
+    inputs, stores, _ = _warm_setup(tmp_path, folds=(0, 1, 2, 3))
+    # usable, counted here: labelled validation patients (binary loss)
+    usable = [int(np.isfinite(i.label[i.part == "val"]).sum()) for i in inputs]
+    threshold = sorted(usable)[-1]  # below it: every fold but the largest
+    params = {"stage1": WARM_STAGE1, "stage2": STAGE2, "stage3": {**STAGE3, "max_epochs": 1}}
+    spec = _spec("drop_nodetach", drop=True, detach=False)
+    with caplog.at_level(logging.WARNING, logger="haf.runtime.fit"):
+        train_joint_folds(
+            inputs, spec, params, CPU, bags=stores, selection=settings("training", min_val_patients=threshold)
+        )
+    expected = {
+        f"drop_nodetach fold {i.fold}": n for i, n in zip(inputs, usable, strict=True) if n < threshold
+    }
+    assert expected and small_val_warnings(caplog.records) == expected
 
 
 def test_warm_start_rejects_stage1_models_of_another_fold_or_size(tmp_path):

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fakes.config import declare, load_config
+from fakes.config import declare, load_config, settings, small_val_warnings
 from fakes.fusion import synthetic_fold_inputs
 
 from haf.comparators.gcs import GCSConfig, GCSStep, sam_perturbation
@@ -200,6 +200,24 @@ def test_a_fold_without_two_training_patients_is_named(folds):
     bad.label[train[1:]] = np.nan  # one labelled training patient left
     with pytest.raises(ValueError, match="late_fusion fold 2: only 1 training patients"):
         train_comparator_folds([folds[0], bad], _decl("late_fusion"), copy.deepcopy(SECTIONS), CPU)
+
+
+@pytest.mark.parametrize("family", ["late_fusion", "parachute"])
+def test_a_small_validation_part_is_a_warning_naming_the_fold_and_its_usable_patients(family, folds, caplog):
+    # usable, counted here from the inputs: the labelled validation patients for a binary loss, every
+    # validation patient for a Cox loss (the validation C-index uses the censored ones too)
+    usable = [
+        len(i.index("val")) if family == "parachute" else int(np.isfinite(i.label[i.index("val")]).sum())
+        for i in folds
+    ]
+    threshold = sorted(usable)[1]  # below it: the smallest fold(s) only
+    selection = settings("training", min_val_patients=threshold)
+    sections = copy.deepcopy(SECTIONS)
+    sections[{"parachute": "parachute"}.get(family, "stage3")]["max_epochs"] = 1
+    with caplog.at_level(logging.WARNING, logger="haf.runtime.fit"):
+        train_comparator_folds(folds, _decl(family), sections, CPU, selection=selection)
+    expected = {f"{family} fold {i.fold}": n for i, n in zip(folds, usable, strict=True) if n < threshold}
+    assert expected and small_val_warnings(caplog.records) == expected
 
 
 # ---------------------------------------------------------------------------------------------

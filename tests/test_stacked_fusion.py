@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fakes.config import declare, load_config
+from fakes.config import declare, load_config, settings, small_val_warnings
 from fakes.fusion import synthetic_fold_inputs
 
 from haf.alignment.train import train_alignment
@@ -192,3 +192,29 @@ def test_stacked_fusion_loss_padding_with_a_nan_label_keeps_gradients_finite():
         loss.sum().backward()
         assert torch.isfinite(loss).all()
         assert all(torch.isfinite(p.grad).all() for p in head.parameters())
+
+
+def test_a_small_validation_part_is_a_warning_naming_the_fold_and_its_usable_patients(folds, caplog):
+    """Stage 2 counts validation patients with >= 2 modalities (what L_GA needs); Stage 3 (binary loss)
+    the labelled ones; both counted here from the inputs."""
+    from haf.alignment.train import train_alignment_folds
+
+    two = [int((i.present[i.part == "val"].sum(axis=1) >= 2).sum()) for i in folds]
+    labelled = [int(np.isfinite(i.label[i.part == "val"]).sum()) for i in folds]
+    for counts, run, name in (
+        (two, lambda sel: train_alignment_folds(folds, "ga", STAGE2, CPU, selection=sel), "stage2 ga"),
+        (
+            labelled,
+            lambda sel: train_fusion_folds(
+                folds, _spec("fusion_mlp_all", align="none", drop=False), STAGE3, STAGE2, CPU, selection=sel
+            ),
+            "fusion_mlp_all",
+        ),
+    ):
+        # below it: every fold but the largest (every fold where all counts are equal)
+        threshold = max(counts) + (len(set(counts)) == 1)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="haf.runtime.fit"):
+            run(settings("training", min_val_patients=threshold))
+        expected = {f"{name} fold {i.fold}": n for i, n in zip(folds, counts, strict=True) if n < threshold}
+        assert expected and small_val_warnings(caplog.records) == expected, name

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fakes.config import load_config
+from fakes.config import load_config, settings, small_val_warnings
 from fakes.mil import BagSpec, write_synthetic_cohort
 
 from haf.artifacts.bags import write_bag
@@ -44,11 +44,12 @@ def cohort(tmp_path_factory):
     )
 
 
-def _folds(cohort, pmod, folds, section=SECTION, **paths):
+def _folds(cohort, pmod, folds, section=SECTION, selection=None, **paths):
     p = {"manifest": cohort.manifest, "targets": cohort.targets, "folds": cohort.folds, **paths}
     return run_stage1_folds(
-        pmod, folds, p["manifest"], p["targets"], p["folds"], cohort.tma_index, section, CPU
-    )
+        pmod, folds, p["manifest"], p["targets"], p["folds"], cohort.tma_index, section, CPU,
+        selection=selection,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("pmod", ["wsi", "tma", "wsi_tma"])
@@ -146,3 +147,21 @@ def test_the_train_loss_fallback_is_explicit_and_recorded(cohort, tmp_path):
     assert int(h["train_loss"].idxmin()) > 0
     meta = torch.load(outputs["model"], weights_only=True)["meta"]
     assert meta["selected_by"] == "train_loss" and meta["seed"] == fold_seed(SECTION["seed"], 2)
+
+
+def test_a_small_validation_part_is_a_warning_naming_the_fold_and_its_usable_patients(cohort, caplog):
+    # usable, counted here from the files: validation patients of the fold with a TMA bag (every synthetic
+    # patient is labelled; about 10% have no TMA)
+    folds = pd.read_csv(cohort.folds, sep="\t", dtype={"patient_id": str})
+    manifest = pd.read_csv(cohort.manifest, sep="\t", dtype={"patient_id": str})
+    with_tma = set(manifest.loc[manifest["has_tma"] == 1, "patient_id"])
+    val = folds[folds["part"] == "val"]
+    usable = {f: int(val.loc[val["fold"] == f, "patient_id"].isin(with_tma).sum()) for f in range(4)}
+    threshold = sorted(usable.values())[-1]  # below it: every fold but the largest
+    section = load_config({"stage1": {**SECTION, "max_epochs": 1}})["stage1"]
+    with caplog.at_level("WARNING", logger="haf.runtime.fit"):
+        _folds(
+            cohort, "tma", [0, 1, 2, 3], section, selection=settings("training", min_val_patients=threshold)
+        )
+    expected = {f"stage1 tma fold {f}": n for f, n in usable.items() if n < threshold}
+    assert expected and small_val_warnings(caplog.records) == expected

@@ -44,3 +44,18 @@ def declare(raw: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     config["methods"] = {name: dict(decl) for name, decl in raw.items()}
     config["run_methods"] = list(raw)
     return active_methods(fill_defaults(config))
+
+
+def small_val_warnings(records) -> dict[str, int]:
+    """``{member name: count}`` of every ``fit_stacked`` warning about a validation part below
+    ``training.min_val_patients`` among captured log records (``caplog.records``)."""
+    import logging
+    import re
+
+    pattern = re.compile(r"^(.+?): only (\d+) usable validation patients \(< training\.min_val_patients")
+    found = {}
+    for record in records:
+        match = pattern.match(record.getMessage()) if record.levelno == logging.WARNING else None
+        if match:
+            found[match.group(1)] = int(match.group(2))
+    return found

@@ -320,6 +320,7 @@ class _ComparatorTask:
         self.train_rows = [training_rows(i, "train", spec.task_loss) for i in inputs]
         self.val_rows = [training_rows(i, "val", spec.task_loss) for i in inputs]
         self.val_index, self.val_valid = pad_rows(self.val_rows, device)
+        self.val_counts = [len(r) for r in self.val_rows]  # fit_stacked warns below min_val_patients
         self.batch_size = settings.batch_size
         # the method's own p_miss (per-p protocol), else the section's; the stage3 section has none
         declared = declaration.get("p_miss")

@@ -342,6 +342,7 @@ class _JointTask:
         self.train_rows = [training_rows(i, "train", spec.task_loss) for i in inputs]
         self.val_rows = [training_rows(i, "val", spec.task_loss) for i in inputs]
         self.val_index, self.val_valid = pad_rows(self.val_rows, device)
+        self.val_counts = [len(r) for r in self.val_rows]  # fit_stacked warns below min_val_patients
         for inp, tr, va in zip(inputs, self.train_rows, self.val_rows, strict=True):
             log_cohort(spec, inp, tr, va)
         self.missing = [

@@ -323,6 +323,8 @@ class Stage1Task:
             store.dim, settings.d1, settings.d2, settings.dropout, layers=Layers(self.members)
         ).to(self.device)
         self.train_loss = np.full(len(parts), np.nan)
+        # usable validation patients (labelled, with a bag): fit_stacked warns below min_val_patients
+        self.val_counts = [len(p.val_ids) for p in parts]
 
     def train_epoch(self, epoch: int, running: np.ndarray, trainer: StackedTrainer) -> np.ndarray:
         """One pass over each running member's training bags; (K,) mean Eq. 3 loss per bag."""
