@@ -73,6 +73,35 @@ class Members:
 # stacked layers
 
 
+class _StackedLinearFunction(torch.autograd.Function):
+    """``y_k = x_k W_k^T + b_k`` ((K, M, in) -> (K, M, out)) whose weight gradient comes out contiguous.
+
+    Autograd's own backward of ``bmm(x, W.transpose(1, 2))`` returns dL/dW as a transposed view; adding
+    that into the contiguous gradient buffer of :class:`FlatParameters` is a strided add, 10-15x slower
+    than a contiguous one (measured: 0.93 ms vs 0.08 ms for 10 x 256 x 256 on one core) and ~14% of a
+    PARACHUTE step.  Here dL/dW_k = g_k^T x_k is one ``bmm`` into a (K, out, in) tensor; dL/dx and dL/db
+    are autograd's formulas.  Under autocast the gradients are taken in the output's dtype and returned in
+    each input's own dtype (what autograd's casts do).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        w_t = weight.transpose(1, 2)
+        return torch.bmm(x, w_t) if bias is None else torch.baddbmm(bias.unsqueeze(1), x, w_t)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad
+        dtype = grad.dtype
+        grad_x = torch.bmm(grad, weight.to(dtype)).to(x.dtype) if need_x else None
+        grad_w = torch.bmm(grad.transpose(1, 2), x.to(dtype)).to(weight.dtype) if need_w else None
+        grad_b = grad.sum(dim=1).to(ctx.bias_dtype) if need_b and ctx.bias_dtype is not None else None
+        return grad_x, grad_w, grad_b
+
+
 class StackedLinear(nn.Module):
     """K linear layers ``y_k = x_k W_k^T + b_k``; ``x`` (K, ..., in) -> (K, ..., out).
 
@@ -117,10 +146,7 @@ class StackedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = x.shape[0]
         flat = x.reshape(k, -1, x.shape[-1])
-        if self.bias is None:
-            out = torch.bmm(flat, self.weight.transpose(1, 2))
-        else:
-            out = torch.baddbmm(self.bias.unsqueeze(1), flat, self.weight.transpose(1, 2))
+        out = _StackedLinearFunction.apply(flat, self.weight, self.bias)
         return out.reshape(*x.shape[:-1], self.out_features)
 
     def member_state(self, k: int, prefix: str = "") -> dict[str, torch.Tensor]:
