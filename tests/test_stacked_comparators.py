@@ -213,7 +213,7 @@ def test_a_small_validation_part_is_a_warning_naming_the_fold_and_its_usable_pat
     threshold = sorted(usable)[1]  # below it: the smallest fold(s) only
     selection = settings("training", min_val_patients=threshold)
     sections = copy.deepcopy(SECTIONS)
-    sections[{"parachute": "parachute"}.get(family, "stage3")]["max_epochs"] = 1
+    sections["parachute" if family == "parachute" else "stage3"]["max_epochs"] = 1
     with caplog.at_level(logging.WARNING, logger="haf.runtime.fit"):
         train_comparator_folds(folds, _decl(family), sections, CPU, selection=selection)
     expected = {f"{family} fold {i.fold}": n for i, n in zip(folds, usable, strict=True) if n < threshold}

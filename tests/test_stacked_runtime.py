@@ -206,6 +206,7 @@ class _Task:
         w = torch.randn(len(seeds), 5, generator=g)
         self.y = (self.x * w.unsqueeze(1)).sum(-1) + 0.3 * torch.randn(len(seeds), n, generator=g)
         self.train_rows = [np.arange(0, 30) for _ in seeds]
+        self.val_counts = [n - 30 for _ in seeds]  # validate() scores rows 30: of each member
 
     def train_epoch(self, epoch, running, trainer):
         total = np.zeros(self.members.k)
@@ -237,6 +238,16 @@ def test_a_member_trained_with_others_equals_it_trained_alone():
     torch.testing.assert_close(together.model.fc.weight[1], alone.model.fc.weight[0], rtol=1e-5, atol=1e-6)
     # the members stopped at their own epochs and restored their own best states
     assert all(h["best"].sum() == 1 for h in hist_together)
+
+
+def test_a_task_without_one_validation_count_per_member_is_an_error():
+    task = _Task([1, 2])
+    task.val_counts = [10]
+    with pytest.raises(ValueError, match="val_counts has 1 entries for 2 members"):
+        fit_stacked(task, _settings(max_epochs=1), names=["a", "b"])
+    del task.val_counts
+    with pytest.raises(AttributeError, match="val_counts"):
+        fit_stacked(task, _settings(max_epochs=1), names=["a", "b"])
 
 
 def test_trainer_rejects_unknown_optimiser():

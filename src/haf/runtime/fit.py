@@ -249,7 +249,8 @@ def fit_stacked(
     ``task`` provides ``members`` (:class:`haf.runtime.stacked.Members`), ``model`` (the stacked
     module), ``train_epoch(epoch, running, trainer) -> (K,) mean training losses`` (the steps of one
     epoch of the running members, through ``trainer.backward_step``) and ``validate(running) ->
-    ((K,) scores, (K,) losses)``.  Each member has its own learning-rate schedule, early stopping
+    ((K,) scores, (K,) losses)``, and ``val_counts`` (K usable validation patients per member: a member
+    below ``training.min_val_patients`` is a warning naming it).  Each member has its own learning-rate schedule, early stopping
     (validation score, ties by lower validation loss, ``es_patience``) and selected epoch; a member
     that stops stays frozen while the others go on; at the end each member's best state is restored.
     A member whose validation part gives neither a score nor a loss is an error naming it (early
@@ -262,7 +263,10 @@ def fit_stacked(
     selection = TrainingSettings.from_config(selection)
     members = task.members
     k = members.k
-    for i, n_val in enumerate(getattr(task, "val_counts", None) or []):
+    val_counts = list(task.val_counts)  # required: a trainer cannot skip the small-validation warning
+    if len(val_counts) != k:
+        raise ValueError(f"task.val_counts has {len(val_counts)} entries for {k} members")
+    for i, n_val in enumerate(val_counts):
         if n_val < selection.min_val_patients:
             log.warning(
                 "%s: only %d usable validation patients (< training.min_val_patients = %d): the selected "
